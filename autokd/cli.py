@@ -1,0 +1,178 @@
+"""The ``autokd`` command line: thin typer commands, each calling one library function.
+
+A user mistake (``UserError``) is printed as one line on stderr with exit code 2, never a
+traceback. Heavy imports (ray, plotly, optuna) happen inside the commands that need them.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+from .registry import UnknownName
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="autokd: search knowledge distillation and structured pruning together.")
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn a user's mistake into one line and exit 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, UnknownName) as e:
+            fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.lower().split("x"))
+        assert min(c, h, w) > 0
+    except (ValueError, AssertionError):
+        raise UserError(f"--input {text!r}: expected CxHxW, e.g. 3x32x32") from None
+    return c, h, w
+
+
+def epoch_printer(label: str) -> Callable[[int, int, dict], None]:
+    """A per-epoch callback: a rich progress bar on a terminal, one line per epoch otherwise."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=out, transient=False)
+    task = None
+
+    def show(epoch: int, total: int, record: dict) -> None:
+        nonlocal task
+        info = f"loss {record['loss']:.4f}  val acc {100 * record['val_accuracy']:.2f}%"
+        if not out.is_terminal:
+            out.print(f"{label} epoch {epoch}/{total}  {info}", highlight=False)
+            return
+        if task is None:
+            bar.start()
+            task = bar.add_task(label, total=total, info="")
+        bar.update(task, completed=epoch, total=total, info=info)
+        if epoch >= total:
+            bar.stop()
+
+    return show
+
+
+@app.command()
+@user_errors
+def models(
+    input: Annotated[str, typer.Option("--input", help="input shape CxHxW")] = "3x32x32",
+    num_classes: Annotated[int, typer.Option(help="classifier outputs")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Every architecture in the zoo with its MACs and params."""
+    from .models import MODELS, create_model
+    from .measure import measure
+
+    c, h, w = parse_shape(input)
+    rows = []
+    for name in MODELS:
+        model = create_model(name, num_classes=num_classes, in_channels=c)
+        cost = measure(model, (c, h, w))
+        rows.append({"name": name, **cost.as_dict(), "points": model.points,
+                     "input": f"{c}x{h}x{w}", "doc": (MODELS.get(name).__doc__ or "").strip()})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"autokd zoo on {c}x{h}x{w}, {num_classes} classes (MACs = conv+linear multiply-accumulates; FLOPs = 2 x MACs)")
+    for col in ("model", "MACs (M)", "FLOPs (M)", "params (M)", "distillation points"):
+        table.add_column(col, justify="right" if "(" in col else "left")
+    for r in rows:
+        table.add_row(r["name"], f"{r['macs'] / 1e6:.2f}", f"{r['flops'] / 1e6:.2f}",
+                      f"{r['params'] / 1e6:.3f}", ", ".join(r["points"]))
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def datasets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every dataset, and whether it is available offline here."""
+    from .data import dataset_status
+
+    rows = dataset_status()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="autokd datasets")
+    for col in rows[0]:
+        table.add_column(str(col))
+    for r in rows:
+        table.add_row(*[("yes" if v is True else "no" if v is False else str(v)) for v in r.values()])
+    out.print(table)
+    out.print("Also: imagefolder:PATH for your own images (one sub-folder per class; optional train/ and test/).")
+
+
+@app.command()
+@user_errors
+def train(
+    arch: Annotated[str, typer.Argument(help="a zoo architecture, see `autokd models`")],
+    dataset: Annotated[str, typer.Option(help="see `autokd datasets`")] = "digits",
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 15,
+    width: Annotated[float, typer.Option(help="width multiplier")] = 1.0,
+    lr: Annotated[float, typer.Option(help="peak learning rate (cosine schedule)")] = 0.05,
+    seed: Annotated[int, typer.Option(help="init, data order and split seed")] = 0,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="write the bundle here instead of the cache")] = None,
+    force: Annotated[bool, typer.Option(help="retrain even if a cached teacher exists")] = False,
+) -> None:
+    """Train a zoo model from scratch (a teacher) and cache it as safetensors + a JSON card."""
+    from .data import load_dataset
+    from .models import MODELS
+    from .provenance import default_device
+    from .teacher import cache_dir, get_teacher, train_model
+    from .bundle import save_bundle
+    from .train import TrainConfig
+
+    MODELS.get(arch)
+    check_positive(epochs=epochs, width=width, lr=lr)
+    data = load_dataset(dataset, seed=seed)
+    cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed)
+    target = out_dir or cache_dir(arch, data.name, cfg, width)
+    if force or out_dir:
+        model, card = train_model(arch, data, cfg, width=width, progress=epoch_printer(arch), device=default_device())
+        save_bundle(model, target, card)
+    else:
+        model, card = get_teacher(arch, data, cfg, width=width, progress=epoch_printer(arch),
+                                  device=default_device(), on_train=out.print)
+    out.print(f"[bold]{arch}[/] on {data.name}: test accuracy {100 * card['test_accuracy']:.2f}%  "
+              f"val {100 * card['val_accuracy']:.2f}%  MACs {card['macs'] / 1e6:.3f} M  "
+              f"params {card['params'] / 1e6:.3f} M", highlight=False)
+    out.print(f"saved: {target}", highlight=False)
+
+
+def check_positive(**values: float) -> None:
+    for name, v in values.items():
+        if v is None or v <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Cost, the one unit: multiply-accumulates (MACs) of conv and linear layers.
+
+MACs are counted with ``torch.utils.flop_counter.FlopCounterMode``, which counts the
+convolution and matmul aten ops only (no BN, activation, pooling or bias adds), as 2 per
+multiply-accumulate. ``flops = 2 * macs`` is defined here and nowhere else: papers in this
+field say "FLOPs" and mostly mean MACs; autokd always says which.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+MAC_OPS = {"convolution", "mm", "addmm", "bmm", "baddbmm"}  # the aten ops that multiply-accumulate
+
+
+def flops_from_macs(macs: int) -> int:
+    """FLOPs = 2 x MACs: one multiply and one add per multiply-accumulate."""
+    return 2 * int(macs)
+
+
+def macs_from_flops(flops: float) -> int:
+    return int(round(flops / 2))
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int
+    params: int
+
+    @property
+    def flops(self) -> int:
+        return flops_from_macs(self.macs)
+
+    def as_dict(self) -> dict:
+        return {"macs": self.macs, "flops": self.flops, "params": self.params}
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs of one forward pass on one input of shape (C, H, W)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.zeros(1, *input_shape, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    model.train(was_training)
+    counts = counter.get_flop_counts().get("Global", {})
+    flops = sum(v for op, v in counts.items() if str(op).removeprefix("aten.") in MAC_OPS)
+    return macs_from_flops(flops)
+
+
+def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
+    return Cost(macs=count_macs(model, input_shape), params=count_params(model))
+
+
+@torch.no_grad()
+def cpu_latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one forward pass on one image, batch 1, on the CPU, in milliseconds."""
+    model = model.eval().cpu()
+    x = torch.randn(1, *input_shape)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1000.0 * times[len(times) // 2]
