@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
+
+# One intra-op thread: the suite's models are tiny, and on a 2-core machine a second thread only
+# fights with Ray workers and other processes (seen: 100x slower forwards under contention).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
