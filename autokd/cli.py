@@ -164,10 +164,109 @@ def train(
     out.print(f"saved: {target}", highlight=False)
 
 
+@app.command()
+@user_errors
+def search(
+    teacher: Annotated[str, typer.Option(help="architecture name (trained once, cached) or a bundle path")] = "resnet56",
+    flops_budget: Annotated[str, typer.Option(help="share of the teacher's cost (40%, 0.4) or FLOPs (100M)")] = "40%",
+    dataset: Annotated[str, typer.Option(help="see `autokd datasets`")] = "digits",
+    space: Annotated[Optional[str], typer.Option(help="search space YAML (default: the teacher family's)")] = None,
+    study: Annotated[Optional[str], typer.Option(help="study name under studies/ (default TEACHER-DATASET)")] = None,
+    trials: Annotated[int, typer.Option(help="trained trials wanted in total (resumes count)")] = 12,
+    parallel: Annotated[int, typer.Option(help="trials at once")] = 2,
+    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 5,
+    teacher_epochs: Annotated[int, typer.Option(help="epochs for a named teacher trained on first use")] = 15,
+    sampler: Annotated[str, typer.Option(help="tpe | nsga2 | random")] = "tpe",
+    seed: Annotated[int, typer.Option(help="study seed (sampler, splits, trial seeds)")] = 0,
+    address: Annotated[Optional[str], typer.Option(help="join a Ray cluster (`ray start --head`), HOST:PORT")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs (and torch threads) per trial")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial (fractions share a GPU)")] = 0.0,
+    early_stopping: Annotated[bool, typer.Option(help="stop trials dominated at a rung (two objectives)")] = True,
+    train_subset: Annotated[Optional[int], typer.Option(help="train on the first N training images only")] = None,
+) -> None:
+    """Search students: distillation and pruning settings against accuracy and MACs, under a budget."""
+    from .search import SearchConfig, search as run_search
+
+    cfg = SearchConfig(teacher=teacher, dataset=dataset, flops_budget=flops_budget, space=space, study=study,
+                       trials=trials, parallel=parallel, epochs=epochs, teacher_epochs=teacher_epochs,
+                       sampler=sampler, seed=seed, address=address, cpus_per_trial=cpus_per_trial,
+                       gpus_per_trial=gpus_per_trial, early_stopping=early_stopping, train_subset=train_subset)
+    try:
+        result = run_search(cfg, printer=lambda m: out.print(m, highlight=False))
+    except KeyboardInterrupt:
+        name = cfg.study or "the study"
+        err.print(f"interrupted: finished trials are saved; running ones were recorded as failed. "
+                  f"Resume with the same command (study {name}).")
+        raise typer.Exit(130)
+    print_front(result.study_name)
+
+
+def print_front(name: str) -> None:
+    """The front as a table, and where the study lives."""
+    from . import study as studies
+
+    st = studies.load(name)
+    front = sorted(st.best_trials, key=lambda t: t.values[1])
+    teacher_macs = st.user_attrs.get("teacher_macs") or 1
+    table = Table(title=f"Pareto front of {name} (MACs = conv+linear multiply-accumulates; FLOPs = 2 x MACs)")
+    for col in ("trial", "val acc %", "MACs (M)", "% of teacher", "student", "width", "prune"):
+        table.add_column(col)
+    for t in front:
+        c = t.user_attrs.get("candidate", {})
+        table.add_row(str(t.number), f"{100 * t.values[0]:.2f}", f"{t.values[1] / 1e6:.3f}",
+                      f"{100 * t.values[1] / teacher_macs:.1f}", c.get("student", "?"), f"{c.get('width', 1):g}",
+                      c.get("prune_method", "") + " " + ",".join(f"{k}={v:g}" for k, v in c.get("prune", {}).items()))
+    out.print(table)
+    out.print(f"study: {studies.study_dir(name)}  (optuna-dashboard {studies.storage_url(name)})", highlight=False)
+
+
+@app.command()
+@user_errors
+def studies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The studies on disk, their trial counts and fronts."""
+    from . import study as st
+
+    rows = []
+    for name in st.list_names():
+        s = st.load(name)
+        c = st.counts(s)
+        best = max((t.values[0] for t in s.best_trials), default=None)
+        rows.append({"study": name, **c, "front": len(s.best_trials), "best_val_accuracy": best,
+                     "teacher": s.user_attrs.get("teacher"), "dataset": s.user_attrs.get("dataset"),
+                     "macs_budget": s.user_attrs.get("macs_budget"), "path": str(st.study_dir(name))})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        out.print(f"no studies under {st.studies_root()} yet: run `autokd search`")
+        return
+    table = Table(title=f"studies in {st.studies_root()}")
+    for col in ("study", "teacher", "dataset", "done", "stopped", "rejected", "failed", "front", "best val acc %"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["study"], str(r["teacher"]), str(r["dataset"]), str(r["done"]), str(r["stopped"]),
+                      str(r["rejected"]), str(r["failed"]), str(r["front"]),
+                      "-" if r["best_val_accuracy"] is None else f"{100 * r['best_val_accuracy']:.2f}")
+    out.print(table)
+
+
 def check_positive(**values: float) -> None:
     for name, v in values.items():
         if v is None or v <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+
+
+def _register() -> None:
+    """The commands that live in their own modules (they import this one for its helpers)."""
+    from .cli_distill import distill
+    from .cli_pareto import export, pareto
+
+    app.command()(distill)
+    app.command()(pareto)
+    app.command()(export)
+
+
+_register()
 
 
 def main() -> None:

@@ -1,0 +1,69 @@
+"""Early stopping with two objectives: accuracy (max) and MACs (min).
+
+Neither Optuna (no intermediate reports in multi-objective studies, optuna#3450) nor Ray Tune's
+schedulers (one metric, ray#8018) can stop a trial on a Pareto criterion, so autokd has its own.
+
+Rule. Trials report their validation accuracy after each epoch; some epochs are *rungs*
+(1, 3, 9, ... below the final epoch). When trial *t* reaches rung *r* with accuracy ``a`` and
+cost ``m`` MACs, it is stopped if at least ``min_dominators`` trials that reached rung *r*
+before it *dominate* it there: cost ``<= m`` and accuracy ``>= a + margin``, strictly better in
+one of the two. Why: a trial dominated at the same training stage by several others that are
+no more expensive can only join the final front by overtaking every one of them in accuracy
+over its remaining epochs; requiring two dominators (not one) keeps a single lucky early trial
+from killing the rest, as the median rule needs a population. MACs do not change during
+training, so the test is exactly Pareto dominance at equal training effort.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RungResult:
+    trial: int
+    rung: int
+    val_accuracy: float
+    macs: int
+
+
+def default_rungs(epochs: int) -> list[int]:
+    """Geometric rungs (factor 3) strictly before the last epoch: 1, 3, 9, 27, ..."""
+    rungs, r = [], 1
+    while r < epochs:
+        rungs.append(r)
+        r *= 3
+    return rungs
+
+
+def dominates(a: RungResult, acc: float, macs: int, margin: float = 0.0) -> bool:
+    """True if ``a`` is no more expensive, no less accurate (by ``margin``) and better in one."""
+    no_worse = a.macs <= macs and a.val_accuracy >= acc + margin
+    better = a.macs < macs or a.val_accuracy > acc + margin
+    return no_worse and better
+
+
+def should_stop(earlier: list[RungResult], acc: float, macs: int, *, min_dominators: int = 2,
+                margin: float = 0.0) -> bool:
+    return sum(dominates(r, acc, macs, margin) for r in earlier) >= min_dominators
+
+
+@dataclass
+class ParetoStopper:
+    """The rung table and the decision; pure Python, no Ray, so it is tested with hand-made tables."""
+
+    rungs: list[int]
+    min_dominators: int = 2
+    margin: float = 0.0
+    table: dict[int, list[RungResult]] = field(default_factory=dict)
+
+    def record(self, result: RungResult) -> None:
+        self.table.setdefault(result.rung, []).append(result)
+
+    def observe(self, trial: int, epoch: int, acc: float, macs: int) -> bool:
+        """Record a trial's result at ``epoch``; True means: stop this trial now."""
+        if epoch not in self.rungs:
+            return False
+        earlier = [r for r in self.table.get(epoch, []) if r.trial != trial]
+        stop = should_stop(earlier, acc, macs, min_dominators=self.min_dominators, margin=self.margin)
+        self.record(RungResult(trial, epoch, acc, macs))
+        return stop

@@ -1,0 +1,126 @@
+"""Studies on disk: ``studies/<name>/`` with Optuna storage, the resolved config and provenance.
+
+``study.db`` is plain Optuna RDB storage (SQLite): ``optuna-dashboard sqlite:///studies/NAME/study.db``
+and ``optuna.load_study(study_name=NAME, storage=...)`` open it without autokd. Only the search
+driver writes to it (workers report through Ray), and one driver at a time holds the study's
+lock, so two searches on one study never interleave writes: the second is refused.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+OBJECTIVES = ("val_accuracy", "macs")      # the study's values, in this order
+DIRECTIONS = ("maximize", "minimize")
+
+
+class StudyError(UserError):
+    pass
+
+
+def studies_root() -> Path:
+    """``$AUTOKD_STUDIES``, default ``./studies``."""
+    return Path(os.environ.get("AUTOKD_STUDIES", "studies")).resolve()
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name) or ".." in name:
+        raise StudyError(f"study name {name!r}: use letters, digits, '_', '-', '.' only "
+                         "(no '/', no '..'), starting with a letter or digit")
+    return name
+
+
+def study_dir(name: str) -> Path:
+    return studies_root() / check_name(name)
+
+
+def storage_url(name: str) -> str:
+    return f"sqlite:///{study_dir(name) / 'study.db'}"
+
+
+def exists(name: str) -> bool:
+    return (study_dir(name) / "study.db").exists()
+
+
+def load(name: str):
+    """Open an existing study (read or write); a missing one is a one-line error."""
+    import optuna
+
+    if not exists(name):
+        known = ", ".join(list_names()) or "none yet"
+        raise StudyError(f"no study {name!r} under {studies_root()} (studies here: {known})")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=storage_url(name))
+
+
+def list_names() -> list[str]:
+    root = studies_root()
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "study.db").exists())
+
+
+def read_config(name: str) -> dict:
+    path = study_dir(name) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@contextmanager
+def locked(name: str) -> Iterator[Path]:
+    """Hold the study's lock for a whole search; a second holder is refused with one line."""
+    folder = study_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StudyError(f"study {name!r} is being searched by another autokd process; "
+                         "wait for it to finish or use another --study") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield folder
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def recover_interrupted(study) -> int:
+    """Trials left RUNNING by a killed driver are recorded FAIL (``interrupted``); returns how many."""
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study._storage.set_trial_user_attr(t._trial_id, "failure", "interrupted: the search driver stopped")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+    return n
+
+
+def counts(study) -> dict[str, int]:
+    """done (complete), stopped (early-stopped), rejected (over budget, never trained), failed."""
+    from optuna.trial import TrialState
+
+    c = {"done": 0, "stopped": 0, "rejected": 0, "failed": 0, "running": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            c["done"] += 1
+        elif t.state == TrialState.PRUNED:
+            c["stopped"] += 1
+        elif t.state == TrialState.FAIL:
+            c["rejected" if t.user_attrs.get("rejected") else "failed"] += 1
+        else:
+            c["running"] += 1
+    c["trained"] = c["done"] + c["stopped"]
+    return c

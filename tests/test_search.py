@@ -1,0 +1,126 @@
+"""The search driver end to end on digits: real Optuna storage, real Ray Tune workers."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from autokd import study as studies
+from autokd.cli import app
+from autokd.search import SearchConfig, search
+
+runner = CliRunner()
+
+# A small space: resnet20 students on digits, cheap enough for 1-2 epoch trials on 2 cores.
+SPACE = textwrap.dedent("""
+    description: test space, resnet20 students
+    teacher: resnet20
+    params:
+      student/width: {name: FloatDistribution, attributes: {low: 0.25, high: 0.75, step: 0.25, log: false}}
+      prune/layer2: {name: FloatDistribution, attributes: {low: 0.0, high: 0.5, step: 0.25, log: false}}
+      kd/beta: {name: FloatDistribution, attributes: {low: 0.3, high: 1.0, step: null, log: false}}
+      kd/temperature: {name: FloatDistribution, attributes: {low: 1.0, high: 6.0, step: null, log: false}}
+      kd/lambda/t3->s3: {name: FloatDistribution, attributes: {low: 0.0, high: 1.0, step: null, log: false}}
+    fixed:
+      student/arch: resnet20
+      kd/loss: fitnet
+""")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE)
+    return {"space": str(space), "tmp": tmp_path}
+
+
+def config(env, **kw) -> SearchConfig:
+    base = dict(teacher="resnet20", teacher_epochs=3, dataset="digits", flops_budget="40%", space=env["space"],
+                trials=6, parallel=2, epochs=2, seed=0, study="s")
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def trained(study):
+    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+@pytest.mark.slow
+def test_search_completes_within_budget(env):
+    study = search(config(env))
+    again = optuna.load_study(study_name="s", storage=studies.storage_url("s"))  # plain Optuna opens it
+    budget = again.user_attrs["macs_budget"]
+    assert again.user_attrs["flops_budget"] == 2 * budget
+    assert {"teacher", "dataset", "macs_budget", "flops_budget"} <= set(again.user_attrs)
+    assert len(trained(again)) == 6
+    done = [t for t in again.trials if t.state == TrialState.COMPLETE]
+    assert done and all(t.values[1] <= budget for t in done)
+    assert again.best_trials
+    rejected = [t for t in again.trials if t.user_attrs.get("rejected")]
+    assert all(t.user_attrs["macs"] > budget for t in rejected)
+    assert json.loads((studies.study_dir("s") / "config.json").read_text())["budget"]["macs_budget"] == budget
+    assert study.study_name == "s"
+
+
+@pytest.mark.slow
+def test_resume_adds_exactly_the_missing_trials(env):
+    search(config(env, trials=4, study="r"))
+    first = {t.number: (t.params, t.values) for t in trained(studies.load("r"))}
+    assert len(first) == 4
+    search(config(env, trials=6, study="r"))
+    after = studies.load("r")
+    assert len(trained(after)) == 6
+    assert {t.number: (t.params, t.values) for t in trained(after) if t.number in first} == first
+
+
+@pytest.mark.slow
+def test_same_seed_same_parameters(env):
+    a = search(config(env, trials=3, parallel=1, study="a", epochs=1))
+    b = search(config(env, trials=3, parallel=1, study="b", epochs=1))
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+
+
+@pytest.mark.slow
+def test_cluster_address(env, tmp_path):
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = "6391"
+    start = [ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+             "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"]
+    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    try:
+        import ray
+
+        study = search(config(env, trials=2, study="c", epochs=1, address=f"127.0.0.1:{port}"))
+        nodes = {t.user_attrs.get("node_id") for t in trained(study)}
+        assert len(trained(study)) == 2 and None not in nodes
+        assert not ray.is_initialized()
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--flops-budget", "140%"], "--flops-budget"),
+    (["--flops-budget", "-5%"], "--flops-budget"),
+    (["--flops-budget", "abc"], "--flops-budget"),
+    (["--parallel", "0"], "--parallel"),
+    (["--epochs", "-1"], "--epochs"),
+    (["--sampler", "grid"], "unknown sampler"),
+    (["--study", "../x"], "study name"),
+    (["--study", "a/b"], "study name"),
+    (["--address", "127.0.0.1:1"], "no Ray cluster"),
+    (["--flops-budget", "1%"], "no candidate"),
+])
+def test_bad_search_input(env, args, needle):
+    result = runner.invoke(app, ["search", "--teacher", "resnet20", "--space", env["space"], "--trials", "1", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+    assert not list(Path(env["tmp"] / "studies").glob("*/study.db"))  # nothing written
