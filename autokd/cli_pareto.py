@@ -1,0 +1,114 @@
+"""``autokd pareto`` and ``autokd export``: thin commands over :mod:`autokd.pareto`,
+:mod:`autokd.plots` and :mod:`autokd.export`.
+
+``cli.py`` registers them with ``app.command()(pareto)`` and ``app.command()(export)``; no Typer
+app lives here. A study that does not exist, has no completed trial, or a point that cannot be
+chosen is one line on stderr, exit 2, and nothing written.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .cli import epoch_printer, err, out, user_errors
+from .errors import UserError
+
+DASHBOARDS = Path("dashboards")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def front_table(info) -> Table:
+    table = Table(title=f"Pareto front of {info.study} (MACs = conv+linear multiply-accumulates; FLOPs = 2 x MACs)")
+    for col in ("trial", "val acc %", "MACs (M)", "% of teacher", "params (M)", "student", "width",
+                "prune", "β", "T", "schedule"):
+        table.add_column(col, justify="right" if col not in ("student", "prune", "schedule") else "left")
+    for p in info.front:
+        c = p["candidate"]
+        prune = ",".join(f"{k}={float(v):g}" for k, v in (c.get("prune") or {}).items())
+        table.add_row(str(p["number"]), f"{100 * p['val_accuracy']:.2f}", f"{p['macs'] / 1e6:.4f}",
+                      "-" if p["share_of_teacher"] is None else f"{100 * p['share_of_teacher']:.1f}",
+                      "-" if not p["params"] else f"{p['params'] / 1e6:.4f}", str(c.get("student", "?")),
+                      f"{c.get('width', 1):g}", f"{c.get('prune_method', '')} {prune}".strip(),
+                      f"{float(c.get('beta', 0)):.2f}", f"{float(c.get('temperature', 0)):.2f}",
+                      str(c.get("schedule", "")))
+    return table
+
+
+@user_errors
+def pareto(
+    study: Annotated[str, typer.Argument(help="study name under studies/ (see `autokd studies`)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the front and all points as JSON, nothing else")] = False,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="dashboard HTML (default dashboards/STUDY.html)")] = None,
+    no_html: Annotated[bool, typer.Option("--no-html", help="do not write the dashboard")] = False,
+) -> None:
+    """The Pareto front of a study (accuracy vs MACs) as a table, and a self-contained HTML dashboard."""
+    from . import study as studies
+    from .pareto import pareto_info
+
+    info = pareto_info(studies.load(study), studies.read_config(study))
+    if not info.front:
+        c = info.counts()
+        raise UserError(f"study {study!r} has no completed trial yet ({c['stopped']} stopped, "
+                        f"{c['rejected']} rejected, {c['failed']} failed, {c['running']} running)")
+    target = out_path or DASHBOARDS / f"{study}.html"
+    if not no_html:
+        from .plots import dashboard_html
+
+        _write_text(target, dashboard_html(info))
+    if as_json:
+        print(json.dumps(info.as_dict(), indent=2, default=str))
+        if not no_html:
+            err.print(f"dashboard: {target}", highlight=False)
+        return
+    c = info.counts()
+    (out if out.is_terminal else Console(width=160)).print(front_table(info))  # piped: 160 columns, not 80
+    out.print(f"{c['done']} done ({c['front']} on the front), {c['stopped']} stopped early, {c['rejected']} rejected "
+              f"(over budget), {c['failed']} failed; hypervolume {info.hypervolume:.4f} "
+              f"(budget {info.budget_macs or 0:,} MACs)", highlight=False)
+    if not no_html:
+        out.print(f"dashboard: {target}", highlight=False)
+    out.print(f"export one: autokd export {study} --best | --trial N | --under 30%", highlight=False)
+
+
+@user_errors
+def export(
+    study: Annotated[str, typer.Argument(help="study name under studies/")],
+    best: Annotated[bool, typer.Option("--best", help="the most accurate student within the budget (default)")] = False,
+    trial: Annotated[Optional[int], typer.Option("--trial", help="this trial number (completed or stopped)")] = None,
+    under: Annotated[Optional[str], typer.Option(
+        "--under", help="most accurate with MACs <= 30% / 0.3 of the teacher's, or with FLOPs <= 10M")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder (default students/STUDY-tN)")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="train again for this many epochs")] = None,
+) -> None:
+    """Export one student: safetensors bundle, TorchScript, ONNX (checked against PyTorch) and a card."""
+    from .export import export_student
+    from .provenance import default_device
+
+    if sum([best, trial is not None, under is not None]) > 1:
+        raise UserError("choose one of --best, --trial N, --under COST")
+    folder = export_student(study, best=best, trial=trial, under=under, out=out_dir, epochs=epochs,
+                            device=default_device(), printer=lambda m: out.print(m, highlight=False),
+                            progress=epoch_printer("student"))
+    card = json.loads((folder / "card.json").read_text())
+    lat = card["cpu_latency_ms"]
+    out.print(f"trial {card['trial']} ({card['arch']}): test accuracy {100 * card['test_accuracy']:.2f}%  "
+              f"val {100 * card['val_accuracy']:.2f}%  MACs {card['macs']:,} ({card['flops']:,} FLOPs)  "
+              f"params {card['params']:,}  CPU latency {lat['student']:.3f} ms (teacher {lat['teacher']:.3f} ms)",
+              highlight=False)
+    out.print(f"wrote {folder}: {', '.join(card['files'])}", highlight=False)

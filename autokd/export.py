@@ -1,0 +1,287 @@
+"""Export one searched student: the bundle, TorchScript, ONNX and a card, checked against each other.
+
+``export_student(study, best=True | trial=N | under="30%")`` picks a point with
+:func:`autokd.pareto.choose` and writes a folder (default ``students/<study>-t<N>``)::
+
+    channel_plan.json  model.safetensors  card.json   the bundle: ``autokd.load_student(folder)``
+    model.ts                                          TorchScript (torch.jit.trace), ``torch.jit.load``
+    model.onnx                                        ONNX opset 17, input "images" (N, C, H, W), dynamic N
+    card.md                                           the card for people
+
+The student is the trial's own trained weights when the trial completed and its bundle is on disk
+with the epochs asked for; otherwise (stopped early, weights gone, other ``epochs``) the candidate
+is trained again with ``run_trial`` and its stored seeds. The test set is evaluated once, here.
+TorchScript and ONNX Runtime must give the PyTorch logits within ``ATOL`` on 8 validation images,
+or nothing is written. The folder appears whole or not at all (built in a temporary sibling,
+renamed at the end).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+from .errors import UserError
+
+ATOL = 1e-4            # max |logit difference| allowed between PyTorch, TorchScript and ONNX Runtime
+OPSET = 17
+CHECK_IMAGES = 8       # validation images used for the equivalence check
+EXPORT_ROOT = Path("students")
+COST_UNIT = "macs = multiply-accumulates of conv+linear layers; flops = 2 * macs"
+
+
+class ExportMismatch(RuntimeError):
+    """TorchScript or ONNX Runtime disagree with PyTorch: a bug, reported loudly."""
+
+
+# ------------------------------------------------------------------ the study's recipe
+def _recipe(study, config: dict) -> dict:
+    """Dataset, seeds and teacher recipe of the search (config.json first, then study attributes)."""
+    search, teacher, attrs = config.get("search") or {}, config.get("teacher") or {}, study.user_attrs
+    recipe = {"dataset": search.get("dataset", attrs.get("dataset")), "seed": int(search.get("seed", 0)),
+              "teacher": teacher.get("spec", attrs.get("teacher")),
+              "teacher_epochs": int(search.get("teacher_epochs", 15)),
+              "train_subset": search.get("train_subset")}
+    missing = [k for k in ("dataset", "teacher") if not recipe[k]]
+    if missing:
+        raise UserError(f"study {study.study_name!r} does not record its {' and '.join(missing)} "
+                        "(config.json is missing or incomplete); cannot rebuild the student")
+    return recipe
+
+
+def _check_target(target: Path) -> None:
+    """An existing folder is replaced only if it is an autokd bundle (a previous export)."""
+    if target.exists() and not (target.is_dir() and (target / "channel_plan.json").exists()):
+        raise UserError(f"--out {target} exists and is not an autokd model folder; choose another --out")
+
+
+def _trial_weights(point: dict, candidate, study_folder: Path) -> Path | None:
+    """The completed trial's bundle if it is on disk and was trained for ``candidate.epochs``."""
+    if point["state"] != "complete" or not point.get("weights"):
+        return None
+    path = Path(point["weights"])
+    path = path if path.is_absolute() else study_folder / path
+    try:
+        card = json.loads((path / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
+    trained = (card.get("candidate") or {}).get("epochs")
+    ok = (path / "model.safetensors").exists() and trained == candidate.epochs and card.get("arch") == candidate.student
+    return path if ok else None
+
+
+# ------------------------------------------------------------------ the student
+def _student(point, candidate, teacher, tcard, data, device, work: Path, study_folder: Path,
+             say: Callable[[str], None], progress) -> tuple[nn.Module, dict]:
+    """(trained student in eval mode on the CPU, {"source", "path"})."""
+    from .bundle import BadBundle, load_bundle, load_student
+    from .train import Diverged
+    from .trial import TrialContext, run_trial
+
+    path = _trial_weights(point, candidate, study_folder)
+    if path is not None:
+        try:
+            model, _ = load_bundle(path)
+            say(f"using the weights trial {point['number']} trained ({path})")
+            return model.cpu().eval(), {"source": "the trial's own weights", "path": str(path)}
+        except BadBundle as e:
+            say(f"the trial's weights cannot be used ({e}); training again")
+    why = {"stopped": "it was stopped early", "complete": "its weights are not on disk or had other epochs"}
+    say(f"training trial {point['number']} again for {candidate.epochs} epochs ({why.get(point['state'], '')})")
+    ctx = TrialContext(teacher=teacher, data=data, teacher_card=tcard, device=device, progress=progress,
+                       out_dir=work / "retrained", evaluate_test=False)
+    try:
+        run_trial(candidate, ctx)
+    except Diverged as e:
+        raise UserError(f"training trial {point['number']} again diverged ({e})") from None
+    model = load_student(work / "retrained")
+    return model.cpu().eval(), {"source": f"trained again by export for {candidate.epochs} epochs", "path": None}
+
+
+# ------------------------------------------------------------------ formats and checks
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the tracer's notes (deprecation of jit.trace, shape-constant branches): the
+    equivalence check below is what tells whether the traced graph is right."""
+    with warnings.catch_warnings():
+        for category in (torch.jit.TracerWarning, FutureWarning, DeprecationWarning, UserWarning):
+            warnings.simplefilter("ignore", category)
+        yield
+
+
+def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Traced at the dataset's input size (the shape-dependent pooling branch is fixed there)."""
+    with _quiet():
+        torch.jit.save(torch.jit.trace(model, example), str(path))
+
+
+def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """ONNX opset 17 with a dynamic batch: the TorchScript-based exporter (no onnxscript needed)."""
+    with _quiet():
+        torch.onnx.export(model, (example,), str(path), opset_version=OPSET, dynamo=False,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+
+
+@torch.no_grad()
+def check_formats(model: nn.Module, folder: Path, x: torch.Tensor) -> dict[str, float]:
+    """Max |logit difference| of model.ts and model.onnx against PyTorch on ``x``; raises over ATOL."""
+    import onnxruntime as ort
+
+    want = model(x).numpy()
+    with _quiet():
+        scripted = torch.jit.load(str(folder / "model.ts"))
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    diffs = {"torchscript": float(abs(scripted(x).numpy() - want).max()),
+             "onnx": float(abs(session.run(["logits"], {"images": x.numpy()})[0] - want).max())}
+    bad = {k: v for k, v in diffs.items() if not v <= ATOL}
+    if bad:
+        raise ExportMismatch(f"exported logits differ from PyTorch by {bad} (> {ATOL}) on {len(x)} validation "
+                             "images; nothing was written")
+    return diffs
+
+
+# ------------------------------------------------------------------ the card
+def _card(*, study_name, point, candidate, model, teacher, tcard, data, recipe, source, split) -> dict:
+    from .measure import cpu_latency_ms, measure
+    from .provenance import provenance
+    from .teacher import input_shape
+
+    shape = input_shape(data)
+    cost, t_cost = measure(model, shape), measure(teacher, shape)
+    return {
+        "kind": "exported-student", "arch": model.arch, "study": study_name, "trial": point["number"],
+        "trial_state": point["state"], "dataset": data.name, "input_shape": list(shape),
+        "num_classes": data.num_classes, "train_subset": recipe["train_subset"],
+        "normalization": {"mean": list(data.mean), "std": list(data.std),
+                          "note": "inputs are (image - mean) / std per channel, NCHW float32, pixels in "
+                                  "the scale autokd.data reads them"},
+        "test_accuracy": split["test"], "val_accuracy": split["val"],
+        "search_val_accuracy": point["val_accuracy"], "search_macs": point["macs"],
+        **cost.as_dict(), "cost_unit": COST_UNIT,
+        "cpu_latency_ms": {"student": cpu_latency_ms(model, shape), "teacher": cpu_latency_ms(teacher, shape),
+                           "batch": 1, "statistic": "median of 30 runs after 5 warm-up",
+                           "torch_threads": torch.get_num_threads()},
+        "teacher": {"arch": getattr(teacher, "arch", tcard.get("arch")), "spec": recipe["teacher"],
+                    "epochs": recipe["teacher_epochs"], "test_accuracy": tcard.get("test_accuracy"),
+                    "val_accuracy": tcard.get("val_accuracy"), **t_cost.as_dict(),
+                    "bundle": tcard.get("cached_at")},
+        "candidate": candidate.as_dict(), "epochs": candidate.epochs,
+        "seeds": {"study": recipe["seed"], "trial": candidate.seed}, "weights": source,
+        "onnx": {"opset": OPSET, "input": "images", "output": "logits", "dynamic_batch": True},
+        "provenance": provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def card_markdown(card: dict) -> str:
+    t, lat, c = card["teacher"], card["cpu_latency_ms"], card["candidate"]
+    pct = lambda v: "—" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    rows = [("test accuracy", pct(card["test_accuracy"]), pct(t.get("test_accuracy"))),
+            ("validation accuracy", pct(card["val_accuracy"]), pct(t.get("val_accuracy"))),
+            ("MACs", f"{card['macs']:,}", f"{t['macs']:,}"), ("FLOPs (2 x MACs)", f"{card['flops']:,}", f"{t['flops']:,}"),
+            ("params", f"{card['params']:,}", f"{t['params']:,}"),
+            ("CPU latency, batch 1, median (ms)", f"{lat['student']:.3f}", f"{lat['teacher']:.3f}")]
+    prune = ", ".join(f"{k}={v:g}" for k, v in (c.get("prune") or {}).items()) or "none"
+    lam = ", ".join(f"{k}={v:.3g}" for k, v in (c.get("lambdas") or {}).items()) or "none"
+    lines = [f"# {card['arch']} from study `{card['study']}`, trial {card['trial']}", "",
+             f"Dataset `{card['dataset']}`, input {'x'.join(map(str, card['input_shape']))}, "
+             f"{card['num_classes']} classes. Teacher `{t['arch']}`" + ("" if t["spec"] == t["arch"] else f" ({t['spec']})")
+             + f". Weights: {card['weights']['source']}.",
+             "", "| | student | teacher |", "|---|---:|---:|", *(f"| {a} | {b} | {c_} |" for a, b, c_ in rows), "",
+             f"Cost unit: {card['cost_unit']}. Latency on {card['provenance']['hardware'].get('machine')} with "
+             f"{lat['torch_threads']} torch thread(s). The test set was evaluated once, at export.", "",
+             "## Settings", "",
+             f"- student `{c['student']}` at width {c['width']:g}; pruning {prune} "
+             f"({c['prune_method']}, at {c['prune_at']})",
+             f"- distillation: {c['kd_loss']}, beta {c['beta']:.3g}, temperature {c['temperature']:.3g}, "
+             f"{c['schedule']}; lambda {lam}",
+             f"- epochs {c['epochs']}, lr {c['lr']:.3g}, trial seed {c['seed']} (study seed {card['seeds']['study']})",
+             "", "## Use", "",
+             f"Normalise each channel: (x - mean) / std with mean {card['normalization']['mean']} and std "
+             f"{card['normalization']['std']}.", "",
+             "```python", "import autokd, torch, onnxruntime",
+             "model = autokd.load_student(FOLDER)            # channel_plan.json + model.safetensors",
+             "scripted = torch.jit.load(f'{FOLDER}/model.ts')",
+             "session = onnxruntime.InferenceSession(f'{FOLDER}/model.onnx')  # input 'images', output 'logits'",
+             "```", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the whole export
+def export_student(study_name: str, *, best: bool = False, trial: int | None = None, under: str | None = None,
+                   out: str | Path | None = None, epochs: int | None = None, device: str = "cpu",
+                   printer: Callable[[str], None] | None = None,
+                   progress: Callable[[int, int, dict], None] | None = None) -> Path:
+    """Export the chosen student of ``study_name`` into ``out``; returns the folder. See the module doc."""
+    from . import study as studies
+    from .pareto import choose, pareto_info
+    from .trial import Candidate
+
+    say = printer or (lambda _m: None)
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {epochs}")
+    st = studies.load(study_name)
+    config = studies.read_config(study_name)
+    point = choose(pareto_info(st, config, importances=False), best=best, trial=trial, under=under)
+    target = Path(out) if out is not None else EXPORT_ROOT / f"{study_name}-t{point['number']}"
+    _check_target(target)
+    recipe = _recipe(st, config)
+    candidate = Candidate.from_dict(point["candidate"])
+    candidate = replace(candidate, epochs=epochs) if epochs else candidate
+    return _build(study_name, point, candidate, recipe, target, studies.study_dir(study_name), device, say, progress)
+
+
+def _build(study_name, point, candidate, recipe, target: Path, study_folder: Path, device, say, progress) -> Path:
+    from .bundle import save_bundle, write_json
+    from .data import load_dataset
+    from .teacher import get_teacher
+    from .train import TrainConfig, evaluate
+
+    data = load_dataset(recipe["dataset"], seed=recipe["seed"], train_subset=recipe["train_subset"])
+    teacher, tcard = get_teacher(recipe["teacher"], data, TrainConfig(epochs=recipe["teacher_epochs"],
+                                                                      seed=recipe["seed"]), on_train=say)
+    made_parent = not target.parent.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
+    try:
+        model, source = _student(point, candidate, teacher, tcard, data, device, work, study_folder, say, progress)
+        split = {"val": evaluate(model, data.val_x, data.val_y), "test": evaluate(model, data.test_x, data.test_y)}
+        card = _card(study_name=study_name, point=point, candidate=candidate, model=model, teacher=teacher.cpu().eval(),
+                     tcard=tcard, data=data, recipe=recipe, source=source, split=split)
+        stage = save_bundle(model, work / "bundle", card)
+        x = data.val_x[:CHECK_IMAGES].cpu()
+        write_torchscript(model, x, stage / "model.ts")
+        write_onnx(model, x, stage / "model.onnx")
+        card["format_max_abs_diff"] = check_formats(model, stage, x)
+        card["files"] = sorted([*(p.name for p in stage.iterdir()), "card.md"])
+        write_json(stage / "card.json", card)
+        (stage / "card.md").write_text(card_markdown(card))
+        _publish(stage, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        if made_parent and not any(target.parent.iterdir()):
+            target.parent.rmdir()
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _publish(stage: Path, target: Path) -> None:
+    """Rename the finished folder into place; a previous export there is replaced."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old{os.getpid()}")
+        os.replace(target, old)
+        os.replace(stage, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, target)

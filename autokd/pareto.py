@@ -1,0 +1,304 @@
+"""The Pareto front of a study as plain data: compute here, draw in :mod:`autokd.plots`.
+
+A study has two objectives, ``values = [val_accuracy, macs]`` (maximize, minimize). Every trial
+becomes one *point*, a plain dict::
+
+    {"number", "state", "val_accuracy", "macs", "flops", "params", "share_of_teacher",
+     "candidate", "trial_params", "stopped_at_epoch", "failure", "weights"}
+
+``macs`` are conv+linear multiply-accumulates, ``flops = 2 * macs`` (:mod:`autokd.measure`),
+``params`` the student's parameter count, ``trial_params`` the Optuna parameters as sampled
+(``student/width``, ``kd/lambda/t3->s2``, ...). The **front** is the completed points that no
+other completed point dominates, sorted by MACs; stopped (early-stopped) points carry their last
+validation accuracy and never enter the front.
+
+Hypervolume, in [0, 1]: the area that the front dominates between itself and the reference point
+(accuracy 0, MACs = budget), with MACs divided by the budget: each point (a, m) dominates the box
+[m / budget, 1] x [0, a]. ``hypervolume_history`` is that area over the completed trials with a
+number up to n, for each completed trial n.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+from .errors import UserError
+from .measure import flops_from_macs
+
+COST_UNIT = "MACs = multiply-accumulates of conv+linear layers; FLOPs = 2 x MACs"
+IMPORTANCE_SEED = 0  # fANOVA's random forest
+STATES = ("complete", "stopped", "rejected", "failed", "running")
+_PAIR = re.compile(r"^t(\d+)->s(\d+)$")
+
+
+class ChooseError(UserError):
+    """No point matches what the user asked for (one line)."""
+
+
+@dataclass
+class ParetoInfo:
+    study: str
+    front: list[dict]                  # completed, non-dominated, sorted by MACs
+    dominated: list[dict]              # the other completed points, by trial number
+    stopped: list[dict]                # early-stopped: last val accuracy, never on the front
+    rejected: list[dict]               # over budget before training (MACs predicted)
+    failed: list[dict]                 # with their "failure" reason
+    running: list[int]                 # trial numbers not finished yet
+    budget_macs: int | None
+    teacher: dict                      # {arch, macs, flops, val_accuracy, test_accuracy}
+    hypervolume_history: list[tuple[int, float]]
+    hypervolume_reference_macs: int | None  # the MACs that normalise the hypervolume
+    dataset: str | None = None
+    budget_text: str | None = None
+    cost_unit: str = COST_UNIT
+    importances: dict[str, float] = field(default_factory=dict)  # param -> share of accuracy variance
+    importances_note: str = ""         # why importances are empty, if they are
+    references: list[dict] = field(default_factory=list)  # extra reference points {label, val_accuracy, macs}
+
+    @property
+    def completed(self) -> list[dict]:
+        return sorted(self.front + self.dominated, key=lambda p: p["number"])
+
+    @property
+    def hypervolume(self) -> float:
+        return self.hypervolume_history[-1][1] if self.hypervolume_history else 0.0
+
+    def counts(self) -> dict[str, int]:
+        return {"done": len(self.front) + len(self.dominated), "front": len(self.front),
+                "stopped": len(self.stopped), "rejected": len(self.rejected), "failed": len(self.failed),
+                "running": len(self.running)}
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["hypervolume_history"] = [[n, hv] for n, hv in self.hypervolume_history]
+        d["hypervolume"] = self.hypervolume
+        d["counts"] = self.counts()
+        return d
+
+
+# ------------------------------------------------------------------ pure functions
+def dominates(a: dict, b: dict) -> bool:
+    """``a`` is at least as accurate and as cheap as ``b``, and strictly better in one."""
+    return (a["val_accuracy"] >= b["val_accuracy"] and a["macs"] <= b["macs"]
+            and (a["val_accuracy"] > b["val_accuracy"] or a["macs"] < b["macs"]))
+
+
+def pareto_front_points(points: Iterable[dict]) -> list[dict]:
+    """The points no other point dominates (ties both kept), sorted by MACs then accuracy (desc)."""
+    points = list(points)
+    front = [p for p in points if not any(dominates(q, p) for q in points)]
+    return sorted(front, key=lambda p: (p["macs"], -p["val_accuracy"], p.get("number", 0)))
+
+
+def hypervolume_2d(points: Iterable[tuple[float, float]], reference_macs: float) -> float:
+    """Area dominated by (accuracy, macs) points w.r.t. (0, reference_macs), MACs / reference.
+
+    Sort by cost, sweep: between one cost and the next, the best accuracy so far is the height.
+    Points at or beyond the reference (macs >= reference, accuracy <= 0) add nothing.
+    """
+    if not reference_macs or reference_macs <= 0:
+        return 0.0
+    pts = sorted((m / reference_macs, a) for a, m in points if a > 0 and m < reference_macs)
+    area, best = 0.0, 0.0
+    for (cost, acc), nxt in zip(pts, [c for c, _ in pts[1:]] + [1.0]):
+        best = max(best, acc)
+        area += (nxt - cost) * best
+    return area
+
+
+def hypervolume_history(completed: list[dict], reference_macs: float | None) -> list[tuple[int, float]]:
+    """(trial number, hypervolume of the completed trials up to it), in trial-number order."""
+    out, seen = [], []
+    for p in sorted(completed, key=lambda p: p["number"]):
+        seen.append((p["val_accuracy"], p["macs"]))
+        out.append((p["number"], hypervolume_2d(seen, reference_macs or 0)))
+    return out
+
+
+def lambda_matrix(candidate: dict, n_teacher: int = 0, n_student: int = 0) -> list[list[float]]:
+    """``candidate["lambdas"]`` ({"t3->s2": w}) as rows = teacher points, columns = student points
+    (1-based keys -> 0-based cells), at least ``n_teacher`` x ``n_student``; absent pairs are 0."""
+    pairs = {}
+    for key, w in (candidate.get("lambdas") or {}).items():
+        m = _PAIR.match(str(key).replace(" ", ""))
+        if m:
+            pairs[int(m.group(1)), int(m.group(2))] = float(w)
+    rows = max([n_teacher, *(i for i, _ in pairs)])
+    cols = max([n_student, *(j for _, j in pairs)])
+    return [[pairs.get((i, j), 0.0) for j in range(1, cols + 1)] for i in range(1, rows + 1)]
+
+
+def kept_ratios(candidate: dict, keys: Iterable[str] | None = None) -> dict[str, float]:
+    """Share of channels kept per pruned layer/stage: 1 - prune ratio. ``"*"`` (every layer) is the
+    default for keys the candidate does not name; with ``keys``, exactly those keys are returned."""
+    prune = {str(k): float(v) for k, v in (candidate.get("prune") or {}).items()}
+    default = prune.get("*", 0.0)
+    names = list(keys) if keys is not None else list(prune)
+    return {k: 1.0 - prune.get(k, default) for k in names}
+
+
+# ------------------------------------------------------------------ from a study
+def _point(t, state: str, teacher_macs: int | None) -> dict:
+    attrs = t.user_attrs
+    if state == "complete":
+        acc, macs = float(t.values[0]), int(t.values[1])
+    else:
+        acc = attrs.get("val_accuracy")
+        acc = None if acc is None else float(acc)
+        macs = int(attrs["macs"]) if attrs.get("macs") is not None else None
+    return {
+        "number": t.number, "state": state, "val_accuracy": acc, "macs": macs,
+        "flops": None if macs is None else flops_from_macs(macs),
+        "params": attrs.get("params_count"),
+        "share_of_teacher": (macs / teacher_macs) if (macs is not None and teacher_macs) else None,
+        "candidate": dict(attrs.get("candidate") or {}), "trial_params": dict(t.params),
+        "stopped_at_epoch": attrs.get("stopped_at_epoch"), "failure": attrs.get("failure"),
+        "weights": attrs.get("weights"),
+    }
+
+
+def _state(t) -> str:
+    from optuna.trial import TrialState
+
+    if t.state == TrialState.COMPLETE:
+        return "complete"
+    if t.state == TrialState.PRUNED:
+        return "stopped"
+    if t.state == TrialState.FAIL:
+        return "rejected" if t.user_attrs.get("rejected") else "failed"
+    return "running"
+
+
+def _teacher(study, config: dict) -> dict:
+    cfg, attrs = config.get("teacher") or {}, study.user_attrs
+    macs = cfg.get("macs", attrs.get("teacher_macs"))
+    return {"arch": cfg.get("arch", attrs.get("teacher_arch")), "spec": cfg.get("spec", attrs.get("teacher")),
+            "macs": macs, "flops": None if macs is None else flops_from_macs(macs),
+            "val_accuracy": cfg.get("val_accuracy"), "test_accuracy": cfg.get("test_accuracy")}
+
+
+def param_importances(study, n_completed: int) -> tuple[dict[str, float], str]:
+    """fANOVA importances of the sampled parameters for validation accuracy, or ({}, why not)."""
+    if n_completed < 2:
+        return {}, f"parameter importances need at least 2 completed trials (this study has {n_completed})"
+    try:
+        from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+        # fANOVA (variance explained) rather than optuna 5's default PED-ANOVA, which ranks
+        # parameters for *low* targets; a fixed seed so the page is the same every time
+        imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=IMPORTANCE_SEED),
+                                    target=lambda t: t.values[0])
+    except Exception as e:  # noqa: BLE001 - a plot is optional; say why it is missing instead
+        first = (str(e).splitlines() or [""])[0][:160]
+        return {}, f"parameter importances unavailable: {e.__class__.__name__}: {first}"
+    imp = {k: float(v) for k, v in imp.items() if math.isfinite(float(v))}
+    return imp, "" if imp else "parameter importances unavailable: no parameter varies across completed trials"
+
+
+def pareto_info(study, config: dict | None = None, *, importances: bool = True) -> ParetoInfo:
+    """Everything the ``pareto`` table, the dashboard and ``export`` need, as plain data.
+
+    ``config`` is the study's ``config.json`` (read from the study folder when None); the
+    budget and teacher fall back to the study's user attributes.
+    """
+    if config is None:
+        from .study import read_config
+
+        try:
+            config = read_config(study.study_name)
+        except UserError:
+            config = {}
+    attrs = study.user_attrs
+    budget = (config.get("budget") or {})
+    budget_macs = budget.get("macs_budget", attrs.get("macs_budget"))
+    teacher = _teacher(study, config)
+    groups: dict[str, list] = {s: [] for s in STATES}
+    for t in study.get_trials(deepcopy=False):
+        state = _state(t)
+        groups[state].append(t.number if state == "running" else _point(t, state, teacher["macs"]))
+    completed = groups["complete"]
+    front = pareto_front_points(completed)
+    on_front = {p["number"] for p in front}
+    reference = budget_macs or teacher["macs"] or max((p["macs"] for p in completed), default=None)
+    imp, note = param_importances(study, len(completed)) if importances else ({}, "not computed")
+    return ParetoInfo(
+        study=study.study_name, front=front,
+        dominated=[p for p in completed if p["number"] not in on_front],
+        stopped=groups["stopped"], rejected=groups["rejected"], failed=groups["failed"],
+        running=groups["running"], budget_macs=budget_macs, teacher=teacher,
+        hypervolume_history=hypervolume_history(completed, reference),
+        hypervolume_reference_macs=reference,
+        dataset=(config.get("search") or {}).get("dataset", attrs.get("dataset")),
+        budget_text=budget.get("budget_text", attrs.get("budget_text")),
+        importances=imp, importances_note=note)
+
+
+# ------------------------------------------------------------------ choosing one point
+def _best(points: list[dict]) -> dict:
+    return max(points, key=lambda p: (p["val_accuracy"], -p["macs"], -p["number"]))
+
+
+def choose(info: ParetoInfo, *, best: bool = False, trial: int | None = None, under: str | None = None) -> dict:
+    """One trained point: the most accurate within the budget (``best``, the default), trial
+    number ``trial`` (completed or stopped), or the most accurate with MACs within ``under``
+    (``30%`` / ``0.3`` of the teacher's MACs, or a FLOPs count ``10M``). A one-line
+    :class:`ChooseError` when nothing matches."""
+    if sum([bool(best), trial is not None, under is not None]) > 1:
+        raise ChooseError("choose one of --best, --trial N, --under COST")
+    completed = info.completed
+    if trial is not None:
+        return _by_number(info, trial)
+    if not completed:
+        raise ChooseError(f"study {info.study!r} has no completed trial yet "
+                          f"({info.counts()['stopped']} stopped, {len(info.rejected)} rejected, "
+                          f"{len(info.failed)} failed): run `autokd search` longer")
+    if under is not None:
+        from .budget import BudgetError, parse_budget
+
+        if not info.teacher.get("macs"):
+            raise ChooseError(f"--under needs the teacher's MACs, which study {info.study!r} does not record")
+        try:
+            limit = parse_budget(under, int(info.teacher["macs"]))
+        except BudgetError as e:
+            raise ChooseError(str(e).replace("--flops-budget", "--under")) from None
+        fits = [p for p in completed if p["macs"] <= limit.macs]
+        if not fits:
+            cheapest = min(completed, key=lambda p: p["macs"])
+            raise ChooseError(f"no completed trial of {info.study!r} costs at most {limit.macs:,} MACs "
+                              f"(--under {under}); the cheapest, trial {cheapest['number']}, "
+                              f"costs {cheapest['macs']:,} MACs")
+        return _best(fits)
+    within = [p for p in completed if info.budget_macs is None or p["macs"] <= info.budget_macs]
+    return _best(within or completed)
+
+
+def _by_number(info: ParetoInfo, number: int) -> dict:
+    for p in info.completed + info.stopped:
+        if p["number"] == number:
+            return p
+    for p in info.rejected:
+        if p["number"] == number:
+            raise ChooseError(f"trial {number} of {info.study!r} was rejected before training: its "
+                          f"{p['macs'] or 0:,} MACs are over the budget of {info.budget_macs or 0:,} MACs")
+    for p in info.failed:
+        if p["number"] == number:
+            raise ChooseError(f"trial {number} of {info.study!r} failed ({p.get('failure') or 'no reason recorded'}); "
+                          "choose a completed or stopped trial")
+    if number in info.running:
+        raise ChooseError(f"trial {number} of {info.study!r} has not finished yet")
+    numbers = [p["number"] for p in info.completed + info.stopped]
+    hint = f"trained trials: {_ranges(numbers)}" if numbers else "no trial was trained yet"
+    raise ChooseError(f"study {info.study!r} has no trial {number} ({hint})")
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    numbers, parts = sorted(set(numbers)), []
+    for n in numbers:
+        if parts and n == parts[-1][1] + 1:
+            parts[-1][1] = n
+        else:
+            parts.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)

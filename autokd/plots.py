@@ -1,0 +1,277 @@
+"""Figures only: :class:`autokd.pareto.ParetoInfo` in, plotly figures and one HTML page out.
+
+Nothing here reads a study or computes a front; :mod:`autokd.pareto` does. The page is
+self-contained (plotly.js inlined once, no CDN, no network) and has five views with stable ids:
+``accuracy-vs-macs``, ``hypervolume``, ``lambda-heatmap`` (with the kept-channel bars of the
+selected front member), ``importances`` and ``parallel-coordinates``.
+"""
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from .measure import flops_from_macs
+from .pareto import COST_UNIT, ParetoInfo, kept_ratios, lambda_matrix
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+VIEWS = ("accuracy-vs-macs", "hypervolume", "lambda-heatmap", "importances", "parallel-coordinates")
+FRONT, DOMINATED, STOPPED, REJECTED, TEACHER = "#1f77b4", "#9ecae1", "#ff7f0e", "#d62728", "#2ca02c"
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+UNITS = ((1e9, "G", "billions"), (1e6, "M", "millions"), (1e3, "K", "thousands"), (1.0, "", "count"))
+
+
+def _unit(info: ParetoInfo) -> tuple[float, str, str]:
+    """The MACs scale for the axes: G, M or K, whichever keeps the largest value readable."""
+    largest = max([info.budget_macs or 0, info.teacher.get("macs") or 0,
+                   *(p["macs"] or 0 for p in info.completed + info.stopped + info.rejected)])
+    return next(u for u in UNITS if largest >= 10 * u[0] or u[0] == 1.0)
+
+
+def _settings(p: dict) -> str:
+    """A trial's settings as hover lines (plotly's <br> markup; values are escaped)."""
+    c = p.get("candidate") or {}
+    prune = ", ".join(f"{k} {float(v):g}" for k, v in (c.get("prune") or {}).items()) or "none"
+    lam = sorted((c.get("lambdas") or {}).items(), key=lambda kv: -float(kv[1]))[:4]
+    lam_s = ", ".join(f"{k.replace('->', '→')} {float(w):.2f}" for k, w in lam) or "none"
+    lines = [
+        f"student {c.get('student', '?')} × {c.get('width', 1):g}",
+        f"prune {prune} ({c.get('prune_method', '?')}, at {c.get('prune_at', '?')})",
+        f"KD {c.get('kd_loss', '?')}, β {float(c.get('beta', 0)):.2f}, T {float(c.get('temperature', 0)):.2f}, "
+        f"{c.get('schedule', '?')}",
+        f"top λ: {lam_s}",
+        f"epochs {c.get('epochs', '?')}, lr {float(c.get('lr', 0)):.3g}",
+    ]
+    return "<br>".join(html.escape(s, quote=False) for s in lines)
+
+
+def _hover(info: ParetoInfo, p: dict, what: str) -> str:
+    acc = "—" if p["val_accuracy"] is None else f"{100 * p['val_accuracy']:.2f}%"
+    share = "" if p.get("share_of_teacher") is None else f" ({100 * p['share_of_teacher']:.1f}% of teacher)"
+    head = f"<b>trial {p['number']}</b> — {what}<br>val acc {acc}<br>{p['macs'] or 0:,} MACs{share}"
+    if p.get("params"):
+        head += f"<br>{p['params']:,} params"
+    tail = ""
+    if what in ("front", "dominated", "stopped early"):
+        tail = f"<br><i>autokd export {html.escape(info.study)} --trial {p['number']}</i>"
+    return f"{head}<br>{_settings(p)}{tail}"
+
+
+def _scatter(points: list[dict], info: ParetoInfo, name: str, what: str, **style) -> "go.Scatter":
+    import plotly.graph_objects as go
+
+    scale = _unit(info)[0]
+    return go.Scatter(x=[p["macs"] / scale for p in points],
+                      y=[100 * (p["val_accuracy"] or 0.0) for p in points],
+                      text=[_hover(info, p, what) for p in points], hoverinfo="text", name=name, **style)
+
+
+# ------------------------------------------------------------------ (a) accuracy vs MACs
+def accuracy_vs_macs(info: ParetoInfo) -> "go.Figure":
+    import plotly.graph_objects as go
+
+    scale, prefix, words = _unit(info)
+    fig = go.Figure()
+    fig.add_trace(_scatter(info.dominated, info, f"dominated ({len(info.dominated)})", "dominated",
+                           mode="markers", marker=dict(color=DOMINATED, size=8, opacity=0.6)))
+    stopped = [p for p in info.stopped if p["macs"] is not None]
+    fig.add_trace(_scatter(stopped, info, f"stopped early ({len(info.stopped)}), last val acc", "stopped early",
+                           mode="markers", marker=dict(color=STOPPED, size=9, symbol="x-thin-open",
+                                                       line=dict(width=2, color=STOPPED))))
+    rejected = [p for p in info.rejected if p["macs"] is not None]
+    fig.add_trace(_scatter(rejected, info, f"rejected: over budget, never trained ({len(info.rejected)})",
+                           "rejected (over budget, never trained)", mode="markers",
+                           marker=dict(color=REJECTED, size=8, symbol="triangle-down-open")))
+    fig.add_trace(_scatter(info.front, info, f"Pareto front ({len(info.front)})", "front",
+                           mode="lines+markers", line=dict(color=FRONT, width=2, shape="hv"),
+                           marker=dict(color=FRONT, size=11, line=dict(width=1, color="white"))))
+    t = info.teacher
+    if t.get("macs") and t.get("val_accuracy") is not None:
+        fig.add_trace(go.Scatter(
+            x=[t["macs"] / scale], y=[100 * t["val_accuracy"]], mode="markers+text", name=f"teacher {t.get('arch')}",
+            text=[f"teacher {t.get('arch')}"], textposition="top left",
+            marker=dict(symbol="star", size=16, color=TEACHER),
+            hovertext=[f"<b>teacher {t.get('arch')}</b><br>val acc {100 * t['val_accuracy']:.2f}%"
+                       f"<br>{t['macs']:,} MACs"], hoverinfo="text"))
+    for ref in info.references:
+        fig.add_trace(go.Scatter(x=[ref["macs"] / scale], y=[100 * ref["val_accuracy"]], mode="markers",
+                                 name=ref["label"], marker=dict(symbol="diamond", size=12, color="#7f7f7f"),
+                                 hovertext=[ref["label"]], hoverinfo="text"))
+    if info.budget_macs:
+        fig.add_vline(x=info.budget_macs / scale, line=dict(color=REJECTED, dash="dash"),
+                      annotation_text=f"budget {info.budget_macs / scale:.4g} {prefix + ' ' if prefix else ''}MACs"
+                                      + (f" ({info.budget_text})" if info.budget_text else ""),
+                      annotation_position="top right")
+    fig.update_layout(title="Validation accuracy vs cost (rejected trials drawn at 0%: never trained)",
+                      xaxis_title=f"{prefix + ' ' if prefix else ''}MACs ({words}; conv+linear multiply-accumulates)",
+                      xaxis_rangemode="tozero",
+                      yaxis_title="validation accuracy (%)", height=560, hovermode="closest",
+                      legend=dict(orientation="h", y=-0.18))
+    return fig
+
+
+# ------------------------------------------------------------------ (b) hypervolume
+def hypervolume(info: ParetoInfo) -> "go.Figure":
+    import plotly.graph_objects as go
+
+    xs = [n for n, _ in info.hypervolume_history]
+    ys = [hv for _, hv in info.hypervolume_history]
+    ref = info.hypervolume_reference_macs
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", line=dict(shape="hv", color=FRONT),
+                               hovertemplate="after trial %{x}: hypervolume %{y:.4f}<extra></extra>"))
+    fig.update_layout(
+        title=(f"Hypervolume of the front after each completed trial (reference: accuracy 0, "
+               f"{ref or 0:,} MACs; MACs / reference, so at most 1)"),
+        xaxis_title="trial number", yaxis_title="hypervolume", yaxis_range=[0, 1], height=380,
+        xaxis=dict(range=[min(xs, default=0) - 0.5, max(xs, default=0) + 0.5], tick0=0,
+                   dtick=max(1, (max(xs, default=0) + 9) // 10)))  # whole trial numbers, none clipped
+    return fig
+
+
+# ------------------------------------------------------------------ (c) lambda_ij and kept channels
+def lambda_heatmap(info: ParetoInfo) -> "go.Figure":
+    """One heatmap of lambda_ij (teacher point i x student point j) and one bar chart of kept
+    channel shares, for the front member chosen in the dropdown (the first, the cheapest, shown)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    front = info.front
+    n_t = max([1, *(len(lambda_matrix(p["candidate"])) for p in front)])
+    n_s = max([1, *(len((lambda_matrix(p["candidate"]) or [[]])[0]) for p in front)])
+    keys = sorted({k for p in front for k in (p["candidate"].get("prune") or {})}) or ["*"]
+    mats = [lambda_matrix(p["candidate"], n_t, n_s) for p in front]
+    kept = [kept_ratios(p["candidate"], keys) for p in front]
+    rows = [f"t{i}" for i in range(1, n_t + 1)]
+    cols = [f"s{j}" for j in range(1, n_s + 1)]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
+                        subplot_titles=("λ_ij: teacher point i → student point j",
+                                        "channels kept per pruned layer/stage (1 − prune ratio)"))
+    first = mats[0] if mats else [[0.0] * n_s for _ in range(n_t)]
+    zmax = max([1.0, *(w for m in mats for row in m for w in row)])
+    fig.add_trace(go.Heatmap(z=first, x=cols, y=rows, zmin=0, zmax=zmax, colorscale="Blues",
+                             colorbar=dict(x=0.5, title="λ"),
+                             texttemplate="%{z:.2f}",
+                             hovertemplate="teacher %{y} → student %{x}: λ = %{z:.3f}<extra></extra>"),
+                  row=1, col=1)
+    fig.add_trace(go.Bar(x=keys, y=[kept[0][k] for k in keys] if kept else [1.0] * len(keys),
+                         marker_color=FRONT, hovertemplate="%{x}: %{y:.0%} kept<extra></extra>",
+                         showlegend=False), row=1, col=2)
+    fig.update_yaxes(autorange="reversed", title_text="teacher point", row=1, col=1)
+    fig.update_xaxes(title_text="student point", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=2)
+    buttons = [dict(method="restyle", label=f"trial {p['number']}: {100 * p['val_accuracy']:.2f}%, "
+                                            f"{p['macs']:,} MACs",
+                    args=[{"z": [m, None], "y": [rows, [k_[k] for k in keys]]}, [0, 1]])
+               for p, m, k_ in zip(front, mats, kept)]
+    fig.update_layout(
+        title="Distillation weights and pruning of a front member" + ("" if front else " (no front yet)"),
+        height=470, updatemenus=[dict(buttons=buttons, direction="down", x=0.0, xanchor="left", y=1.22,
+                                      yanchor="top", showactive=True)] if buttons else [],
+        margin=dict(t=120))
+    return fig
+
+
+# ------------------------------------------------------------------ (d) importances, parallel coordinates
+def importances(info: ParetoInfo) -> "go.Figure":
+    import plotly.graph_objects as go
+
+    items = sorted(info.importances.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h",
+                           marker_color=FRONT, hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_layout(title="Parameter importances for validation accuracy (Optuna fANOVA, normalised to 1)",
+                      xaxis_title="importance", height=max(320, 24 * len(items) + 140))
+    if not items:
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+        fig.add_annotation(text=html.escape(info.importances_note or "no importances"), showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig
+
+
+def parallel_coordinates(info: ParetoInfo) -> "go.Figure":
+    """Completed trials: every parameter all of them have, then val accuracy; colour = accuracy."""
+    import plotly.graph_objects as go
+
+    done = info.completed
+    names = sorted(set.intersection(*(set(p["trial_params"]) for p in done))) if done else []
+    dims = []
+    for name in names:
+        values = [p["trial_params"][name] for p in done]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            dims.append(dict(label=name, values=[float(v) for v in values]))
+        else:
+            labels = sorted({str(v) for v in values})
+            dims.append(dict(label=name, values=[labels.index(str(v)) for v in values],
+                             tickvals=list(range(len(labels))), ticktext=labels))
+    acc = [100 * p["val_accuracy"] for p in done]
+    scale, prefix, _ = _unit(info)
+    dims.append(dict(label=f"{prefix + ' ' if prefix else ''}MACs", values=[p["macs"] / scale for p in done]))
+    dims.append(dict(label="val acc (%)", values=acc))
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=acc, colorscale="Viridis", showscale=True,
+                                                             colorbar=dict(title="val acc %"))))
+    fig.update_layout(title="Sampled parameters vs validation accuracy (completed trials)",
+                      height=520, margin=dict(l=80, r=80, t=110))
+    return fig
+
+
+# ------------------------------------------------------------------ the page
+def _front_table(info: ParetoInfo) -> str:
+    rows = []
+    for p in info.front:
+        c = p["candidate"]
+        share = "—" if p["share_of_teacher"] is None else f"{100 * p['share_of_teacher']:.1f}"
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            p["number"], f"{100 * p['val_accuracy']:.2f}", f"{p['macs']:,}", share,
+            "—" if not p["params"] else f"{p['params']:,}", c.get("student", "?"),
+            f"{c.get('width', 1):g}", c.get("prune_method", ""),
+            f"autokd export {info.study} --trial {p['number']}")) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("trial", "val acc %", "MACs", "% of teacher", "params",
+                                             "student", "width", "prune method", "export"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>autokd study {study}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+section {{ margin: 28px 0; }} .note {{ color: #555; }}
+table {{ border-collapse: collapse; font-size: 14px; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
+code, td:last-child {{ font-family: ui-monospace, monospace; }}
+</style></head><body>
+<h1>autokd study <code>{study}</code></h1>
+<p>{summary}</p>
+<p class="note">Cost unit: {unit}. Validation accuracy ranks the trials; the test set is used only by
+<code>autokd export</code>, once, for the chosen student.</p>
+<section id="front-table"><h2>Pareto front</h2>{table}</section>
+{views}
+</body></html>
+"""
+
+
+def dashboard_html(info: ParetoInfo) -> str:
+    """One self-contained HTML page (plotly.js inlined once, no CDN) with the five views."""
+    figures = [("accuracy-vs-macs", "Accuracy vs MACs", accuracy_vs_macs(info)),
+               ("hypervolume", "Hypervolume over trials", hypervolume(info)),
+               ("lambda-heatmap", "λ_ij and kept channels of a front member", lambda_heatmap(info)),
+               ("importances", "Parameter importances", importances(info)),
+               ("parallel-coordinates", "Parameters vs accuracy", parallel_coordinates(info))]
+    views = []
+    for i, (div_id, title, fig) in enumerate(figures):
+        body = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=div_id, config=CONFIG)
+        views.append(f'<section id="section-{div_id}"><h2>{html.escape(title)}</h2>{body}</section>')
+    c = info.counts()
+    t = info.teacher
+    summary = (f"dataset <b>{html.escape(str(info.dataset))}</b>, teacher <b>{html.escape(str(t.get('arch')))}</b>"
+               + (f" ({t['macs']:,} MACs)" if t.get("macs") else "")
+               + (f", budget <b>{info.budget_macs:,} MACs</b> ({flops_from_macs(info.budget_macs):,} FLOPs"
+                  + (f", {html.escape(info.budget_text)}" if info.budget_text else "") + ")" if info.budget_macs else "")
+               + f". Trials: {c['done']} done ({c['front']} on the front), {c['stopped']} stopped early, "
+               f"{c['rejected']} rejected (over budget), {c['failed']} failed"
+               + (f", {c['running']} running" if c["running"] else "")
+               + f". Hypervolume {info.hypervolume:.4f}.")
+    return PAGE.format(study=html.escape(info.study), summary=summary, unit=html.escape(COST_UNIT),
+                       table=_front_table(info), views="\n".join(views))
