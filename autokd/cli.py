@@ -202,22 +202,15 @@ def search(
 
 
 def print_front(name: str) -> None:
-    """The front as a table, and where the study lives."""
+    """The front as a table (the one `autokd pareto` prints), and where the study lives."""
     from . import study as studies
+    from .cli_pareto import front_table
+    from .pareto import pareto_info
 
-    st = studies.load(name)
-    front = sorted(st.best_trials, key=lambda t: t.values[1])
-    teacher_macs = st.user_attrs.get("teacher_macs") or 1
-    table = Table(title=f"Pareto front of {name} (MACs = conv+linear multiply-accumulates; FLOPs = 2 x MACs)")
-    for col in ("trial", "val acc %", "MACs (M)", "% of teacher", "student", "width", "prune"):
-        table.add_column(col)
-    for t in front:
-        c = t.user_attrs.get("candidate", {})
-        table.add_row(str(t.number), f"{100 * t.values[0]:.2f}", f"{t.values[1] / 1e6:.3f}",
-                      f"{100 * t.values[1] / teacher_macs:.1f}", c.get("student", "?"), f"{c.get('width', 1):g}",
-                      c.get("prune_method", "") + " " + ",".join(f"{k}={v:g}" for k, v in c.get("prune", {}).items()))
-    out.print(table)
+    info = pareto_info(studies.load(name), studies.read_config(name), importances=False)
+    (out if out.is_terminal else Console(width=160)).print(front_table(info))  # piped: 160 columns
     out.print(f"study: {studies.study_dir(name)}  (optuna-dashboard {studies.storage_url(name)})", highlight=False)
+    out.print(f"next: autokd pareto {name}   |   autokd export {name} --best", highlight=False)
 
 
 @app.command()

@@ -334,7 +334,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     the chosen student's or the teacher's points are kept here and ignored by the trial, so one
     space can serve students of different depths. Numbers are rounded to 12 significant digits,
     so a stepped sample reads 0.15, not 0.15000000000000002 (which can cut one channel less at a
-    rounding edge). Pure: checks values, touches no tensors.
+    rounding edge). ``prune/method: learned-mask`` implies ``prune_at = "during"`` whatever
+    ``prune/at`` says (the masks are learned while distilling). Pure: touches no tensors.
     """
     changes: dict[str, Any] = {}
     dicts: dict[str, dict[str, float]] = {"prune": {}, "lambdas": {}}
@@ -348,6 +349,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
         else:
             changes[rule.field] = _tidy(value) if rule.kind == "number" else value
     changes.update({f: d for f, d in dicts.items() if d})
+    if changes.get("prune_method", base.prune_method) == "learned-mask":
+        changes["prune_at"] = "during"  # PDD's masks are learned while distilling: "start" cannot apply
     return replace(base, **changes)
 
 

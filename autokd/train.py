@@ -31,12 +31,26 @@ class TrainConfig:
     lr: float = 0.05           # peak LR of the cosine schedule, for batch 128 with SGD+Nesterov
     momentum: float = 0.9
     weight_decay: float = 5e-4  # the usual CIFAR value for ResNets and VGG
-    batch_size: int = 128
+    batch_size: int | None = None  # None: 128, halved (down to 16) until an epoch has MIN_STEPS steps
     warmup_epochs: float = 0.0  # linear warm-up in epochs (fractions allowed)
     seed: int = 0              # data-order and augmentation stream; init is seeded by the caller
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+MIN_STEPS = 40  # steps per epoch: below this one epoch barely moves a fresh model (digits at 128: 10)
+
+
+def batch_size_for(cfg: TrainConfig, n_train: int) -> int:
+    """``cfg.batch_size``, or 128 halved down to 16 while an epoch would have fewer than
+    MIN_STEPS steps: digits (1,294 training images) trains at 32, Fashion-MNIST at 128."""
+    if cfg.batch_size:
+        return cfg.batch_size
+    size = 128
+    while size > 16 and n_train / size < MIN_STEPS:
+        size //= 2
+    return size
 
 
 def lr_at(cfg: TrainConfig, progress: float) -> float:
@@ -87,14 +101,15 @@ def fit(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, loss_fn: LossFn
     end_epoch = cfg.epochs if end_epoch is None else end_epoch
     loss_fn = loss_fn or cross_entropy(model)
     opt = make_optimizer(params if params is not None else model.parameters(), cfg)
-    steps_per_epoch = max(1, math.ceil(len(data.train_x) / cfg.batch_size))
+    batch_size = batch_size_for(cfg, len(data.train_x))
+    steps_per_epoch = max(1, math.ceil(len(data.train_x) / batch_size))
     total_steps = steps_per_epoch * max(cfg.epochs, 1)
     history: list[dict] = []
     for epoch in range(start_epoch, end_epoch):
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         model.train()
         total, n = 0.0, 0
-        for step, (x, y) in enumerate(batches(data.train_x, data.train_y, cfg.batch_size, shuffle=True,
+        for step, (x, y) in enumerate(batches(data.train_x, data.train_y, batch_size, shuffle=True,
                                               generator=gen, augment=data.augment)):
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, (epoch * steps_per_epoch + step) / total_steps)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -89,11 +91,13 @@ def test_same_seed_same_parameters(env):
 
 
 @pytest.mark.slow
-def test_cluster_address(env, tmp_path):
+def test_cluster_address(env):
     ray_bin = str(Path(sys.executable).with_name("ray"))
     port = "6391"
+    # a short temp dir: Ray's unix sockets live under it, and a socket path is at most 107 bytes
+    temp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
     start = [ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-             "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"]
+             "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]
     subprocess.run(start, check=True, capture_output=True, timeout=120)
     try:
         import ray
@@ -104,6 +108,7 @@ def test_cluster_address(env, tmp_path):
         assert not ray.is_initialized()
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.parametrize("args,needle", [
