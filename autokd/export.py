@@ -153,7 +153,7 @@ def check_formats(model: nn.Module, folder: Path, x: torch.Tensor) -> dict[str, 
 
 # ------------------------------------------------------------------ the card
 def _card(*, study_name, point, candidate, model, teacher, tcard, data, recipe, source, split) -> dict:
-    from .measure import cpu_latency_ms, measure
+    from .measure import LATENCY_THREADS, cpu_latency_ms, measure
     from .provenance import provenance
     from .teacher import input_shape
 
@@ -171,7 +171,7 @@ def _card(*, study_name, point, candidate, model, teacher, tcard, data, recipe, 
         **cost.as_dict(), "cost_unit": COST_UNIT,
         "cpu_latency_ms": {"student": cpu_latency_ms(model, shape), "teacher": cpu_latency_ms(teacher, shape),
                            "batch": 1, "statistic": "median of 30 runs after 5 warm-up",
-                           "torch_threads": torch.get_num_threads()},
+                           "torch_threads": LATENCY_THREADS},
         "teacher": {"arch": getattr(teacher, "arch", tcard.get("arch")), "spec": recipe["teacher"],
                     "epochs": recipe["teacher_epochs"], "test_accuracy": tcard.get("test_accuracy"),
                     "val_accuracy": tcard.get("val_accuracy"), **t_cost.as_dict(),

@@ -63,17 +63,27 @@ def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     return Cost(macs=count_macs(model, input_shape), params=count_params(model))
 
 
+LATENCY_THREADS = 1  # batch-1 latency of small CNNs: one intra-op thread is fastest and steadiest
+
+
 @torch.no_grad()
-def cpu_latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 30, warmup: int = 5) -> float:
-    """Median wall time of one forward pass on one image, batch 1, on the CPU, in milliseconds."""
+def cpu_latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 30, warmup: int = 5,
+                   threads: int = LATENCY_THREADS) -> float:
+    """Median wall time of one forward pass on one image, batch 1, on the CPU, in milliseconds,
+    with ``threads`` torch intra-op threads (the caller's setting is restored)."""
     model = model.eval().cpu()
     x = torch.randn(1, *input_shape)
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
     times.sort()
     return 1000.0 * times[len(times) // 2]
