@@ -5,79 +5,18 @@ traceback. Heavy imports (ray, plotly, optuna) happen inside the commands that n
 """
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import UserError
-from .registry import UnknownName
+from .cli_common import check_positive, epoch_printer, err, out, parse_shape, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="autokd: search knowledge distillation and structured pruning together.")
-out = Console()
-err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn a user's mistake into one line and exit 2; Ctrl-C into exit 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (UserError, UnknownName) as e:
-            fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130)
-
-    return wrapper
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    try:
-        c, h, w = (int(v) for v in text.lower().split("x"))
-        assert min(c, h, w) > 0
-    except (ValueError, AssertionError):
-        raise UserError(f"--input {text!r}: expected CxHxW, e.g. 3x32x32") from None
-    return c, h, w
-
-
-def epoch_printer(label: str) -> Callable[[int, int, dict], None]:
-    """A per-epoch callback: a rich progress bar on a terminal, one line per epoch otherwise."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=out, transient=False)
-    task = None
-
-    def show(epoch: int, total: int, record: dict) -> None:
-        nonlocal task
-        info = f"loss {record['loss']:.4f}  val acc {100 * record['val_accuracy']:.2f}%"
-        if not out.is_terminal:
-            out.print(f"{label} epoch {epoch}/{total}  {info}", highlight=False)
-            return
-        if task is None:
-            bar.start()
-            task = bar.add_task(label, total=total, info="")
-        bar.update(task, completed=epoch, total=total, info=info)
-        if epoch >= total:
-            bar.stop()
-
-    return show
-
-
 @app.command()
 @user_errors
 def models(
@@ -241,12 +180,6 @@ def studies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                       str(r["rejected"]), str(r["failed"]), str(r["front"]),
                       "-" if r["best_val_accuracy"] is None else f"{100 * r['best_val_accuracy']:.2f}")
     out.print(table)
-
-
-def check_positive(**values: float) -> None:
-    for name, v in values.items():
-        if v is None or v <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
 
 
 def _register() -> None:

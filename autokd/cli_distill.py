@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import epoch_printer, out, user_errors
+from .cli_common import epoch_printer, out, user_errors
 from .errors import UserError
 
 

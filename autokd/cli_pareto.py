@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli import epoch_printer, err, out, user_errors
+from .cli_common import epoch_printer, err, out, user_errors
 from .errors import UserError
 
 DASHBOARDS = Path("dashboards")

@@ -1,0 +1,78 @@
+"""What every ``autokd`` command shares: the consoles, one-line errors, the epoch printer.
+
+Its own module so that the command modules (``cli``, ``cli_distill``, ``cli_pareto``) import it
+and not each other.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+from .errors import UserError
+from .registry import UnknownName
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn a user's mistake into one line and exit 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, UnknownName) as e:
+            fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.lower().split("x"))
+        assert min(c, h, w) > 0
+    except (ValueError, AssertionError):
+        raise UserError(f"--input {text!r}: expected CxHxW, e.g. 3x32x32") from None
+    return c, h, w
+
+
+def epoch_printer(label: str) -> Callable[[int, int, dict], None]:
+    """A per-epoch callback: a rich progress bar on a terminal, one line per epoch otherwise."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=out, transient=False)
+    task = None
+
+    def show(epoch: int, total: int, record: dict) -> None:
+        nonlocal task
+        info = f"loss {record['loss']:.4f}  val acc {100 * record['val_accuracy']:.2f}%"
+        if not out.is_terminal:
+            out.print(f"{label} epoch {epoch}/{total}  {info}", highlight=False)
+            return
+        if task is None:
+            bar.start()
+            task = bar.add_task(label, total=total, info="")
+        bar.update(task, completed=epoch, total=total, info=info)
+        if epoch >= total:
+            bar.stop()
+
+    return show
+
+
+def check_positive(**values: float) -> None:
+    for name, v in values.items():
+        if v is None or v <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
