@@ -186,11 +186,16 @@ class _SafeUniqueLoader(yaml.SafeLoader):
 
 def spaces_dirs() -> list[Path]:
     """Folders searched for a space by name: $AUTOKD_SPACES (os.pathsep-separated), then the
-    shipped ``search_spaces/`` next to the package."""
+    shipped ``search_spaces/``: next to the package in a checkout (or an editable install), else
+    where a regular install puts it (``<prefix>/share/autokd/search_spaces``, pyproject's data-files)."""
+    import sys
+
     import autokd
 
     extra = [Path(p) for p in os.environ.get(SPACES_ENV, "").split(os.pathsep) if p]
-    return extra + [Path(autokd.__file__).resolve().parent.parent / "search_spaces"]
+    checkout = Path(autokd.__file__).resolve().parent.parent / "search_spaces"
+    installed = Path(sys.prefix) / "share" / "autokd" / "search_spaces"
+    return extra + [checkout if checkout.is_dir() else installed]
 
 
 def shipped_spaces() -> list[str]:
