@@ -129,3 +129,11 @@ def test_bad_search_input(env, args, needle):
     assert needle in result.output
     assert "Traceback" not in result.output
     assert not list(Path(env["tmp"] / "studies").glob("*/study.db"))  # nothing written
+
+
+def test_python_api_is_the_function_with_the_cli_defaults():
+    import autokd
+    import autokd.cli  # noqa: F401  (importing the stage module must not shadow the function)
+
+    assert callable(autokd.search) and autokd.search is search
+    assert "search" in autokd.__all__ and "export_student" in autokd.__all__
