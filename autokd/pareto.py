@@ -232,7 +232,8 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True) 
         hypervolume_reference_macs=reference,
         dataset=(config.get("search") or {}).get("dataset", attrs.get("dataset")),
         budget_text=budget.get("budget_text", attrs.get("budget_text")),
-        importances=imp, importances_note=note)
+        importances=imp, importances_note=note,
+        references=[dict(r) for r in attrs.get("references") or [] if r.get("macs") and r.get("val_accuracy") is not None])
 
 
 # ------------------------------------------------------------------ choosing one point

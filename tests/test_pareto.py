@@ -218,3 +218,11 @@ def test_cli_pareto_needs_a_completed_trial(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["pareto", "bare"])
     assert r.exit_code == 2 and "no completed trial" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "dashboards").exists()
+
+
+def test_reference_points_come_from_the_study_attributes():
+    study = hand_study("refs")
+    ref = {"label": "resnet20 trained alone (unpruned, width 1)", "val_accuracy": 0.93, "macs": 120}
+    study.set_user_attr("references", [ref, {"label": "no accuracy yet", "val_accuracy": None, "macs": 5}])
+    assert pareto_info(study, CONFIG, importances=False).references == [ref]
+    assert pareto_info(hand_study("norefs"), CONFIG, importances=False).references == []
