@@ -9,14 +9,14 @@ accepted candidates in worker processes (local Ray by default, an existing clust
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .budget import Budget, parse_budget
 from .errors import UserError
@@ -66,6 +66,7 @@ class SearchConfig:
     gpus_per_trial: float = 0.0
     early_stopping: bool = True
     min_dominators: int = 2        # see autokd.stopping
+    stop_margin: float = 0.02      # dominated by at least 2 accuracy points: epoch-1 noise stops nothing
     train_subset: int | None = None
     max_retries: int = 1           # Ray retries of a trial whose worker died
     max_rejections: int = 500      # consecutive over-budget samples before giving up
@@ -114,6 +115,9 @@ def teacher_arch_and_macs(spec: str, input_shape: tuple[int, ...], num_classes: 
     if spec in MODELS and not Path(spec).exists():
         model = create_model(spec, num_classes=num_classes, in_channels=input_shape[0])
         return spec, count_macs(model, input_shape)
+    if not Path(spec).exists():
+        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
+                        + ", ".join(MODELS.names()))
     model, _ = load_bundle(spec)
     return model.arch, count_macs(model, input_shape)
 
@@ -154,7 +158,7 @@ def trainable(config: dict, data=None, teacher_blob=None) -> None:
 
     def report(epoch: int, metrics: dict) -> None:
         tune.report({"epoch": epoch, "val_accuracy": float(metrics["val_accuracy"]),
-                     "macs": int(metrics["macs"]), "node_id": node})
+                     "macs": int(metrics["macs"]), "node_id": node, "pid": os.getpid()})
 
     ctx = TrialContext(teacher=teacher.to(device), data=data, device=device, report=report,
                        out_dir=Path(config["out_dir"]) if config.get("out_dir") else None)
@@ -163,8 +167,14 @@ def trainable(config: dict, data=None, teacher_blob=None) -> None:
     except Diverged as e:
         tune.report({"final": True, "failure": f"diverged: {e}", "node_id": node})
         return
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError):
         tune.report({"final": True, "failure": "out of memory", "node_id": node})
+        return
+    except Exception as e:  # noqa: BLE001 - a candidate that cannot run is recorded, not retried
+        first = (str(e).splitlines() or [""])[0][:300]
+        oom = "allocate memory" in first or "out of memory" in first.lower()  # CPU allocator: a RuntimeError
+        tune.report({"final": True, "failure": ("out of memory: " if oom else "") + f"{e.__class__.__name__}: {first}",
+                     "node_id": node})
         return
     tune.report({"final": True, "val_accuracy": result.val_accuracy, "macs": result.macs,
                  "params": result.params, "node_id": node, "hostname": socket.gethostname(),
@@ -182,7 +192,9 @@ class OptunaSearcher:
 
         class _Searcher(_SearcherLogic, Searcher):
             def __init__(self, **kw):
-                Searcher.__init__(self, metric="val_accuracy", mode="max")
+                # no metric for Tune: it would then refuse (and end the whole search on) a result
+                # without it, like the final report of a diverged or out-of-memory trial
+                Searcher.__init__(self, metric=None, mode=None)
                 _SearcherLogic.__init__(self, **kw)
 
         return _Searcher(**kwargs)
@@ -192,8 +204,9 @@ class _SearcherLogic:
     FINISHED = "FINISHED"
 
     def __init__(self, study, space, base: Candidate, budget: Budget, target: int, num_classes: int,
-                 input_shape, folder: Path, cfg: SearchConfig, stats: dict):
+                 input_shape, folder: Path, cfg: SearchConfig, stats: dict, interrupt: _Interrupt | None = None):
         self.study, self.space, self.base, self.budget = study, space, base, budget
+        self.interrupt = interrupt
         self.target, self.num_classes, self.input_shape = target, num_classes, input_shape
         self.folder, self.cfg, self.stats = folder, cfg, stats
         self.live: dict[str, object] = {}      # Tune trial id -> Optuna trial
@@ -234,6 +247,10 @@ class _SearcherLogic:
             return
         self.last[trial_id] = result
         trial = self.live[trial_id]
+        if result.get("pid") and trial.user_attrs.get("worker_pid") != result["pid"]:
+            # where it runs, known while it runs (a retry after a lost worker runs elsewhere)
+            trial.set_user_attr("worker_pid", result["pid"])
+            trial.set_user_attr("node_id", result.get("node_id"))
         rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
         rungs[str(result["epoch"])] = result["val_accuracy"]
         trial.set_user_attr("epoch_val_accuracy", rungs)
@@ -247,13 +264,19 @@ class _SearcherLogic:
         result = result or {}
         if result.get("node_id"):
             trial.set_user_attr("node_id", result["node_id"])
-        if error or result.get("failure"):
-            reason = result.get("failure") or "the trial's worker failed (crashed or was killed)"
+        interrupted = self.interrupt is not None and self.interrupt.hit and not result.get("final")
+        if error or result.get("failure") or interrupted:
+            reason = result.get("failure") or ("interrupted (Ctrl-C)" if interrupted and not error else
+                                               "the trial's worker failed (crashed or was killed)")
             trial.set_user_attr("failure", reason)
             self.study.tell(trial, state=TrialState.FAIL)
             self.stats["failed"] += 1
         elif trial_id in self.stopped or not result.get("final"):
             last = self.last.get(trial_id, result)
+            if "epoch" in last and "val_accuracy" in last:  # the stopping result itself, if not seen yet
+                rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
+                rungs[str(last["epoch"])] = last["val_accuracy"]
+                trial.set_user_attr("epoch_val_accuracy", rungs)
             trial.set_user_attr("val_accuracy", last.get("val_accuracy"))
             trial.set_user_attr("stopped_at_epoch", last.get("epoch"))
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -268,14 +291,28 @@ class _SearcherLogic:
             self.stats["trained"] += 1
         self.last.pop(trial_id, None)
 
+    def note_retry(self, trial_id: str) -> None:
+        """Ray restarts a trial whose worker died (``max_retries``): counted on the Optuna trial."""
+        trial = self.live.get(trial_id)
+        if trial is not None:
+            trial.set_user_attr("retries", int(trial.user_attrs.get("retries", 0)) + 1)
+            self.last.pop(trial_id, None)
+
     def abandon_live(self, reason: str) -> None:
-        """Record trials still running when the driver stops as failed (never left RUNNING)."""
+        """Record trials still running when the driver stops as failed (never left RUNNING).
+
+        Runs while the driver is stopping, maybe inside a second Ctrl-C: a trial that cannot be
+        written now stays RUNNING and the next run records it (``study.recover_interrupted``)."""
         from optuna.trial import TrialState
 
         for trial_id, trial in list(self.live.items()):
-            trial.set_user_attr("failure", reason)
-            self.study.tell(trial, state=TrialState.FAIL)
             self.live.pop(trial_id)
+            try:
+                trial.set_user_attr("failure", reason)
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.stats["failed"] += 1
+            except Exception:  # noqa: BLE001 - already told, or the storage is going away
+                pass
 
 
 def make_scheduler(stopper, searcher):
@@ -295,24 +332,37 @@ def make_scheduler(stopper, searcher):
     return ParetoScheduler()
 
 
-def make_progress(stats: dict, target: int, started: float, printer: Callable[[str], None] | None):
-    """A Ray Tune callback that tells the user what happens (one line per finished trial)."""
+def make_progress(stats: dict, target: int, started: float, printer: Callable[[str], None] | None,
+                  on_retry: Callable[[str], None] | None = None):
+    """A Ray Tune callback that tells the user what happens (one line per finished trial).
+
+    Tune pickles its run config (callbacks included) into the experiment folder; the printer (a
+    rich Console holds a lock) is left out of that copy, which only Tune's own restore would read.
+    """
     from ray.tune import Callback
 
     class Progress(Callback):
+        # arguments, not a closure: cloudpickle copies a dynamic class's closure along with it
+        def __init__(self, printer, stats, target, started, on_retry) -> None:
+            self.printer, self.stats, self.target, self.started = printer, stats, target, started
+            self.on_retry = on_retry
+
+        def __getstate__(self) -> dict:
+            return {**self.__dict__, "printer": None}
+
         def _line(self, what: str, trial, result: dict | None = None) -> None:
-            if not printer:
+            if not self.printer:
                 return
-            n = trial.config.get("trial_number")
+            n, stats = trial.config.get("trial_number"), self.stats
             acc = (result or {}).get("val_accuracy")
             acc_s = f" val acc {100 * acc:.2f}%" if acc is not None else ""
             macs = trial.config.get("predicted_macs", 0)
-            elapsed = time.time() - started
-            left = target - stats["trained"]
+            elapsed = time.time() - self.started
+            left = self.target - stats["trained"]
             eta = elapsed / max(1, stats["trained"]) * left if stats["trained"] else float("nan")
-            printer(f"trial {n}: {what}{acc_s}, {macs / 1e6:.3f} M MACs | done {stats['done']} "
-                    f"stopped {stats['stopped']} rejected {stats['rejected']} failed {stats['failed']} "
-                    f"| {elapsed:.0f}s elapsed" + ("" if math.isnan(eta) else f", ~{eta:.0f}s left"))
+            self.printer(f"trial {n}: {what}{acc_s}, {macs / 1e6:.3f} M MACs | done {stats['done']} "
+                         f"stopped {stats['stopped']} rejected {stats['rejected']} failed {stats['failed']} "
+                         f"| {elapsed:.0f}s elapsed" + ("" if math.isnan(eta) else f", ~{eta:.0f}s left"))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._line("stopped early" if trial.last_result.get("final") is None else
@@ -322,7 +372,63 @@ def make_progress(stats: dict, target: int, started: float, printer: Callable[[s
         def on_trial_error(self, iteration, trials, trial, **info):
             self._line("worker failed", trial)
 
-    return Progress()
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            if self.on_retry:
+                self.on_retry(trial.trial_id)
+            self._line("worker lost, retrying", trial)
+
+    return Progress(printer, stats, target, started, on_retry)
+
+
+class _Interrupt:
+    """Ctrl-C during the trials: the first one ends the search within seconds (running trials
+    are stopped and recorded failed, ``interrupted``; the driver then raises KeyboardInterrupt),
+    a second one stops at once. Ray Tune's own handler is switched off (TUNE_DISABLE_SIGINT_HANDLER):
+    it ends only the current Tune run, after which the driver would start the next round."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous = None
+
+    def __enter__(self) -> "_Interrupt":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __getstate__(self) -> dict:  # Tune pickles its config; a signal handler is not data
+        return {"hit": self.hit, "_previous": None}
+
+
+def make_interrupt_stopper(interrupt: _Interrupt):
+    """A Tune stopper that ends the whole run once Ctrl-C was pressed (checked every ~0.1 s)."""
+    from ray.tune import Stopper
+
+    class InterruptStopper(Stopper):
+        def __init__(self, interrupt: _Interrupt) -> None:
+            self.interrupt = interrupt
+
+        def __call__(self, trial_id, result) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.interrupt.hit
+
+    return InterruptStopper(interrupt)
 
 
 def _preload_rungs(study, stopper) -> None:
@@ -344,14 +450,67 @@ def _init_ray(cfg: SearchConfig) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, cfg.parallel)))
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is the driver's: see _Interrupt
     if ray.is_initialized():
         ray.shutdown()  # a fresh connection per search: the address may differ from the last one
     kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                   configure_logging=True)
     if cfg.address:
-        ray.init(address=cfg.address, **kwargs)
-    else:  # local Ray bound to loopback; the dashboard stays off
-        ray.init(_node_ip_address="127.0.0.1", num_gpus=None, **kwargs)
+        _use_ray_token()
+        try:
+            ray.init(address=cfg.address, **kwargs)
+        except ConnectionError as e:
+            raise UserError(f"--address {cfg.address}: Ray did not accept the connection ({str(e)[:120]}); if the "
+                            "cluster uses token authentication, set RAY_AUTH_TOKEN (see `ray get-auth-token`)") from None
+    else:  # a new local Ray bound to loopback; the dashboard stays off. address="local": never
+        # join a cluster that `ray start` left on this machine (address=None would, silently)
+        with _loopback_only():
+            ray.init(address="local", _node_ip_address="127.0.0.1", num_gpus=None, **kwargs)
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Have a local Ray listen on 127.0.0.1 only.
+
+    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's outward address and then its
+    GCS, raylet and workers listen on every interface; it keeps the node on loopback (and its
+    servers bound there) only where it believes multi-node clusters are off. That switch is
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ray is imported, so the constant is set too
+    while the local node starts, and both are put back afterwards (a later ``--address`` run in
+    this process must see its real address). tests/test_faults_security.py checks the sockets."""
+    from ray._private import ray_constants
+
+    env, constant = os.environ.get(_CLUSTER_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_SWITCH], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        if env is None:
+            os.environ.pop(_CLUSTER_SWITCH, None)
+        else:
+            os.environ[_CLUSTER_SWITCH] = env
+
+
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _use_ray_token() -> None:
+    """Ray >= 2.5x clusters started with `ray start --head` require a token by default, but
+    ``ray.init(address=...)`` sends one only when RAY_AUTH_MODE=token. Where the user has a token
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, which `ray start` writes) and did
+    not choose a mode, send it; a cluster without authentication accepts it too."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray read its config when it was imported: have it read the mode again
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except (ImportError, AttributeError):
+            pass
 
 
 def _shutdown_ray() -> None:
@@ -452,21 +611,25 @@ def search(cfg: SearchConfig | None = None, *, printer: Callable[[str], None] | 
         say(f"study {cfg.study}: {stats['trained']} of {cfg.trials} trials trained so far; budget "
             f"{budget.macs / 1e6:.3f} M MACs ({budget.flops / 1e6:.3f} M FLOPs, "
             f"{100 * budget.share_of_teacher:.0f}% of teacher {teacher_arch})")
-        stopper = ParetoStopper(default_rungs(cfg.epochs), cfg.min_dominators) if cfg.early_stopping else None
+        stopper = ParetoStopper(default_rungs(cfg.epochs), cfg.min_dominators, cfg.stop_margin) if cfg.early_stopping else None
         if stopper:
             _preload_rungs(study, stopper)
         blob = (plan_of(teacher), {k: v.detach().cpu() for k, v in teacher.state_dict().items()})
         started, failures_at_start = time.time(), stats["failed"]
         try:
-            while stats["trained"] < cfg.trials:
-                if stats["failed"] - failures_at_start >= max(3, cfg.trials):
-                    raise UserError(f"{stats['failed'] - failures_at_start} trials failed in this run; see "
-                                    f"`autokd studies` and the trials' 'failure' attribute in {folder}")
-                before = (stats["trained"], stats["failed"])
-                _run_round(cfg, study, space, base, budget, data, shape, folder, blob, stats, stopper, started, say)
-                stats = studies.counts(study)
-                if (stats["trained"], stats["failed"]) == before:
-                    break  # nothing ran and nothing failed: do not spin
+            with _Interrupt() as interrupt:
+                while stats["trained"] < cfg.trials:
+                    if stats["failed"] - failures_at_start >= max(3, cfg.trials):
+                        raise UserError(f"{stats['failed'] - failures_at_start} trials failed in this run; see "
+                                        f"`autokd studies` and the trials' 'failure' attribute in {folder}")
+                    before = (stats["trained"], stats["failed"])
+                    _run_round(cfg, study, space, base, budget, data, shape, folder, blob, stats, stopper, started,
+                               say, interrupt)
+                    if interrupt.hit:
+                        raise KeyboardInterrupt
+                    stats = studies.counts(study)
+                    if (stats["trained"], stats["failed"]) == before:
+                        break  # nothing ran and nothing failed: do not spin
         finally:
             _shutdown_ray()
         say(f"study {cfg.study}: {stats['done']} done, {stats['stopped']} stopped early, "
@@ -474,7 +637,8 @@ def search(cfg: SearchConfig | None = None, *, printer: Callable[[str], None] | 
     return study
 
 
-def _run_round(cfg, study, space, base, budget, data, shape, folder, blob, stats, stopper, started, say) -> None:
+def _run_round(cfg, study, space, base, budget, data, shape, folder, blob, stats, stopper, started, say,
+               interrupt: _Interrupt | None = None) -> None:
     """One Ray Tune run that trains trials until the target is reached (or trials fail)."""
     from ray import tune
 
@@ -483,7 +647,7 @@ def _run_round(cfg, study, space, base, budget, data, shape, folder, blob, stats
                  "rejected": stats["rejected"], "failed": stats["failed"]}
     searcher = OptunaSearcher.build(study=study, space=space, base=base, budget=budget, target=cfg.trials,
                                     num_classes=data.num_classes, input_shape=shape, folder=folder, cfg=cfg,
-                                    stats=run_stats)
+                                    stats=run_stats, interrupt=interrupt)
     fn = tune.with_resources(tune.with_parameters(trainable, data=data, teacher_blob=blob),
                              {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
     tuner = tune.Tuner(
@@ -493,9 +657,12 @@ def _run_round(cfg, study, space, base, budget, data, shape, folder, blob, stats
         run_config=tune.RunConfig(name=f"round-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
                                   storage_path=str(folder / "ray"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_retries),
-                                  callbacks=[make_progress(run_stats, cfg.trials, started, say)]),
+                                  stop=make_interrupt_stopper(interrupt) if interrupt else None,
+                                  callbacks=[make_progress(run_stats, cfg.trials, started, say,
+                                                           on_retry=searcher.note_retry)]),
     )
     try:
         tuner.fit()
     finally:
-        searcher.abandon_live("interrupted: the search driver stopped while it ran")
+        searcher.abandon_live("interrupted (Ctrl-C)" if interrupt and interrupt.hit else
+                              "interrupted: the search driver stopped while it ran")

@@ -57,7 +57,10 @@ class ParetoStopper:
     table: dict[int, list[RungResult]] = field(default_factory=dict)
 
     def record(self, result: RungResult) -> None:
-        self.table.setdefault(result.rung, []).append(result)
+        """One result per trial and rung: a trial retried after a lost worker replaces its own."""
+        rows = self.table.setdefault(result.rung, [])
+        rows[:] = [r for r in rows if r.trial != result.trial]
+        rows.append(result)
 
     def observe(self, trial: int, epoch: int, acc: float, macs: int) -> bool:
         """Record a trial's result at ``epoch``; True means: stop this trial now."""
