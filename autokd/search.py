@@ -65,6 +65,7 @@ class SearchConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     early_stopping: bool = True
+    reference: bool = True         # train the space's first student alone once: the front's yardstick
     min_dominators: int = 2        # see autokd.stopping
     stop_margin: float = 0.02      # dominated by at least 2 accuracy points: epoch-1 noise stops nothing
     train_subset: int | None = None
@@ -287,6 +288,8 @@ class _SearcherLogic:
             trial.set_user_attr("history", result.get("history", []))
             trial.set_user_attr("weights", result.get("weights"))
             self.study.tell(trial, [float(result["val_accuracy"]), float(result["macs"])])
+            self.stats.setdefault("points", []).append(
+                {"number": trial.number, "val_accuracy": float(result["val_accuracy"]), "macs": int(result["macs"])})
             self.stats["done"] += 1
             self.stats["trained"] += 1
         self.last.pop(trial_id, None)
@@ -350,10 +353,11 @@ def make_progress(stats: dict, target: int, started: float, printer: Callable[[s
         def __getstate__(self) -> dict:
             return {**self.__dict__, "printer": None}
 
-        def _line(self, what: str, trial, result: dict | None = None) -> None:
+        def _line(self, what: str, trial, result: dict | None = None, trials=None) -> None:
             if not self.printer:
                 return
             n, stats = trial.config.get("trial_number"), self.stats
+            running = sum(t.status == "RUNNING" for t in (trials or [])) if trials is not None else 0
             acc = (result or {}).get("val_accuracy")
             acc_s = f" val acc {100 * acc:.2f}%" if acc is not None else ""
             macs = trial.config.get("predicted_macs", 0)
@@ -361,21 +365,30 @@ def make_progress(stats: dict, target: int, started: float, printer: Callable[[s
             left = self.target - stats["trained"]
             eta = elapsed / max(1, stats["trained"]) * left if stats["trained"] else float("nan")
             self.printer(f"trial {n}: {what}{acc_s}, {macs / 1e6:.3f} M MACs | done {stats['done']} "
-                         f"stopped {stats['stopped']} rejected {stats['rejected']} failed {stats['failed']} "
-                         f"| {elapsed:.0f}s elapsed" + ("" if math.isnan(eta) else f", ~{eta:.0f}s left"))
+                         f"running {running} stopped {stats['stopped']} rejected {stats['rejected']} "
+                         f"failed {stats['failed']} | {elapsed:.0f}s elapsed"
+                         + ("" if math.isnan(eta) else f", ~{eta:.0f}s left") + self._front())
+
+        def _front(self) -> str:
+            """The front of this run's completed trials so far: accuracy @ MACs, cheapest first."""
+            from .pareto import pareto_front_points
+
+            front = pareto_front_points(self.stats.get("points", []))
+            cells = [f"{100 * p['val_accuracy']:.1f}%@{p['macs'] / 1e6:.3g}M" for p in front[:4]]
+            return f"\n  front so far: {', '.join(cells)}{' ...' if len(front) > 4 else ''}" if cells else ""
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._line("stopped early" if trial.last_result.get("final") is None else
                        ("failed: " + trial.last_result["failure"]) if trial.last_result.get("failure") else "done",
-                       trial, trial.last_result)
+                       trial, trial.last_result, trials)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._line("worker failed", trial)
+            self._line("worker failed", trial, trials=trials)
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             if self.on_retry:
                 self.on_retry(trial.trial_id)
-            self._line("worker lost, retrying", trial)
+            self._line("worker lost, retrying", trial, trials=trials)
 
     return Progress(printer, stats, target, started, on_retry)
 
@@ -544,6 +557,25 @@ def _config_record(cfg: SearchConfig, space, budget: Budget, teacher_arch: str, 
             "provenance": provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def _reference_student(space, data, cfg: SearchConfig, say: Callable[[str], None]) -> dict:
+    """The space's first student, unpruned at width 1, trained alone (cross-entropy, no teacher)
+    for the trials' epochs and seed: the reference point of ``autokd pareto``'s scatter. Its
+    validation accuracy only; the test set stays unread."""
+    from .provenance import default_device
+    from .teacher import train_model
+    from .train import TrainConfig
+
+    dists = space.distributions
+    arch = space.fixed.get("student/arch") or (dists["student/arch"].choices[0] if "student/arch" in dists
+                                               else Candidate().student)
+    say(f"training the reference: {arch} alone (unpruned, width 1, no teacher), {cfg.epochs} epochs")
+    _, card = train_model(arch, data, TrainConfig(epochs=cfg.epochs, seed=cfg.seed),
+                          device=default_device() if cfg.gpus_per_trial > 0 else "cpu")
+    return {"label": f"{arch} trained alone (unpruned, width 1)", "arch": arch, "width": 1.0,
+            "epochs": cfg.epochs, "val_accuracy": card["val_accuracy"], "macs": card["macs"],
+            "params": card["params"]}
+
+
 def _check_resume(cfg: SearchConfig, saved: dict) -> None:
     old = saved.get("search", {})
     for key in ("teacher", "dataset", "flops_budget", "space", "epochs", "train_subset"):
@@ -611,7 +643,10 @@ def search(cfg: SearchConfig | None = None, *, printer: Callable[[str], None] | 
         say(f"study {cfg.study}: {stats['trained']} of {cfg.trials} trials trained so far; budget "
             f"{budget.macs / 1e6:.3f} M MACs ({budget.flops / 1e6:.3f} M FLOPs, "
             f"{100 * budget.share_of_teacher:.0f}% of teacher {teacher_arch})")
-        stopper = ParetoStopper(default_rungs(cfg.epochs), cfg.min_dominators, cfg.stop_margin) if cfg.early_stopping else None
+        if cfg.reference and not study.user_attrs.get("references"):
+            study.set_user_attr("references", [_reference_student(space, data, cfg, say)])
+        stopper = (ParetoStopper(default_rungs(cfg.epochs), cfg.min_dominators, cfg.stop_margin)
+                   if cfg.early_stopping else None)
         if stopper:
             _preload_rungs(study, stopper)
         blob = (plan_of(teacher), {k: v.detach().cpu() for k, v in teacher.state_dict().items()})
