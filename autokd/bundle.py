@@ -41,6 +41,18 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def publish_folder(stage: Path, target: Path) -> None:
+    """Rename the finished folder ``stage`` into place; a folder already at ``target`` is replaced
+    (moved aside first, removed after), so ``target`` is always whole: old or new."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old{os.getpid()}")
+        os.replace(target, old)
+        os.replace(stage, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, target)
+
+
 def save_bundle(model: nn.Module, folder: str | Path, card: dict, extra: dict[str, bytes] | None = None) -> Path:
     """Write ``model`` and ``card`` as a bundle at ``folder`` (replacing it atomically)."""
     folder = Path(folder)
@@ -53,13 +65,7 @@ def save_bundle(model: nn.Module, folder: str | Path, card: dict, extra: dict[st
         write_json(tmp / CARD, card)
         for name, data in (extra or {}).items():
             (tmp / name).write_bytes(data)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        publish_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

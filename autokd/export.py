@@ -18,7 +18,6 @@ renamed at the end).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -242,7 +241,7 @@ def export_student(study_name: str, *, best: bool = False, trial: int | None = N
 
 
 def _build(study_name, point, candidate, recipe, target: Path, study_folder: Path, device, say, progress) -> Path:
-    from .bundle import save_bundle, write_json
+    from .bundle import publish_folder, save_bundle, write_json
     from .data import load_dataset
     from .teacher import get_teacher
     from .train import TrainConfig, evaluate
@@ -266,7 +265,7 @@ def _build(study_name, point, candidate, recipe, target: Path, study_folder: Pat
         card["files"] = sorted([*(p.name for p in stage.iterdir()), "card.md"])
         write_json(stage / "card.json", card)
         (stage / "card.md").write_text(card_markdown(card))
-        _publish(stage, target)
+        publish_folder(stage, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         if made_parent and not any(target.parent.iterdir()):
@@ -274,14 +273,3 @@ def _build(study_name, point, candidate, recipe, target: Path, study_folder: Pat
         raise
     shutil.rmtree(work, ignore_errors=True)
     return target
-
-
-def _publish(stage: Path, target: Path) -> None:
-    """Rename the finished folder into place; a previous export there is replaced."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old{os.getpid()}")
-        os.replace(target, old)
-        os.replace(stage, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(stage, target)

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import optuna
@@ -20,20 +19,7 @@ from autokd.search import SearchConfig, search
 
 runner = CliRunner()
 
-# A small space: resnet20 students on digits, cheap enough for 1-2 epoch trials on 2 cores.
-SPACE = textwrap.dedent("""
-    description: test space, resnet20 students
-    teacher: resnet20
-    params:
-      student/width: {name: FloatDistribution, attributes: {low: 0.25, high: 0.75, step: 0.25, log: false}}
-      prune/layer2: {name: FloatDistribution, attributes: {low: 0.0, high: 0.5, step: 0.25, log: false}}
-      kd/beta: {name: FloatDistribution, attributes: {low: 0.3, high: 1.0, step: null, log: false}}
-      kd/temperature: {name: FloatDistribution, attributes: {low: 1.0, high: 6.0, step: null, log: false}}
-      kd/lambda/t3->s3: {name: FloatDistribution, attributes: {low: 0.0, high: 1.0, step: null, log: false}}
-    fixed:
-      student/arch: resnet20
-      kd/loss: fitnet
-""")
+from fault_tools import SPACE  # the small space: resnet20 students on digits, 1-2 epoch trials
 
 
 @pytest.fixture
