@@ -7,7 +7,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo faults bench clean
+.PHONY: install test test-fast demo faults bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -41,6 +41,14 @@ demo: $(STAMP)
 	$(BIN)/autokd export $(DEMO_STUDY) --best
 	@echo "results: studies/$(DEMO_STUDY)/ (Optuna storage: optuna-dashboard sqlite:///studies/$(DEMO_STUDY)/study.db),"
 	@echo "         dashboards/$(DEMO_STUDY).html (open in a browser), students/$(DEMO_STUDY)-t*/ (the exported student)"
+
+# The numbers in benchmarks/BENCHMARKS.md: the CPU protocol (over an hour on 2 cores), or every
+# part tiny (a few minutes: proves the pipeline runs). The GPU protocol: benchmarks/full_protocol.sh.
+bench: $(STAMP)
+	bash benchmarks/run_all.sh cpu
+
+bench-smoke: $(STAMP)
+	bash benchmarks/run_all.sh smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache

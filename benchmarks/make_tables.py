@@ -1,0 +1,254 @@
+"""Write BENCHMARKS.md from the JSON files in benchmarks/results/; the page is never edited by hand.
+
+    .venv/bin/python benchmarks/make_tables.py [--results DIR] [--out FILE]
+
+Each ``<part>-<protocol>.json`` (written by benchmarks/run.py) becomes one table with the command
+that produced it, its date, machine, protocol, n and mean ± std. A part with no file says which
+command would make it. Pure formatting: nothing here measures or recomputes a number.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PARTS = {  # file stem -> (section title, the command that writes it)
+    "search_quality": ("1. Search quality", "benchmarks/run.py search --protocol {p}"),
+    "claims": ("2. The seeds' claims", "benchmarks/run.py claims --protocol {p}"),
+    "overheads": ("3. Overheads", "benchmarks/run.py overheads --protocol {p}"),
+    "latency": ("4. Cost vs latency", "benchmarks/run.py latency --protocol {p}"),
+}
+PROTOCOL_ORDER = ("cpu", "full", "smoke")
+
+
+# ------------------------------------------------------------------ formatting helpers
+def num(v, fmt: str = ".3f", scale: float = 1.0) -> str:
+    return "—" if v is None else format(v * scale, fmt)
+
+
+def ms(stat: dict | None, scale: float = 100.0, fmt: str = ".2f") -> str:
+    """A mean_std dict as 'mean ± std' (scale 100: fractions as percent)."""
+    if not stat or stat.get("mean") is None:
+        return "—"
+    std = stat.get("std")
+    return f"{stat['mean'] * scale:{fmt}}" + ("" if std is None else f" ± {std * scale:{fmt}}")
+
+
+def yes(v) -> str:
+    return "—" if v is None else ("**met**" if v else "**not met**")
+
+
+def mega(v) -> str:
+    return "—" if v is None else f"{v / 1e6:.3f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def provenance(d: dict) -> list[str]:
+    m = d["machine"]
+    device = m["device_name"] if m["device"] == "cuda" else f"CPU only ({m['cpu_model']})"
+    dirty = [f for f in d.get("git_uncommitted") or [] if f.startswith("autokd")]
+    git = d["git_revision"][:10] + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
+    commands = d["results"].get("commands") or [d["command"]]
+    return [f"- Command{'s' if len(commands) > 1 else ''}: " + "; ".join(f"`{c}`" for c in commands),
+            f"- Date: {d['date']}; wall time {d['wall_s'] / 60:.1f} min; git {git}",
+            f"- Machine: {m['platform']}, {m['cpus']} CPUs ({m['cpu_model']}), torch {m['torch']}, device: {device}; "
+            f"1-min load average at the end: {m['load_average_1m']}",
+            f"- Protocol `{d['protocol']}`, dataset `{d['settings']['dataset']}`: reduced: {d['settings']['reduced']}."]
+
+
+# ------------------------------------------------------------------ table 1
+def search_quality(d: dict) -> list[str]:
+    r, s = d["results"], d["settings"]
+    t, target = r["teacher"], r["target"]
+    n = max((v["hypervolume"]["n"] for v in r["by_arm"].values()), default=0)
+    parallel = r["runs"][0]["parallel"] if r["runs"] else s["parallel"]
+    lines = [f"Teacher `{t['arch']}` (width {t['width']}, {mega(t['macs'])} M MACs, test accuracy "
+             f"{num(t['test_accuracy'], '.2f', 100)} %); budget {s['budget']} of its MACs; "
+             f"{s['trials']} trained trials per search, {s['epochs']} epochs each, "
+             f"{s['train_subset'] or 'all'} training images; {parallel} trials at once; n = {n} seeds. "
+             "Hypervolume of (validation accuracy, MACs / budget) w.r.t. (0, budget), in [0, 1]; best test = "
+             "test accuracy of the best-validation trial's saved weights. MACs = multiply-accumulates of conv + "
+             "linear layers (FLOPs = 2 x MACs).", ""]
+    defs = r["arm_definitions"]
+    rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", ms(v["hypervolume"], 1, ".4f"),
+             ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"), ms(v["wall_s"], 1, ".0f"), v["hypervolume"]["n"]]
+            for arm in r["arm_order"] if (v := r["by_arm"].get(arm))]
+    header = ["arm", "what", "sampler", "hypervolume", "best test acc. (%)", "epochs spent", "wall (s)", "n"]
+    lines += table(header, rows)
+    ratio = r["hypervolume_ratio_vs_random"]
+    per_seed = ms(r["ratio_per_seed"], 1, ".3f")
+    lines += ["", f"**Joint / random hypervolume: {num(ratio, '.3f')}** (per seed {per_seed}); "
+              f"target >= {target['ratio_target']}: {yes(target['ratio_met'])}. Joint above every single-method "
+              f"arm (prune-only, distill-only): {yes(target['above_single_method'])}. "
+              f"Both together: {yes(target['met'])}."]
+    es = r["by_arm"].get("joint"), r["by_arm"].get("joint-no-es")
+    if all(es):
+        lines += ["", f"Early stopping: with it, hypervolume {ms(es[0]['hypervolume'], 1, '.4f')} for "
+                  f"{ms(es[0]['epochs_spent'], 1, '.1f')} training epochs; without, "
+                  f"{ms(es[1]['hypervolume'], 1, '.4f')} for {ms(es[1]['epochs_spent'], 1, '.1f')} epochs."]
+    return lines
+
+
+# ------------------------------------------------------------------ table 2
+def claims(d: dict) -> list[str]:
+    r = d["results"]
+    st, t = r["student"], r["teacher"]
+    lines = [f"Student `{st['arch']}` at width {st['width']}, {st['epochs']} epochs, {st['train_subset'] or 'all'} "
+             f"training images; teacher `{t['arch']}` (test accuracy {num(t['test_accuracy'], '.2f', 100)} %). "
+             "Test accuracy in %, mean ± std over seeds; difference in points, paired by seed. "
+             f"Rule: {r['rule']}.", ""]
+    rows = []
+    for c in r["claims"]:
+        diff = c["difference"]
+        se = f" (se {diff['se'] * 100:.2f})" if diff.get("se") else ""
+        d_txt = "—" if diff["mean"] is None else ms(diff) + se
+        rows.append([c["statement"], c["seed_paper"], f"`{c['a']}`", ms(c["a_test"]), f"`{c['b']}`", ms(c["b_test"]),
+                     d_txt, c["paper"], f"**{c['verdict']}**", diff["n"]])
+    header = ["claim", "seed", "a", "a: test acc.", "b", "b: test acc.", "a - b (points)", "paper", "verdict", "n"]
+    lines += table(header, rows)
+    lines += [""] + [sentence(c) for c in r["claims"]]
+    lines += ["", "Runs:", ""]
+    lines += table(["run", "what", "test acc. (%)", "MACs (M)", "params", "wall per run (s)", "n"],
+                   [[f"`{k}`", v["what"], ms(v["test_accuracy"]), ms(v["macs"], 1e-6, ".3f"),
+                     ms(v["params"], 1, ".0f"), ms(v["wall_s"], 1, ".1f"), v["test_accuracy"]["n"]]
+                    for k, v in sorted(r["runs"].items())])
+    rec = r["runs"].get("recovery-pruned")
+    if rec:
+        lines += ["", f"Recovery (seed 000): the student alone, {ms(r['runs']['alone']['test_accuracy'])} %, pruned "
+                  f"at ratio {st['recovery_ratio']} drops to {ms(rec['test_accuracy'])} %; {st['recovery_epochs']} "
+                  f"epochs of fine-tuning bring it to {ms(r['runs']['recovery-kd']['test_accuracy'])} % with "
+                  f"distillation and {ms(r['runs']['recovery-ce']['test_accuracy'])} % on the labels alone."]
+    return lines
+
+
+def sentence(c: dict) -> str:
+    diff = c["difference"]
+    if diff["mean"] is None:
+        return f"- {c['statement']} (seed {c['seed_paper']}): not run."
+    how = {"reproduced": "reproduced", "not reproduced": "did not reproduce",
+           "same direction, within noise": "went the claimed way but within the noise"}.get(c["verdict"], c["verdict"])
+    return (f"- {c['statement']} (seed {c['seed_paper']}): **{how}** here — `{c['a']}` {ms(c['a_test'])} % vs "
+            f"`{c['b']}` {ms(c['b_test'])} %, difference {ms(diff)} points (n = {diff['n']}).")
+
+
+# ------------------------------------------------------------------ table 3
+def overheads(d: dict) -> list[str]:
+    r = d["results"]
+    st, dr, par, mem = r["step"], r["driver"], r["parallel"], r["memory"]
+    rows = [[f"distillation step / (student step + teacher forward), {k}", num(v, ".3f"), f"<= {st['target']}",
+             yes(v <= st["target"])] for k, v in st["ratio"].items()]
+    per = dr["per_trial_s"]
+    if per is None:
+        size = dr["sizes"][0]
+        rows.append([f"search-driver overhead per trial (one search of {size['trials']}, start-up included)",
+                     f"{size['overhead_per_trial_s']:.2f} s", f"<= {dr['target_s']} s",
+                     yes(size["overhead_per_trial_s"] <= dr["target_s"])])
+    else:
+        a, b = dr["sizes"][0]["trials"], dr["sizes"][-1]["trials"]
+        rows.append([f"search-driver overhead per trial (slope between searches of {a} and {b} trials)",
+                     f"{per:.2f} s", f"<= {dr['target_s']} s", yes(per <= dr["target_s"])])
+        rows.append(["search start-up (Ray, teacher, data; the intercept)", f"{dr['startup_s']:.1f} s", "", ""])
+    rows.append(["parallel efficiency, 1 vs 2 workers, wall time: T1 / (2 T2)", num(par["efficiency_wall"], ".2f"),
+                 "", ""])
+    rows.append(["parallel efficiency, 1 vs 2 workers, first trial start to last trial end",
+                 num(par["efficiency_span"], ".2f"), "", ""])
+    one, drv = mem["one_trial"], mem["search_driver_2_workers"]
+    rows.append(["peak resident memory of a process running one trial", f"{one['peak_rss_mb']:.0f} MiB", "", ""])
+    if one.get("gpu_max_allocated_mb") is not None:
+        rows.append(["peak GPU memory allocated by one trial", f"{one['gpu_max_allocated_mb']:.0f} MiB", "", ""])
+    rows.append(["peak resident memory of the search driver process (2 workers)", f"{drv:.0f} MiB", "", ""])
+    lines = [f"Step timings: batch {st['batch']}, student {st['student']}, teacher `{st['teacher']}` run live, "
+             f"median of {st['repeats']} interleaved repeats (ms): "
+             + ", ".join(f"{k} {v:.1f}" for k, v in st["median_ms"].items()) + ".",
+             f"Driver probe: {dr['trial']}; " + "; ".join(
+                 f"{s['trials']} trials: wall {s['wall_s']:.1f} s, trials' own run time {s['sum_run_s']:.2f} s"
+                 for s in dr["sizes"]) + ".",
+             f"Parallel probe: {par['trial']}; " + "; ".join(
+                 f"{k} worker(s): wall {v['wall_s']:.1f} s, span {num(v['span_s'], '.1f')} s"
+                 for k, v in par["runs"].items()) + ".",
+             f"One-trial probe: {one['trial']}.", ""]
+    return lines + table(["measure", "value", "target", "status"], rows)
+
+
+# ------------------------------------------------------------------ table 4
+def latency(d: dict) -> list[str]:
+    r = d["results"]
+    lines = [f"Input {'x'.join(map(str, r['input_shape']))} (`{r['dataset']}`), batch {r['batch']}, {r['threads']} "
+             f"thread, {r['statistic']}; ms per image as median (mean ± std). ONNX opset {r['onnx_opset']}, "
+             "ONNX Runtime CPUExecutionProvider. MACs = conv + linear multiply-accumulates.", ""]
+    if not r["table1_students"]:
+        lines += ["No table-1 students yet under this results folder: run table 1 of this protocol first.", ""]
+    lat = lambda x: f"{x['median_ms']:.3f} ({x['mean_ms']:.3f} ± {num(x['std_ms'], '.3f')})"  # noqa: E731
+    rows = [[r_["label"], r_["kind"], mega(r_["macs"]), mega(r_["params"]), lat(r_["torch"]), lat(r_["onnxruntime"])]
+            for r_ in r["rows"]]
+    return lines + table(["model", "kind", "MACs (M)", "params (M)", "PyTorch ms", "ONNX Runtime ms"], rows)
+
+
+RENDER = {"search_quality": search_quality, "claims": claims, "overheads": overheads, "latency": latency}
+
+
+# ------------------------------------------------------------------ the page
+def load(results: Path) -> dict[tuple[str, str], list[tuple[str, dict]]]:
+    """(part, protocol) -> [(file name, data)]: one part may have files from several machines."""
+    out: dict[tuple[str, str], list[tuple[str, dict]]] = {}
+    for path in sorted(results.glob("*.json")):
+        try:
+            d = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if d.get("part") in PARTS:
+            out.setdefault((d["part"], d["protocol"]), []).append((path.name, d))
+    return out
+
+
+def _protocol_key(p: str) -> tuple[int, str]:
+    base = p.split("-")[0]
+    return (PROTOCOL_ORDER.index(base) if base in PROTOCOL_ORDER else len(PROTOCOL_ORDER), p)
+
+
+def page(found: dict[tuple[str, str], list[tuple[str, dict]]], results: Path) -> str:
+    shown = results.resolve().relative_to(HERE.parent) if results.resolve().is_relative_to(HERE.parent) else results
+    lines = ["# autokd benchmarks", "",
+             f"Generated by `.venv/bin/python benchmarks/make_tables.py` from `{shown}/*.json`; do not edit by hand.",
+             "Every number below comes from the command printed with its table; protocols are in "
+             "`benchmarks/protocols.py`, derived search spaces in `benchmarks/spaces/`.", "",
+             "    bash benchmarks/run_all.sh cpu           # every part of the CPU protocol, one command per part",
+             "    bash benchmarks/run_all.sh smoke         # every part, tiny: proves the pipeline runs",
+             "    bash benchmarks/full_protocol.sh         # the GPU protocol (section 5)",
+             "    .venv/bin/python benchmarks/make_tables.py   # this page, from the JSON files", ""]
+    protocols = sorted({p for _, p in found} | {"cpu"}, key=_protocol_key)
+    for part, (title, command) in PARTS.items():
+        lines += [f"## {title}", ""]
+        for p in protocols:
+            files = found.get((part, p), [])
+            if not files:
+                lines += [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
+            for name, d in files:
+                lines += [f"### Protocol `{p}` (`{name}`)", ""] + provenance(d) + [""] + RENDER[part](d) + [""]
+    full = [p for p in protocols if p.startswith("full")]
+    lines += ["## 5. Full protocol (GPU)", "",
+              "`bash benchmarks/full_protocol.sh` runs every part under the `full` protocol (resnet56 teacher, "
+              "full-width students, all training images, on CUDA) and regenerates this page; "
+              "`bash benchmarks/full_protocol.sh cifar10` does the same on CIFAR-10 (needs the dataset or internet).",
+              ""]
+    if not any((part, p) in found for part in PARTS for p in full):
+        lines += ["No full-protocol results yet: it has not been run on a GPU.", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=HERE / "results")
+    ap.add_argument("--out", type=Path, default=HERE / "BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    args.out.write_text(page(load(args.results), args.results))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

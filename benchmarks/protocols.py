@@ -1,0 +1,110 @@
+"""The three protocols every benchmark runs under, as data: what is trained, on what, for how long.
+
+  cpu    Fashion-MNIST on a 2-core CPU in about an hour for all parts together: a narrow teacher
+         trained once on a subset, narrow students, a training subset, a few epochs per trial.
+  full   the GPU protocol: full-width models, the full training set, enough epochs to rank well.
+  smoke  every part end to end in a couple of minutes (digits, 1-2 trials, 1 epoch, n = 1): it
+         proves the pipeline runs, its numbers mean nothing.
+
+Every JSON a benchmark writes carries its protocol's ``as_dict()``, and every table says what the
+protocol reduced (``reduced``), so a number is never read without its setting.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SPACES = HERE / "spaces"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    dataset: str
+    reduced: str                      # what this protocol cuts from the full setting, said in every table
+    device: str = "cpu"               # where trials train: cpu | cuda
+    # ---- the one teacher every part uses (trained once, saved as a bundle under results/teachers)
+    teacher: str = "resnet20"
+    teacher_width: float = 1.0
+    teacher_epochs: int = 6
+    teacher_subset: int | None = None  # training images the teacher sees (None: all)
+    # ---- table 1: search quality
+    spaces: dict[str, str] = field(default_factory=dict)  # space role -> YAML in spaces/ or a shipped name
+    budget: str = "40%"               # of the teacher's MACs, the issue's setting
+    trials: int = 10                  # trained trials per search (completed + stopped early)
+    epochs: int = 3                   # per trial
+    train_subset: int | None = None   # training images per trial
+    seeds: int = 3                    # n for tables 1 and 2
+    parallel: int = 2                 # trials at once within one search (TPE sees fewer results when higher)
+    jobs: int = 1                     # searches at once, each its own process and local Ray (run.py --jobs)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    # ---- table 2: the seeds' claims (run_trial directly)
+    claims_student: str = "resnet20"
+    claims_width: float = 0.5
+    claims_epochs: int = 5
+    claims_subset: int | None = None
+    prune_ratio: float = 0.3          # PDD comparisons: every prunable layer, about half the MACs
+    recovery_ratio: float = 0.5       # "aggressive" pruning before distillation recovery (seed 000)
+    recovery_epochs: int = 2          # fine-tuning epochs after that pruning
+    # ---- table 3: overheads
+    step_batch: int = 128             # images per timed training step
+    step_repeats: int = 30            # timed steps per kind (after 3 warm-up steps), medians reported
+    driver_trials: tuple[int, ...] = (4, 12)  # search sizes: the slope between the first and last is per trial
+    efficiency_trials: int = 4        # trials of the 1-vs-2-workers search
+    efficiency_epochs: int = 2
+    efficiency_subset: int | None = 1000
+    # ---- table 4: cost vs latency
+    latency_repeats: int = 30         # autokd.measure.cpu_latency_ms's default
+    latency_warmup: int = 5
+    latency_models: tuple[str, ...] | None = None  # None: the whole zoo
+
+    def space(self, role: str) -> str:
+        """A space role ("joint", "prune_only", "distill_only") as a path or a shipped name."""
+        value = self.spaces[role]
+        return str(SPACES / value) if value.endswith(".yaml") else value
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_CPU_SPACES = {"joint": "cpu_joint.yaml", "prune_only": "cpu_prune_only.yaml",
+               "distill_only": "cpu_distill_only.yaml"}
+
+CPU = Protocol(
+    name="cpu", dataset="fashion-mnist",
+    reduced=("Fashion-MNIST 1x28x28; teacher resnet20 at width 1 (31.0 M MACs) trained 6 epochs on 12,000 "
+             "training images; students resnet20/resnet32 at width 0.25-0.5; trials train on a 3,000-image "
+             "subset for 2 epochs, 10 trials per search; table 2 trains resnet20 at width 0.5 on 4,000 images "
+             "for 4 epochs; the full protocol uses resnet56, full widths, all 54,000 images"),
+    teacher="resnet20", teacher_width=1.0, teacher_epochs=6, teacher_subset=12_000,
+    spaces=_CPU_SPACES, trials=10, epochs=2, train_subset=3_000, seeds=3, parallel=2,
+    claims_student="resnet20", claims_width=0.5, claims_epochs=4, claims_subset=4_000,
+    recovery_epochs=2,
+)
+
+FULL = Protocol(
+    name="full", dataset="fashion-mnist", device="cuda",
+    reduced="nothing: full-width models, all training images (54,000 after the validation split)",
+    teacher="resnet56", teacher_width=1.0, teacher_epochs=30, teacher_subset=None,
+    spaces={"joint": "resnet56_to_resnet", "prune_only": "full_prune_only.yaml",
+            "distill_only": "full_distill_only.yaml"},
+    trials=40, epochs=15, train_subset=None, seeds=3, parallel=4, cpus_per_trial=2.0, gpus_per_trial=0.25,
+    claims_student="resnet20", claims_width=1.0, claims_epochs=30, claims_subset=None, recovery_epochs=5,
+    step_batch=128, step_repeats=50, driver_trials=(10, 30), efficiency_trials=8, efficiency_epochs=3,
+    efficiency_subset=5_000,
+)
+
+SMOKE = Protocol(
+    name="smoke", dataset="digits",
+    reduced="smoke test only (digits 1x8x8, 1-2 trials of 1 epoch, n = 1): proves the pipeline runs; "
+            "its numbers mean nothing",
+    teacher="resnet20", teacher_width=1.0, teacher_epochs=1, teacher_subset=None,
+    spaces=_CPU_SPACES, trials=2, epochs=1, train_subset=200, seeds=1, parallel=2,
+    claims_student="resnet20", claims_width=0.25, claims_epochs=2, claims_subset=200, recovery_epochs=1,
+    step_batch=32, step_repeats=3, driver_trials=(2,), efficiency_trials=2, efficiency_epochs=1,
+    efficiency_subset=100, latency_repeats=3, latency_warmup=1, latency_models=("resnet20", "convverytiny"),
+)
+
+PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE)}

@@ -1,0 +1,110 @@
+"""Run one benchmark part under one protocol and write its JSON; BENCHMARKS.md comes from make_tables.py.
+
+    .venv/bin/python benchmarks/run.py search    --protocol cpu   # table 1: search quality
+    .venv/bin/python benchmarks/run.py claims    --protocol cpu   # table 2: the seeds' claims
+    .venv/bin/python benchmarks/run.py overheads --protocol cpu   # table 3
+    .venv/bin/python benchmarks/run.py latency   --protocol cpu   # table 4 (after table 1 for its students)
+    .venv/bin/python benchmarks/run.py all       --protocol smoke # every part, tiny, in a couple of minutes
+    .venv/bin/python benchmarks/make_tables.py                    # BENCHMARKS.md from results/*.json
+
+Protocols are data (benchmarks/protocols.py). Results go to ``benchmarks/results/<part>-<protocol>.json``
+(smoke: ``benchmarks/results/smoke/``, git-ignored); studies, teachers and weights to
+``<results>/studies`` and ``<results>/teachers`` (git-ignored). A table-1 study that exists is resumed,
+so an interrupted ``search`` picks up where it stopped; ``--fresh`` starts its studies again.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from protocols import PROTOCOLS  # noqa: E402
+from record import RESULTS, default_out, say, teacher_bundle, teacher_folder, write_json  # noqa: E402
+
+PARTS = ("search", "claims", "overheads", "latency")
+FILES = {"search": "search_quality", "claims": "claims", "overheads": "overheads", "latency": "latency"}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    from search_quality import ARMS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=(*PARTS, "all", "teacher"))
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cpu")
+    ap.add_argument("--seeds", type=int, help="n seeds (0..n-1) for tables 1 and 2; default: the protocol's")
+    ap.add_argument("--out", type=Path,
+                    help="the JSON to write (one part only); default <results>/<part>-<protocol>.json")
+    ap.add_argument("--results", type=Path, help="results folder; default benchmarks/results (smoke: .../smoke)")
+    ap.add_argument("--parallel", type=int, help="table 1: trials at once within one search; default: the protocol's")
+    ap.add_argument("--jobs", type=int, help="table 1: searches at once, each in its own process and local Ray; "
+                    "default: the protocol's (16 cores: --jobs 8 --parallel 2)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="table 2: runs at once, one process with 1 torch thread each; default: the CPU count")
+    ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="table 1: arms to run")
+    ap.add_argument("--fresh", action="store_true", help="table 1: delete this protocol's studies of the arms first")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of this process (teacher training, tables 3-4); default 1: on a busy "
+                         "machine more threads can be 10x slower, and 1 is comparable across machines")
+    ap.add_argument("--dataset", help="override the protocol's dataset (e.g. cifar10 for the full protocol)")
+    args = ap.parse_args(argv)
+    if args.out and args.part == "all":
+        ap.error("--out names one part's file; use --results for 'all'")
+    for name in ("seeds", "parallel", "jobs", "workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            ap.error(f"--{name} must be at least 1")
+    return args
+
+
+def run_part(part: str, protocol, args, results_dir: Path) -> Path:
+    out = args.out or default_out(FILES[part], protocol.name, results_dir)
+    seeds = args.seeds or protocol.seeds
+    t0 = time.perf_counter()
+    if part == "search":
+        import search_quality
+
+        data = search_quality.run(protocol, out=out, results_dir=results_dir, seeds=seeds, arms=args.arms,
+                                  parallel=args.parallel or protocol.parallel, jobs=args.jobs or protocol.jobs,
+                                  fresh=args.fresh)
+    elif part == "claims":
+        import claims
+
+        data = claims.run(protocol, results_dir=results_dir, seeds=seeds, workers=args.workers)
+    elif part == "overheads":
+        import overheads
+
+        data = overheads.run(protocol, results_dir=results_dir)
+    else:
+        import latency
+
+        data = latency.run(protocol, results_dir=results_dir, teacher=teacher_folder(protocol, results_dir))
+    write_json(out, data)
+    say(f"{part} ({protocol.name}): {time.perf_counter() - t0:.0f} s -> {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    protocol = PROTOCOLS[args.protocol]
+    if args.dataset and args.dataset != protocol.dataset:  # its own name: own studies, teacher and files
+        protocol = dataclasses.replace(protocol, dataset=args.dataset,
+                                       name=f"{protocol.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', args.dataset)[:40]}")
+    results_dir = args.results or (RESULTS / "smoke" if protocol.name == "smoke" else RESULTS)
+    if args.part == "teacher":
+        teacher_bundle(protocol, results_dir, say=say)
+        return
+    for part in PARTS if args.part == "all" else (args.part,):
+        run_part(part, protocol, args, results_dir)
+
+
+if __name__ == "__main__":
+    main()

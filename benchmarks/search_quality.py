@@ -1,0 +1,194 @@
+"""Table 1, search quality: autokd's joint search against random search and single-method arms.
+
+Every arm searches with the same teacher (the protocol's bundle), the same budget (40 % of the
+teacher's MACs), the same number of trained trials and the same seeds; each (arm, seed) is one
+study under ``results/studies/<protocol>-<arm>-s<seed>`` (resumed if it exists). Per study:
+
+  hypervolume   of (validation accuracy, MACs) over the completed trials, MACs divided by the
+                budget, reference (accuracy 0, MACs = budget): ``autokd.pareto.pareto_info``;
+  best test     the completed trial with the best validation accuracy (all are within budget),
+                its saved weights (``trials/NNNN`` bundle) evaluated once on the test set;
+  epochs spent  training epochs over all trained trials (early-stopped ones count the epochs they ran).
+
+``hypervolume_ratio_vs_random`` = mean hypervolume of ``joint`` / mean of ``random``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+
+from record import (command_line, envelope, isolate, machine, mean_std, read_json, rel, say, teacher_bundle,
+                    teacher_summary)
+
+TARGET_RATIO = 1.25  # the issue's target: joint >= 1.25 x random search's hypervolume
+
+
+@dataclass(frozen=True)
+class Arm:
+    space: str             # the protocol's space role: joint | prune_only | distill_only
+    sampler: str           # autokd.search.SAMPLERS
+    early_stopping: bool   # autokd.stopping's two-objective rule
+    what: str
+
+
+ARMS = {
+    "joint": Arm("joint", "tpe", True, "autokd's joint search: TPE over the whole space, early stopping on"),
+    "random": Arm("joint", "random", True, "random search over the same space, early stopping on"),
+    "prune-only": Arm("prune_only", "tpe", True, "pruning only, no distillation (TPE)"),
+    "distill-only": Arm("distill_only", "tpe", True, "distillation only, no pruning: width and depth (TPE)"),
+    "joint-no-es": Arm("joint", "tpe", False, "joint search with early stopping off"),
+}
+
+
+def study_name(protocol, arm: str, seed: int) -> str:
+    return f"{protocol.name}-{arm}-s{seed}"
+
+
+# ------------------------------------------------------------------ one study
+@lru_cache(maxsize=2)
+def _test_split(dataset: str):
+    from autokd.data import load_dataset
+
+    data = load_dataset(dataset, seed=0)  # the test split does not depend on the seed
+    return data.test_x, data.test_y
+
+
+def _epochs_run(trial) -> int:
+    attrs = trial.user_attrs
+    return max(len(attrs.get("epoch_val_accuracy") or {}), len(attrs.get("history") or []))
+
+
+def hypervolume_vs_epochs(study, reference_macs: int) -> list[list[float]]:
+    """[cumulative training epochs, hypervolume of the completed trials so far], by trial number."""
+    from autokd.pareto import hypervolume_2d
+    from optuna.trial import TrialState
+
+    points, out, spent = [], [], 0
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        spent += _epochs_run(t)
+        if t.state == TrialState.COMPLETE:
+            points.append((float(t.values[0]), float(t.values[1])))
+        out.append([spent, hypervolume_2d(points, reference_macs)])
+    return out
+
+
+def best_test(info) -> dict | None:
+    """The best-validation completed point, its saved weights evaluated once on the test set."""
+    from autokd import load_student
+    from autokd.pareto import ChooseError, choose
+    from autokd.train import evaluate
+
+    try:
+        point = choose(info, best=True)
+    except ChooseError:
+        return None
+    test_x, test_y = _test_split(info.dataset)
+    model = load_student(point["weights"])
+    return {"trial": point["number"], "val_accuracy": point["val_accuracy"], "macs": point["macs"],
+            "params": point["params"], "test_accuracy": evaluate(model, test_x, test_y),
+            "weights": rel(point["weights"]), "candidate": point["candidate"]}
+
+
+def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, parallel: int, fresh: bool) -> dict:
+    """Search one (arm, seed) study to ``protocol.trials`` trained trials; its table-1 record.
+
+    ``reference=False``: the driver does not train the space's first student alone for the Pareto
+    plot (table 2 measures students alone); the driver process keeps 1 torch thread, since with
+    ``--jobs`` several drivers share the machine with the trials."""
+    import torch
+
+    from autokd import study as studies
+    from autokd.pareto import pareto_info
+    from autokd.search import SearchConfig, search
+
+    isolate(Path(results_dir))
+    torch.set_num_threads(1)
+    name, spec = study_name(protocol, arm, seed), ARMS[arm]
+    if fresh and studies.study_dir(name).exists():
+        shutil.rmtree(studies.study_dir(name))
+    before = studies.counts(studies.load(name))["trained"] if studies.exists(name) else 0
+    cfg = SearchConfig(teacher=teacher, dataset=protocol.dataset, flops_budget=protocol.budget,
+                       space=protocol.space(spec.space), study=name, trials=protocol.trials, parallel=parallel,
+                       epochs=protocol.epochs, sampler=spec.sampler, seed=seed, early_stopping=spec.early_stopping,
+                       train_subset=protocol.train_subset, cpus_per_trial=protocol.cpus_per_trial,
+                       gpus_per_trial=protocol.gpus_per_trial, reference=False)
+    t0 = time.perf_counter()
+    study = search(cfg, printer=lambda m: say(f"[{name}] {m}"))
+    wall = time.perf_counter() - t0
+    info = pareto_info(study, importances=False)
+    trained = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    return {"arm": arm, "seed": seed, "study": name, "parallel": parallel, "hypervolume": info.hypervolume,
+            "budget_macs": info.budget_macs, "counts": info.counts(),
+            "epochs_spent": sum(_epochs_run(t) for t in trained),
+            "hypervolume_vs_epochs": hypervolume_vs_epochs(study, info.hypervolume_reference_macs),
+            "front": [[p["val_accuracy"], p["macs"], p["number"]] for p in info.front],
+            "best": best_test(info), "wall_s": round(wall, 1), "resumed_from_trained": before,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(protocol.device)}
+
+
+# ------------------------------------------------------------------ all studies, then the summary
+def _value(run: dict, key: str):
+    return (run.get("best") or {}).get("test_accuracy") if key == "test_accuracy" else run.get(key)
+
+
+def summarize(runs: list[dict]) -> dict:
+    by_arm: dict[str, list[dict]] = {}
+    for r in sorted(runs, key=lambda r: (r["arm"], r["seed"])):
+        by_arm.setdefault(r["arm"], []).append(r)
+    arms = {arm: {key: mean_std([_value(r, key) for r in rs])
+                  for key in ("hypervolume", "test_accuracy", "epochs_spent", "wall_s")}
+            for arm, rs in by_arm.items()}
+    hv = {arm: s["hypervolume"]["mean"] for arm, s in arms.items()}
+    ratio = hv["joint"] / hv["random"] if hv.get("joint") is not None and hv.get("random") else None
+    seeds = {r["seed"]: r["hypervolume"] for r in by_arm.get("random", []) if r["hypervolume"]}
+    per_seed = [r["hypervolume"] / seeds[r["seed"]] for r in by_arm.get("joint", []) if r["seed"] in seeds]
+    singles = {a: hv[a] for a in ("prune-only", "distill-only") if hv.get(a) is not None}
+    joint = hv.get("joint")
+    target = {"ratio_vs_random": ratio, "ratio_target": TARGET_RATIO,
+              "ratio_met": None if ratio is None else ratio >= TARGET_RATIO,
+              "above_single_method": None if joint is None or len(singles) < 2
+              else all(joint > v for v in singles.values())}
+    target["met"] = None if None in (target["ratio_met"], target["above_single_method"]) else \
+        bool(target["ratio_met"] and target["above_single_method"])
+    return {"by_arm": arms, "hypervolume_ratio_vs_random": ratio, "ratio_per_seed": mean_std(per_seed),
+            "target": target}
+
+
+def _merge(old: dict | None, protocol, new_runs: list[dict]) -> tuple[list[dict], list[str]]:
+    """(runs, commands): earlier runs of other (arm, seed) pairs in the same file are kept, with the
+    commands that made them, if the protocol is the same; this command's runs replace their own."""
+    if not old or old.get("settings") != json.loads(json.dumps(protocol.as_dict())):  # tuples read back as lists
+        return new_runs, [command_line()]
+    done = {(r["arm"], r["seed"]) for r in new_runs}
+    kept = [r for r in old["results"]["runs"] if (r["arm"], r["seed"]) not in done]
+    commands = old["results"].get("commands", [old["command"]]) if kept else []
+    return kept + new_runs, [c for c in commands if c != command_line()] + [command_line()]
+
+
+def run(protocol, *, out: Path, results_dir: Path, seeds: int, arms: list[str], parallel: int, jobs: int,
+        fresh: bool) -> dict:
+    t0 = time.perf_counter()
+    teacher = teacher_bundle(protocol, results_dir, say=say)
+    units = [(arm, seed) for seed in range(seeds) for arm in arms]
+    args = [(protocol, arm, seed, str(teacher), str(results_dir), parallel, fresh) for arm, seed in units]
+    if jobs > 1:  # separate processes (spawned: no forked torch/Ray state), each with its own local Ray
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            runs = list(pool.map(run_study, *zip(*args)))
+    else:
+        runs = [run_study(*a) for a in args]
+    runs, commands = _merge(read_json(out), protocol, runs)
+    results = {"teacher": teacher_summary(teacher), "arm_definitions": {a: asdict(s) for a, s in ARMS.items()},
+               "arm_order": list(ARMS), "commands": commands,
+               "jobs": jobs,
+               "runs": runs, **summarize(runs)}
+    data = envelope("search_quality", protocol, results, time.perf_counter() - t0)
+    data["hypervolume_ratio_vs_random"] = results["hypervolume_ratio_vs_random"]
+    return data

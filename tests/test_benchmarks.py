@@ -1,0 +1,86 @@
+"""The benchmarks' smoke protocol end to end: every part writes its JSON, make_tables writes the page.
+
+The smoke protocol (benchmarks/protocols.py: digits, 2 trials of 1 epoch, n = 1) proves the
+pipeline behind BENCHMARKS.md runs; its numbers mean nothing and are not checked, only the shape of
+what each part writes. Run as a subprocess, like a user would, so Ray and the process pools start
+clean. Table 1 runs two of its five arms (joint and random: the ratio's numerator and denominator)
+to stay near two minutes on the 2-core machine; the other arms differ only in their space file,
+which is loaded and checked here.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+PARTS = ("search_quality", "claims", "overheads", "latency")
+ENVELOPE = {"part", "protocol", "command", "date", "machine", "versions", "git_revision", "git_uncommitted",
+            "settings", "wall_s", "results"}
+
+
+def _run(args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def test_derived_spaces_load():
+    from autokd.space import load_space
+
+    for path in sorted((BENCH / "spaces").glob("*.yaml")):
+        space = load_space(path)
+        assert space.distributions, path
+    prune_only = load_space(BENCH / "spaces" / "cpu_prune_only.yaml")
+    assert prune_only.fixed["kd/beta"] == 1.0 and not any(k.startswith("kd/lambda") for k in prune_only.distributions)
+    distill_only = load_space(BENCH / "spaces" / "cpu_distill_only.yaml")
+    assert not any(k.startswith("prune/") for k in distill_only.distributions)
+
+
+@pytest.mark.slow
+def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
+    _run([str(BENCH / "run.py"), "all", "--protocol", "smoke", "--results", str(tmp_path), "--workers", "2",
+          "--arms", "joint", "random"], timeout=600)
+    data = {part: json.loads((tmp_path / f"{part}-smoke.json").read_text()) for part in PARTS}
+    for part, d in data.items():
+        assert ENVELOPE <= set(d), part
+        assert d["part"] == part and d["protocol"] == "smoke" and "run.py all" in d["command"]
+        assert {"platform", "cpus", "torch", "device_name"} <= set(d["machine"])
+
+    search = data["search_quality"]
+    assert "hypervolume_ratio_vs_random" in search and "hypervolume_ratio_vs_random" in search["results"]
+    runs = search["results"]["runs"]
+    assert sorted(r["arm"] for r in runs) == ["joint", "random"]
+    for r in runs:
+        assert 0.0 <= r["hypervolume"] <= 1.0 and r["counts"]["done"] >= 1
+        assert 0.0 <= r["best"]["test_accuracy"] <= 1.0 and r["best"]["macs"] <= r["budget_macs"]
+        assert r["epochs_spent"] >= 1 and r["hypervolume_vs_epochs"][-1][1] == pytest.approx(r["hypervolume"])
+    assert {"ratio_met", "above_single_method", "met"} <= set(search["results"]["target"])
+
+    claims = data["claims"]["results"]
+    assert {"alone", "kd", "vid-all", "pdd", "recovery-kd", "aligned"} <= set(claims["runs"])
+    assert all(c["verdict"] and c["difference"]["n"] == 1 for c in claims["claims"])
+    pdd = {c["key"]: c for c in claims["claims"]}["pdd"]
+    assert pdd["macs_a"] == pdd["macs_b"]  # learned masks vs L1: equal MACs by construction
+
+    over = data["overheads"]["results"]
+    assert set(over["step"]["ratio"]) == {"kd (logits only)", "vid, matching pairs", "vid, all pairs"}
+    assert over["driver"]["sizes"][0]["trained"] == 2 and over["driver"]["sizes"][0]["sum_run_s"] > 0
+    assert over["parallel"]["efficiency_wall"] > 0 and over["memory"]["one_trial"]["peak_rss_mb"] > 0
+
+    lat = data["latency"]["results"]
+    kinds = [r["kind"] for r in lat["rows"]]
+    assert kinds.count("zoo") == 2 and kinds.count("teacher") == 1 and lat["table1_students"] == 2
+    assert all(r["torch"]["median_ms"] > 0 and r["onnxruntime"]["median_ms"] > 0 for r in lat["rows"])
+
+    page = tmp_path / "BENCHMARKS.md"
+    _run([str(BENCH / "make_tables.py"), "--results", str(tmp_path), "--out", str(page)], timeout=60)
+    text = page.read_text()
+    for title in ("## 1. Search quality", "## 2. The seeds' claims", "## 3. Overheads", "## 4. Cost vs latency",
+                  "## 5. Full protocol (GPU)", "### Protocol `smoke`", "Joint / random hypervolume"):
+        assert title in text, title
+    assert text.count("run.py all --protocol smoke") == 4  # every table names its command
