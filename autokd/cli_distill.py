@@ -57,6 +57,7 @@ def distill(
     width: Annotated[float, typer.Option(help="student width multiplier")] = 1.0,
     beta: Annotated[float, typer.Option(help="task-loss weight in [0, 1]; 1 - beta weighs the pairs")] = 0.5,
     temperature: Annotated[float, typer.Option(help="KD temperature T on the logits (> 0)")] = 4.0,
+    kd_alpha: Annotated[float, typer.Option(help="share of soft targets in the task loss; 0 = labels only")] = 0.5,
     pairs: Annotated[str, typer.Option(help="feature pairing: all | diag | none (weight 1 per pair)")] = "diag",
     lambdas: Annotated[Optional[list[str]], typer.Option("--lambda", help="tI:sJ=W, repeatable; replaces --pairs")] = None,
     kd_loss: Annotated[str, typer.Option(help="feature loss per pair: vid | fitnet | at")] = "vid",
@@ -83,7 +84,7 @@ def distill(
     from .trial import Candidate, TrialContext, check_candidate, run_trial
 
     candidate = Candidate(student=student, width=width, prune=parse_prune(prune or []), prune_method=prune_method,
-                          prune_at=prune_at, kd_loss=kd_loss, beta=beta, temperature=temperature,
+                          prune_at=prune_at, kd_loss=kd_loss, beta=beta, temperature=temperature, kd_alpha=kd_alpha,
                           schedule=schedule, stage1_fraction=stage1_fraction, align_teacher=align_teacher,
                           curriculum=curriculum, epochs=epochs, lr=lr, seed=seed)
     check_candidate(candidate)

@@ -105,6 +105,7 @@ _RULES = (
     _Rule("kd/loss", r"kd/loss", "kd_loss", "name", KD_LOSSES),
     _Rule("kd/beta", r"kd/beta", "beta", "number", low=0.0, high=1.0),
     _Rule("kd/temperature", r"kd/temperature", "temperature", "number", low=0.0, open_low=True),
+    _Rule("kd/alpha", r"kd/alpha", "kd_alpha", "number", low=0.0, high=1.0),
     _Rule("kd/schedule", r"kd/schedule", "schedule", "name", SCHEDULES),
     _Rule("kd/stage1_fraction", r"kd/stage1_fraction", "stage1_fraction", "number", low=0.0, high=1.0),
     _Rule("kd/align_teacher", r"kd/align_teacher", "align_teacher", "bool"),

@@ -49,6 +49,7 @@ class Candidate:
     kd_loss: str = "vid"               # per-pair feature loss: vid | fitnet | at
     beta: float = 0.5                  # weight of the task loss; 1 - beta weighs the feature terms
     temperature: float = 4.0           # Hinton KD temperature on the logits
+    kd_alpha: float = 0.5              # share of the soft-target term in L_task; 0 = labels only, no teacher
     schedule: str = "one-stage"        # one-stage | two-stage (seed 000)
     stage1_fraction: float = 0.3       # two-stage: share of epochs spent stabilising the classifier
     align_teacher: bool = False        # seed 003: narrow teacher points to the student widths
@@ -115,6 +116,7 @@ def check_candidate(c: Candidate) -> None:
         (c.epochs >= 1, f"epochs must be >= 1, got {c.epochs}"),
         (0.0 <= c.beta <= 1.0, f"beta must be in [0, 1], got {c.beta}"),
         (c.temperature > 0, f"temperature must be > 0, got {c.temperature}"),
+        (0.0 <= c.kd_alpha <= 1.0, f"kd_alpha must be in [0, 1], got {c.kd_alpha}"),
         (c.lr > 0, f"lr must be > 0, got {c.lr}"),
         (c.width > 0, f"width must be > 0, got {c.width}"),
         (0.0 <= c.stage1_fraction <= 1.0, f"stage1_fraction must be in [0, 1], got {c.stage1_fraction}"),

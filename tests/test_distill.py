@@ -239,3 +239,13 @@ def test_teacher_cache_matches_live_outputs(pair_models, digits):
     assert feats.keys() == live_feats.keys() and all(torch.allclose(feats[n], live_feats[n], atol=1e-5) for n in feats)
     assert d.cache.lookup(digits.val_x[:4]) is None  # an image it never saw: the teacher runs live
     assert (d.cache.hits, d.cache.misses) == (1, 1)
+
+
+def test_kd_alpha_zero_with_beta_one_is_plain_cross_entropy(pair_models, digits):
+    """No distillation at all: the loss of a batch is the student's cross-entropy on the labels."""
+    teacher, make_student = pair_models
+    student = make_student()
+    x, y = digits.train_x[:32], digits.train_y[:32]
+    d = Distiller(student, teacher, lambdas={"t3->s3": 1.0}, beta=1.0, alpha=0.0, probe_x=x)
+    total, logits = d.loss(x, y)
+    assert torch.allclose(total, F.cross_entropy(logits, y))

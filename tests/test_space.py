@@ -276,3 +276,11 @@ def test_yaml_that_builds_objects_is_refused(tmp_path):
     path = _write(tmp_path, "params: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(SpaceError, match="not valid YAML"):
         load_space(path)
+
+
+def test_kd_alpha_is_a_space_parameter():
+    from autokd.space import params_to_candidate
+    from autokd.trial import Candidate
+
+    c = params_to_candidate({"kd/alpha": 0.0, "kd/beta": 1.0}, fixed={}, base=Candidate())
+    assert (c.kd_alpha, c.beta) == (0.0, 1.0)

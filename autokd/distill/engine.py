@@ -23,12 +23,12 @@ from ..train import TrainConfig, evaluate, fit
 from ..trial import (GATE_WEIGHT, PROBE_IMAGES, PRUNE_FRACTION, Candidate, TrialContext, TrialResult,
                      trial_seeds)
 from .distiller import Distiller
-from .losses import KD_ALPHA, PAIR_LOSSES
+from .losses import PAIR_LOSSES
 from .pairing import check_lambdas, full_matrix, split_key
 from .schedule import SCHEDULES, Phase, curriculum_groups_on
 
 LOSS_FORMULA = ("L = beta * L_task + (1 - beta) * sum_ij lambda_ij * L_pair(t_i, s_j) while a pair is on, "
-                "else L_task; L_task = (1 - a) * CE + a * T^2 * KL(softmax(t/T) || softmax(s/T)), a = 0.5")
+                "else L_task; L_task = (1 - a) * CE + a * T^2 * KL(softmax(t/T) || softmax(s/T)), a = kd_alpha")
 COST_UNIT = "macs = multiply-accumulates of conv+linear; flops = 2*macs"
 TEACHER_KEYS = ("arch", "width", "dataset", "epochs", "seed", "val_accuracy", "test_accuracy",
                 "macs", "flops", "params", "cached_at", "path")
@@ -134,7 +134,7 @@ class TrialRun:
         cache_x = self.data.train_x if self.data.augment == "none" else None
         return Distiller(self.student, self.teacher, lambdas=self.lambdas,
                          pair_loss=PAIR_LOSSES.get(self.pair_loss_name), beta=c.beta,
-                         temperature=c.temperature, probe_x=self.probe_x, cache_x=cache_x, cache=cache,
+                         temperature=c.temperature, alpha=c.kd_alpha, probe_x=self.probe_x, cache_x=cache_x, cache=cache,
                          seed=self.seeds["pairs"], extra_loss=extra)
 
     def _segments(self) -> Iterator[tuple[int, int, Phase]]:
@@ -198,7 +198,7 @@ class TrialRun:
         return {**self.c.as_dict(),
                 "lambdas": full_matrix(self.lambdas, len(t_points), len(s_points)),
                 "pair_loss": self.pair_loss_name, "seeds": dict(self.seeds),
-                "phases": [asdict(p) for p in self.phases], "kd_alpha": KD_ALPHA, "loss": LOSS_FORMULA,
+                "phases": [asdict(p) for p in self.phases], "loss": LOSS_FORMULA,
                 "teacher_points": t_points, "student_points": s_points,
                 "teacher_outputs": "cached per image" if self.distiller.cache is not None else "computed per batch"}
 
