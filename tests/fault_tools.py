@@ -213,12 +213,13 @@ def reap(tag: str, timeout: float) -> list[str]:
 
 # ------------------------------------------------------------------ the study, read back
 def trial_rows(db: Path) -> dict[int, dict]:
-    """number -> {"state", "values", "attrs"} straight from Optuna's SQLite tables (read only)."""
+    """number -> {"state", "values", "attrs"} straight from Optuna's SQLite tables (only read;
+    opened read-write so that a hot journal left by a killed driver is rolled back, see integrity)."""
     import json
 
     if not db.exists():
         return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    con = sqlite3.connect(str(db), timeout=30)
     try:
         rows = {n: {"state": s, "values": [], "attrs": {}} for n, s in
                 con.execute("SELECT number, state FROM trials")}
@@ -235,7 +236,10 @@ def trial_rows(db: Path) -> dict[int, dict]:
 
 
 def integrity(db: Path) -> str:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    """SQLite's own check. Opened read-write, as the next autokd run opens it: a driver killed
+    mid-write leaves a hot journal that the next connection must roll back, which a read-only
+    connection cannot do ("attempt to write a readonly database")."""
+    con = sqlite3.connect(str(db), timeout=30)
     try:
         return con.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
