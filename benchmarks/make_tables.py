@@ -78,7 +78,7 @@ def search_quality(d: dict) -> list[str]:
     rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", ms(v["hypervolume"], 1, ".4f"),
              ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"), ms(v["wall_s"], 1, ".0f"), v["hypervolume"]["n"]]
             for arm in r["arm_order"] if (v := r["by_arm"].get(arm))]
-    header = ["arm", "what", "sampler", "hypervolume", "best test acc. (%)", "epochs spent", "wall (s)", "n"]
+    header = ["arm", "what", "sampler", "hypervolume", "best test acc. (%)", "epochs spent", "trials span (s)", "n"]
     lines += table(header, rows)
     ratio = r["hypervolume_ratio_vs_random"]
     per_seed = ms(r["ratio_per_seed"], 1, ".3f")
