@@ -183,7 +183,8 @@ def test_the_local_ray_of_a_search_listens_on_loopback_only(tmp_path, monkeypatc
     never a cluster found on the machine, and every socket it listens on is 127.0.0.1."""
     import ray
 
-    from autokd.search import SearchConfig, _init_ray, _shutdown_ray
+    from autokd.search import SearchConfig
+    from autokd.search_ray import _init_ray, _shutdown_ray
 
     world = World(tmp_path)
     for key, value in world.env().items():

@@ -10,7 +10,8 @@ import torch
 from fault_tools import SPACE, World, train_teacher
 from optuna.trial import TrialState
 
-from autokd.search import SearchConfig, _SearcherLogic, search, trainable
+from autokd.search import SearchConfig, search
+from autokd.search_ray import _SearcherLogic, trainable
 
 pytestmark = pytest.mark.faults
 

@@ -1,0 +1,415 @@
+"""The Ray Tune side of the search: what runs in the workers, and the driver's Tune plug-ins.
+
+``trainable`` runs one candidate in a Ray worker and reports every epoch; ``OptunaSearcher`` (a
+Tune ``Searcher``) asks the study on disk for candidates, rejects over-budget ones before any
+training and tells every result back; ``make_scheduler`` applies the two-objective early stopping
+of :mod:`autokd.stopping`; ``make_progress`` prints a line per finished trial; ``_Interrupt``
+owns Ctrl-C; ``_init_ray`` starts a loopback-only local Ray or joins ``--address``. The driver
+that puts them together is :func:`autokd.search.search`. Ray is imported inside the functions,
+so importing autokd never imports Ray.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from .errors import UserError
+from .trial import Candidate
+
+if TYPE_CHECKING:
+    from .budget import Budget
+    from .search import SearchConfig
+
+
+# ------------------------------------------------------------------ the worker side
+def trainable(config: dict, data=None, teacher_blob=None) -> None:
+    """One Ray Tune trial: rebuild the teacher, run the candidate, report every epoch."""
+    import ray
+    import torch
+    from ray import tune
+
+    from .models import create_model
+    from .train import Diverged
+    from .trial import TrialContext, run_trial
+
+    torch.set_num_threads(max(1, int(config["threads"])))
+    node = ray.get_runtime_context().get_node_id()
+    spec, state = teacher_blob
+    teacher = create_model(spec["arch"], **spec["build_args"], plan=spec["plan"])
+    teacher.load_state_dict(state)
+    teacher.eval()
+    device = "cuda" if config.get("gpus", 0) > 0 and torch.cuda.is_available() else "cpu"
+
+    def report(epoch: int, metrics: dict) -> None:
+        tune.report({"epoch": epoch, "val_accuracy": float(metrics["val_accuracy"]),
+                     "macs": int(metrics["macs"]), "node_id": node, "pid": os.getpid()})
+
+    ctx = TrialContext(teacher=teacher.to(device), data=data, device=device, report=report,
+                       out_dir=Path(config["out_dir"]) if config.get("out_dir") else None)
+    try:
+        result = run_trial(Candidate.from_dict(config["candidate"]), ctx)
+    except Diverged as e:
+        tune.report({"final": True, "failure": f"diverged: {e}", "node_id": node})
+        return
+    except (torch.OutOfMemoryError, MemoryError):
+        tune.report({"final": True, "failure": "out of memory", "node_id": node})
+        return
+    except Exception as e:  # noqa: BLE001 - a candidate that cannot run is recorded, not retried
+        first = (str(e).splitlines() or [""])[0][:300]
+        oom = "allocate memory" in first or "out of memory" in first.lower()  # CPU allocator: a RuntimeError
+        tune.report({"final": True, "failure": ("out of memory: " if oom else "") + f"{e.__class__.__name__}: {first}",
+                     "node_id": node})
+        return
+    tune.report({"final": True, "val_accuracy": result.val_accuracy, "macs": result.macs,
+                 "params": result.params, "node_id": node, "hostname": socket.gethostname(),
+                 "history": result.history, "weights": config.get("out_dir")})
+
+
+# ------------------------------------------------------------------ the driver side
+class OptunaSearcher:
+    """A Ray Tune Searcher backed by a persistent multi-objective Optuna study (built lazily so
+    that importing autokd never imports Ray)."""
+
+    @staticmethod
+    def build(**kwargs):
+        from ray.tune.search import Searcher
+
+        class _Searcher(_SearcherLogic, Searcher):
+            def __init__(self, **kw):
+                # no metric for Tune: it would then refuse (and end the whole search on) a result
+                # without it, like the final report of a diverged or out-of-memory trial
+                Searcher.__init__(self, metric=None, mode=None)
+                _SearcherLogic.__init__(self, **kw)
+
+        return _Searcher(**kwargs)
+
+
+class _SearcherLogic:
+    FINISHED = "FINISHED"
+
+    def __init__(self, study, space, base: Candidate, budget: Budget, target: int, num_classes: int,
+                 input_shape, folder: Path, cfg: SearchConfig, stats: dict, interrupt: _Interrupt | None = None):
+        self.study, self.space, self.base, self.budget = study, space, base, budget
+        self.interrupt = interrupt
+        self.target, self.num_classes, self.input_shape = target, num_classes, input_shape
+        self.folder, self.cfg, self.stats = folder, cfg, stats
+        self.live: dict[str, object] = {}      # Tune trial id -> Optuna trial
+        self.last: dict[str, dict] = {}        # Tune trial id -> last per-epoch result
+        self.stopped: set[str] = set()         # early-stopped by the scheduler
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str):
+        from optuna.trial import TrialState
+
+        from .search import predict_macs  # the driver's module: imported by now, no cycle at import time
+        from .space import suggest
+
+        if self.stats["trained"] + len(self.live) >= self.target:
+            return self.FINISHED if not self.live else None
+        for _ in range(self.cfg.max_rejections):
+            trial = self.study.ask(self.space.distributions)
+            seed = self.cfg.seed * 100_003 + trial.number
+            cand = replace(suggest(trial, self.space, self.base), seed=seed)
+            macs = predict_macs(cand, self.num_classes, self.input_shape)
+            trial.set_user_attr("candidate", cand.as_dict())
+            trial.set_user_attr("macs", macs)
+            if macs > self.budget.macs:
+                trial.set_user_attr("rejected", True)
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.stats["rejected"] += 1
+                continue
+            self.live[trial_id] = trial
+            out_dir = self.folder / "trials" / f"{trial.number:04d}"
+            return {"candidate": cand.as_dict(), "trial_number": trial.number, "predicted_macs": macs,
+                    "out_dir": str(out_dir), "threads": self.cfg.cpus_per_trial, "gpus": self.cfg.gpus_per_trial}
+        raise UserError(f"{self.cfg.max_rejections} samples in a row were over the budget "
+                        f"({self.budget.macs:,} MACs); widen the space or raise --flops-budget")
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get("final") or trial_id not in self.live:
+            return
+        self.last[trial_id] = result
+        trial = self.live[trial_id]
+        if result.get("pid") and trial.user_attrs.get("worker_pid") != result["pid"]:
+            # where it runs, known while it runs (a retry after a lost worker runs elsewhere)
+            trial.set_user_attr("worker_pid", result["pid"])
+            trial.set_user_attr("node_id", result.get("node_id"))
+        rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
+        rungs[str(result["epoch"])] = result["val_accuracy"]
+        trial.set_user_attr("epoch_val_accuracy", rungs)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
+            return
+        result = result or {}
+        if result.get("node_id"):
+            trial.set_user_attr("node_id", result["node_id"])
+        interrupted = self.interrupt is not None and self.interrupt.hit and not result.get("final")
+        if error or result.get("failure") or interrupted:
+            reason = result.get("failure") or ("interrupted (Ctrl-C)" if interrupted and not error else
+                                               "the trial's worker failed (crashed or was killed)")
+            trial.set_user_attr("failure", reason)
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.stats["failed"] += 1
+        elif trial_id in self.stopped or not result.get("final"):
+            last = self.last.get(trial_id, result)
+            if "epoch" in last and "val_accuracy" in last:  # the stopping result itself, if not seen yet
+                rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
+                rungs[str(last["epoch"])] = last["val_accuracy"]
+                trial.set_user_attr("epoch_val_accuracy", rungs)
+            trial.set_user_attr("val_accuracy", last.get("val_accuracy"))
+            trial.set_user_attr("stopped_at_epoch", last.get("epoch"))
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self.stats["stopped"] += 1
+            self.stats["trained"] += 1
+        else:
+            trial.set_user_attr("params_count", result["params"])
+            trial.set_user_attr("history", result.get("history", []))
+            trial.set_user_attr("weights", result.get("weights"))
+            self.study.tell(trial, [float(result["val_accuracy"]), float(result["macs"])])
+            self.stats.setdefault("points", []).append(
+                {"number": trial.number, "val_accuracy": float(result["val_accuracy"]), "macs": int(result["macs"])})
+            self.stats["done"] += 1
+            self.stats["trained"] += 1
+        self.last.pop(trial_id, None)
+
+    def note_retry(self, trial_id: str) -> None:
+        """Ray restarts a trial whose worker died (``max_retries``): counted on the Optuna trial."""
+        trial = self.live.get(trial_id)
+        if trial is not None:
+            trial.set_user_attr("retries", int(trial.user_attrs.get("retries", 0)) + 1)
+            self.last.pop(trial_id, None)
+
+    def abandon_live(self, reason: str) -> None:
+        """Record trials still running when the driver stops as failed (never left RUNNING).
+
+        Runs while the driver is stopping, maybe inside a second Ctrl-C: a trial that cannot be
+        written now stays RUNNING and the next run records it (``study.recover_interrupted``)."""
+        from optuna.trial import TrialState
+
+        for trial_id, trial in list(self.live.items()):
+            self.live.pop(trial_id)
+            try:
+                trial.set_user_attr("failure", reason)
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.stats["failed"] += 1
+            except Exception:  # noqa: BLE001 - already told, or the storage is going away
+                pass
+
+
+def make_scheduler(stopper, searcher):
+    """A Ray Tune scheduler that asks the two-objective rule at each rung."""
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    class ParetoScheduler(FIFOScheduler):
+        def on_trial_result(self, controller, trial, result):
+            if result.get("final") or "epoch" not in result:
+                return TrialScheduler.CONTINUE
+            number = trial.config["trial_number"]
+            if stopper.observe(number, int(result["epoch"]), float(result["val_accuracy"]), int(result["macs"])):
+                searcher.stopped.add(trial.trial_id)
+                return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+
+    return ParetoScheduler()
+
+
+def make_progress(stats: dict, target: int, started: float, printer: Callable[[str], None] | None,
+                  on_retry: Callable[[str], None] | None = None):
+    """A Ray Tune callback that tells the user what happens (one line per finished trial).
+
+    Tune pickles its run config (callbacks included) into the experiment folder; the printer (a
+    rich Console holds a lock) is left out of that copy, which only Tune's own restore would read.
+    """
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        # arguments, not a closure: cloudpickle copies a dynamic class's closure along with it
+        def __init__(self, printer, stats, target, started, on_retry) -> None:
+            self.printer, self.stats, self.target, self.started = printer, stats, target, started
+            self.on_retry = on_retry
+
+        def __getstate__(self) -> dict:
+            return {**self.__dict__, "printer": None}
+
+        def _line(self, what: str, trial, result: dict | None = None, trials=None) -> None:
+            if not self.printer:
+                return
+            n, stats = trial.config.get("trial_number"), self.stats
+            running = sum(t.status == "RUNNING" for t in (trials or [])) if trials is not None else 0
+            acc = (result or {}).get("val_accuracy")
+            acc_s = f" val acc {100 * acc:.2f}%" if acc is not None else ""
+            macs = trial.config.get("predicted_macs", 0)
+            elapsed = time.time() - self.started
+            left = self.target - stats["trained"]
+            eta = elapsed / max(1, stats["trained"]) * left if stats["trained"] else float("nan")
+            self.printer(f"trial {n}: {what}{acc_s}, {macs / 1e6:.3f} M MACs | done {stats['done']} "
+                         f"running {running} stopped {stats['stopped']} rejected {stats['rejected']} "
+                         f"failed {stats['failed']} | {elapsed:.0f}s elapsed"
+                         + ("" if math.isnan(eta) else f", ~{eta:.0f}s left") + self._front())
+
+        def _front(self) -> str:
+            """The front of this run's completed trials so far: accuracy @ MACs, cheapest first."""
+            from .pareto import pareto_front_points
+
+            front = pareto_front_points(self.stats.get("points", []))
+            cells = [f"{100 * p['val_accuracy']:.1f}%@{p['macs'] / 1e6:.3g}M" for p in front[:4]]
+            return f"\n  front so far: {', '.join(cells)}{' ...' if len(front) > 4 else ''}" if cells else ""
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._line("stopped early" if trial.last_result.get("final") is None else
+                       ("failed: " + trial.last_result["failure"]) if trial.last_result.get("failure") else "done",
+                       trial, trial.last_result, trials)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._line("worker failed", trial, trials=trials)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            if self.on_retry:
+                self.on_retry(trial.trial_id)
+            self._line("worker lost, retrying", trial, trials=trials)
+
+    return Progress(printer, stats, target, started, on_retry)
+
+
+class _Interrupt:
+    """Ctrl-C during the trials: the first one ends the search within seconds (running trials
+    are stopped and recorded failed, ``interrupted``; the driver then raises KeyboardInterrupt),
+    a second one stops at once. Ray Tune's own handler is switched off (TUNE_DISABLE_SIGINT_HANDLER):
+    it ends only the current Tune run, after which the driver would start the next round."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous = None
+
+    def __enter__(self) -> "_Interrupt":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __getstate__(self) -> dict:  # Tune pickles its config; a signal handler is not data
+        return {"hit": self.hit, "_previous": None}
+
+
+def make_interrupt_stopper(interrupt: _Interrupt):
+    """A Tune stopper that ends the whole run once Ctrl-C was pressed (checked every ~0.1 s)."""
+    from ray.tune import Stopper
+
+    class InterruptStopper(Stopper):
+        def __init__(self, interrupt: _Interrupt) -> None:
+            self.interrupt = interrupt
+
+        def __call__(self, trial_id, result) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.interrupt.hit
+
+    return InterruptStopper(interrupt)
+
+
+def _init_ray(cfg: SearchConfig) -> None:
+    import logging
+
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, cfg.parallel)))
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is the driver's: see _Interrupt
+    if ray.is_initialized():
+        ray.shutdown()  # a fresh connection per search: the address may differ from the last one
+    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                  configure_logging=True)
+    if cfg.address:
+        _use_ray_token()
+        try:
+            ray.init(address=cfg.address, **kwargs)
+        except ConnectionError as e:
+            raise UserError(f"--address {cfg.address}: Ray did not accept the connection ({str(e)[:120]}); if the "
+                            "cluster uses token authentication, set RAY_AUTH_TOKEN (see `ray get-auth-token`)") from None
+    else:  # a new local Ray bound to loopback; the dashboard stays off. address="local": never
+        # join a cluster that `ray start` left on this machine (address=None would, silently)
+        with _loopback_only():
+            ray.init(address="local", _node_ip_address="127.0.0.1", num_gpus=None, **kwargs)
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Have a local Ray listen on 127.0.0.1 only.
+
+    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's outward address and then its
+    GCS, raylet and workers listen on every interface; it keeps the node on loopback (and its
+    servers bound there) only where it believes multi-node clusters are off. That switch is
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ray is imported, so the constant is set too
+    while the local node starts, and both are put back afterwards (a later ``--address`` run in
+    this process must see its real address). tests/test_faults_security.py checks the sockets."""
+    from ray._private import ray_constants
+
+    env, constant = os.environ.get(_CLUSTER_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_SWITCH], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        if env is None:
+            os.environ.pop(_CLUSTER_SWITCH, None)
+        else:
+            os.environ[_CLUSTER_SWITCH] = env
+
+
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _use_ray_token() -> None:
+    """Ray >= 2.5x clusters started with `ray start --head` require a token by default, but
+    ``ray.init(address=...)`` sends one only when RAY_AUTH_MODE=token. Where the user has a token
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, which `ray start` writes) and did
+    not choose a mode, send it; a cluster without authentication accepts it too."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray read its config when it was imported: have it read the mode again
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except (ImportError, AttributeError):
+            pass
+
+
+def _shutdown_ray() -> None:
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
