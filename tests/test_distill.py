@@ -249,3 +249,16 @@ def test_kd_alpha_zero_with_beta_one_is_plain_cross_entropy(pair_models, digits)
     d = Distiller(student, teacher, lambdas={"t3->s3": 1.0}, beta=1.0, alpha=0.0, probe_x=x)
     total, logits = d.loss(x, y)
     assert torch.allclose(total, F.cross_entropy(logits, y))
+
+
+def test_labels_only_never_runs_the_teacher(pair_models, digits):
+    teacher, make_student = pair_models
+    x, y = digits.train_x[:32], digits.train_y[:32]
+    d = Distiller(make_student(), teacher, lambdas={}, beta=1.0, alpha=0.0, probe_x=x)
+    calls = []
+    handle = teacher.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        d.loss(x, y)
+    finally:
+        handle.remove()
+    assert calls == []

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from .losses import KD_ALPHA, VIDLoss, task_loss
@@ -168,10 +169,14 @@ class Distiller(nn.Module):
         active = [k for k in self.weights if k in self.active]
         with capture(self.student, sorted({self.links[k][1] for k in active})) as s_feats:
             logits = self.student(x)
-        cached = self.cache.lookup(x) if self.cache is not None else None
-        t_logits, t_feats = cached if cached is not None else self._run_teacher(x)
-        task, ce, kd = task_loss(logits, t_logits, y, self.temperature, self.alpha)
-        parts = {"task": task, "ce": ce, "kd": kd}
+        if self.alpha == 0 and not active:  # labels only: the teacher's outputs would be multiplied by 0
+            task = F.cross_entropy(logits, y)
+            parts = {"task": task, "ce": task}
+        else:
+            cached = self.cache.lookup(x) if self.cache is not None else None
+            t_logits, t_feats = cached if cached is not None else self._run_teacher(x)
+            task, ce, kd = task_loss(logits, t_logits, y, self.temperature, self.alpha)
+            parts = {"task": task, "ce": ce, "kd": kd}
         total = task
         if active:
             feat = 0.0
