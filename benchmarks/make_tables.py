@@ -86,6 +86,9 @@ def search_quality(d: dict) -> list[str]:
               f"target >= {target['ratio_target']}: {yes(target['ratio_met'])}. Joint above every single-method "
               f"arm (prune-only, distill-only): {yes(target['above_single_method'])}. "
               f"Both together: {yes(target['met'])}."]
+    ranked = sorted(((v["hypervolume"]["mean"], arm) for arm, v in r["by_arm"].items()
+                     if v["hypervolume"]["mean"] is not None), reverse=True)
+    lines += ["", "Arms by mean hypervolume: " + " > ".join(f"`{arm}` {hv:.4f}" for hv, arm in ranked) + "."]
     es = r["by_arm"].get("joint"), r["by_arm"].get("joint-no-es")
     if all(es):
         lines += ["", f"Early stopping: with it, hypervolume {ms(es[0]['hypervolume'], 1, '.4f')} for "

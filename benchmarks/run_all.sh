@@ -4,8 +4,10 @@
 #   bash benchmarks/run_all.sh [cpu|smoke]
 #
 # Each line below is also a command to run on its own. Sized for the cpu protocol; measured on the
-# 2-core machine a table-1 search takes about 4.5 min (10 trials, 2 at once), so table 1 is split into
-# three commands by arm: with JOBS searches at once each command is one wave (about 5 min) on 12+ cores.
+# 2-core machine (nothing else running): teacher 6 min, a table-1 search about 2.2 min (10 trials, 2 at
+# once; prune-only 1.8 min, it never runs the teacher) so table 1's 15 searches about 35 min, table 2
+# about 15-20 min, table 3 5 min, table 4 15 s: about 65 min in all. Table 1 is split into three
+# commands by arm: with JOBS searches at once each command is one wave (about 3 min) on 12+ cores.
 # Table-1 commands merge their runs into one JSON (same protocol settings), so any split works.
 # Knobs: JOBS (table 1 searches at once, default cores / 2, at most the command's searches), WORKERS
 # (table 2 runs at once, default cores), TEACHER_THREADS (torch threads for the one teacher, default 1).
