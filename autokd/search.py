@@ -302,7 +302,7 @@ def _run_round(cfg, study, space, base, budget, data, shape, folder, blob, stats
         fn,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=cfg.parallel,
                                     # a finished trial's worker runs the next one: no new process, no
-                                    # re-import of torch (driver overhead 4.2 -> 0.23 s a trial, table 3)
+                                    # re-import of torch (driver time a trial: 4.2 s -> 0.1 s, benchmarks table 3)
                                     reuse_actors=True,
                                     scheduler=make_scheduler(stopper, searcher) if stopper else None),
         run_config=tune.RunConfig(name=f"round-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
