@@ -36,7 +36,6 @@ ATOL = 1e-4            # max |logit difference| allowed between PyTorch, TorchSc
 OPSET = 17
 CHECK_IMAGES = 8       # validation images used for the equivalence check
 EXPORT_ROOT = Path("students")
-COST_UNIT = "macs = multiply-accumulates of conv+linear layers; flops = 2 * macs"
 
 
 class ExportMismatch(RuntimeError):
@@ -152,7 +151,7 @@ def check_formats(model: nn.Module, folder: Path, x: torch.Tensor) -> dict[str, 
 
 # ------------------------------------------------------------------ the card
 def _card(*, study_name, point, candidate, model, teacher, tcard, data, recipe, source, split) -> dict:
-    from .measure import LATENCY_THREADS, cpu_latency_ms, measure
+    from .measure import COST_UNIT, LATENCY_THREADS, cpu_latency_ms, measure
     from .provenance import provenance
     from .teacher import input_shape
 

@@ -17,6 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 MAC_OPS = {"convolution", "mm", "addmm", "bmm", "baddbmm"}  # the aten ops that multiply-accumulate
 
 
+COST_UNIT = "macs = multiply-accumulates of conv+linear layers; flops = 2 * macs"  # what every record says
+
+
 def flops_from_macs(macs: int) -> int:
     """FLOPs = 2 x MACs: one multiply and one add per multiply-accumulate."""
     return 2 * int(macs)

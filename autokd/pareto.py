@@ -27,7 +27,7 @@ from typing import Iterable
 from .errors import UserError
 from .measure import flops_from_macs
 
-COST_UNIT = "MACs = multiply-accumulates of conv+linear layers; FLOPs = 2 x MACs"
+COST_UNIT = "MACs = multiply-accumulates of conv+linear layers; FLOPs = 2 x MACs"  # measure.COST_UNIT, as pages show it
 IMPORTANCE_SEED = 0  # fANOVA's random forest
 STATES = ("complete", "stopped", "rejected", "failed", "running")
 _PAIR = re.compile(r"^t(\d+)->s(\d+)$")

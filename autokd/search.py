@@ -157,6 +157,7 @@ def _resolve_space(cfg: SearchConfig, teacher_arch: str):
 
 def _config_record(cfg: SearchConfig, space, budget: Budget, teacher_arch: str, teacher_macs: int,
                    teacher_card: dict, sampler_seed: int) -> dict:
+    from .measure import COST_UNIT
     from .provenance import provenance
 
     return {"search": cfg.as_dict(), "space": {"name": space.name, "path": str(space.path)},
@@ -166,7 +167,7 @@ def _config_record(cfg: SearchConfig, space, budget: Budget, teacher_arch: str, 
                         "bundle": teacher_card.get("cached_at", cfg.teacher)},
             "budget": budget.as_dict(), "sampler": {"name": cfg.sampler, "seed": sampler_seed},
             "objectives": {"values": ["val_accuracy", "macs"], "directions": ["maximize", "minimize"]},
-            "cost_unit": "macs = multiply-accumulates of conv+linear layers; flops = 2 * macs",
+            "cost_unit": COST_UNIT,
             "provenance": provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 

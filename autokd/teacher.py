@@ -17,7 +17,7 @@ import torch.nn as nn
 from .bundle import load_bundle, save_bundle
 from .data import DataSplits
 from .errors import UserError
-from .measure import measure
+from .measure import COST_UNIT, measure
 from .models import MODELS, create_model
 from .provenance import autokd_home, provenance
 from .train import TrainConfig, evaluate, fit
@@ -50,7 +50,7 @@ def train_model(arch: str, data: DataSplits, cfg: TrainConfig, *, width: float =
         "val_accuracy": history[-1]["val_accuracy"] if history else None,
         "test_accuracy": evaluate(model, data.test_x, data.test_y),
         "input_shape": list(input_shape(data)), "num_classes": data.num_classes,
-        **cost.as_dict(), "cost_unit": "macs = multiply-accumulates of conv+linear; flops = 2*macs",
+        **cost.as_dict(), "cost_unit": COST_UNIT,
         "history": history, "provenance": provenance(),
     }
     return model, card

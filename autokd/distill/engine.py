@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..bundle import save_bundle
 from ..data import DataSplits
 from ..errors import UserError
-from ..measure import flops_from_macs, measure
+from ..measure import COST_UNIT, flops_from_macs, measure
 from ..models import channel_plan
 from ..provenance import provenance
 from ..teacher import input_shape, seeded_model
@@ -29,7 +29,6 @@ from .schedule import SCHEDULES, Phase, curriculum_groups_on
 
 LOSS_FORMULA = ("L = beta * L_task + (1 - beta) * sum_ij lambda_ij * L_pair(t_i, s_j) while a pair is on, "
                 "else L_task; L_task = (1 - a) * CE + a * T^2 * KL(softmax(t/T) || softmax(s/T)), a = kd_alpha")
-COST_UNIT = "macs = multiply-accumulates of conv+linear; flops = 2*macs"
 TEACHER_KEYS = ("arch", "width", "dataset", "epochs", "seed", "val_accuracy", "test_accuracy",
                 "macs", "flops", "params", "cached_at", "path")
 LEARNED_MASK = "learned-mask"
