@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -79,14 +80,19 @@ def cpu_latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, repeats: i
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
+        times = sorted(timed_runs_ms(lambda: model(x), repeats, warmup))
     finally:
         torch.set_num_threads(before)
-    times.sort()
-    return 1000.0 * times[len(times) // 2]
+    return times[len(times) // 2]
+
+
+def timed_runs_ms(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+    """Wall time of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1000.0 * (time.perf_counter() - t0))
+    return times

@@ -23,13 +23,9 @@ THREADS = 1  # one core per model: comparable across machines, and what a small 
 
 
 def _timed(fn: Callable[[], object], repeats: int, warmup: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
+    from autokd.measure import timed_runs_ms
+
+    times = timed_runs_ms(fn, repeats, warmup)
     return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times),
             "std_ms": statistics.stdev(times) if len(times) > 1 else None, "n": len(times)}
 
