@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from autokd.errors import UserError
-from autokd.registry import Registry, UnknownName
+from .errors import UserError
+from .provenance import autokd_home
+from .registry import Registry, UnknownName
 
 TEST_FRACTION = 0.2  # carved test share for datasets without an official test split
 TEST_SEED = 0  # fixed, independent of the run's seed: every run is scored on the same images
@@ -62,6 +63,7 @@ class DataSplits:
     source: str  # where the data was read from, for provenance
     mean: tuple[float, ...] = ()  # per-channel normalization, needed to feed raw images later
     std: tuple[float, ...] = ()
+    train_subset: int | None = None  # the first N shuffled training images only (None: all)
 
 
 class _Raw(NamedTuple):
@@ -90,8 +92,8 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def data_root() -> Path:
-    """``$AUTOKD_HOME/data``; AUTOKD_HOME defaults to ``~/.cache/autokd``."""
-    return Path(os.environ.get("AUTOKD_HOME") or "~/.cache/autokd").expanduser() / "data"
+    """``$AUTOKD_HOME/data`` (:func:`autokd.provenance.autokd_home`)."""
+    return autokd_home() / "data"
 
 
 # ---------------------------------------------------------------- fetching torchvision datasets
@@ -302,7 +304,7 @@ def load_dataset(name: str, *, seed: int = 0, val_fraction: float = 0.1,
         val_x=norm(raw.train_x[val_idx]), val_y=raw.train_y[val_idx].long(),
         test_x=norm(raw.test_x), test_y=raw.test_y.long(),
         augment=info.augment, source=raw.source,
-        mean=tuple(mean.flatten().tolist()), std=tuple(std.flatten().tolist()))
+        mean=tuple(mean.flatten().tolist()), std=tuple(std.flatten().tolist()), train_subset=train_subset)
 
 
 # ---------------------------------------------------------------- augmentation and batching

@@ -3,6 +3,4 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A mistake the user can fix (bad flag, missing file, unknown name). Exit code 2."""
-
-    exit_code = 2
+    """A mistake the user can fix (bad flag, missing file, unknown name). The CLI exits 2."""

@@ -30,7 +30,17 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
+from .bundle import BadBundle, load_bundle, load_student, publish_folder, save_bundle, write_json
+from .candidate import Candidate
+from .data import load_dataset
 from .errors import UserError
+from .measure import COST_UNIT, LATENCY_THREADS, cpu_latency_ms, measure
+from .pareto import choose, pareto_info
+from .provenance import provenance
+from .search import store as studies
+from .teacher import get_teacher, input_shape
+from .train import Diverged, TrainConfig, evaluate
+from .trial import TrialContext, run_trial
 
 ATOL = 1e-4            # max |logit difference| allowed between PyTorch, TorchScript and ONNX Runtime
 OPSET = 17
@@ -82,10 +92,6 @@ def _trial_weights(point: dict, candidate, study_folder: Path) -> Path | None:
 def _student(point, candidate, teacher, tcard, data, device, work: Path, study_folder: Path,
              say: Callable[[str], None], progress) -> tuple[nn.Module, dict]:
     """(trained student in eval mode on the CPU, {"source", "path"})."""
-    from .bundle import BadBundle, load_bundle, load_student
-    from .train import Diverged
-    from .trial import TrialContext, run_trial
-
     path = _trial_weights(point, candidate, study_folder)
     if path is not None:
         try:
@@ -151,10 +157,6 @@ def check_formats(model: nn.Module, folder: Path, x: torch.Tensor) -> dict[str, 
 
 # ------------------------------------------------------------------ the card
 def _card(*, study_name, point, candidate, model, teacher, tcard, data, recipe, source, split) -> dict:
-    from .measure import COST_UNIT, LATENCY_THREADS, cpu_latency_ms, measure
-    from .provenance import provenance
-    from .teacher import input_shape
-
     shape = input_shape(data)
     cost, t_cost = measure(model, shape), measure(teacher, shape)
     return {
@@ -221,10 +223,6 @@ def export_student(study_name: str, *, best: bool = False, trial: int | None = N
                    printer: Callable[[str], None] | None = None,
                    progress: Callable[[int, int, dict], None] | None = None) -> Path:
     """Export the chosen student of ``study_name`` into ``out``; returns the folder. See the module doc."""
-    from . import study as studies
-    from .pareto import choose, pareto_info
-    from .trial import Candidate
-
     say = printer or (lambda _m: None)
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
@@ -240,11 +238,6 @@ def export_student(study_name: str, *, best: bool = False, trial: int | None = N
 
 
 def _build(study_name, point, candidate, recipe, target: Path, study_folder: Path, device, say, progress) -> Path:
-    from .bundle import publish_folder, save_bundle, write_json
-    from .data import load_dataset
-    from .teacher import get_teacher
-    from .train import TrainConfig, evaluate
-
     data = load_dataset(recipe["dataset"], seed=recipe["seed"], train_subset=recipe["train_subset"])
     teacher, tcard = get_teacher(recipe["teacher"], data, TrainConfig(epochs=recipe["teacher_epochs"],
                                                                       seed=recipe["seed"]), on_train=say)

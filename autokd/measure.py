@@ -19,6 +19,7 @@ MAC_OPS = {"convolution", "mm", "addmm", "bmm", "baddbmm"}  # the aten ops that 
 
 
 COST_UNIT = "macs = multiply-accumulates of conv+linear layers; flops = 2 * macs"  # what every record says
+COST_UNIT_TITLE = "MACs = multiply-accumulates of conv+linear layers; FLOPs = 2 x MACs"  # the same, as tables show it
 
 
 def flops_from_macs(macs: int) -> int:

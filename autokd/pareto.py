@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from .errors import UserError
-from .measure import flops_from_macs
+from .measure import COST_UNIT_TITLE, flops_from_macs
+from .search import store
+from .search.budget import BudgetError, parse_budget
+from .search.front import hypervolume_2d, pareto_front_points
 
-COST_UNIT = "MACs = multiply-accumulates of conv+linear layers; FLOPs = 2 x MACs"  # measure.COST_UNIT, as pages show it
 IMPORTANCE_SEED = 0  # fANOVA's random forest
 STATES = ("complete", "stopped", "rejected", "failed", "running")
 _PAIR = re.compile(r"^t(\d+)->s(\d+)$")
@@ -52,7 +54,7 @@ class ParetoInfo:
     hypervolume_reference_macs: int | None  # the MACs that normalise the hypervolume
     dataset: str | None = None
     budget_text: str | None = None
-    cost_unit: str = COST_UNIT
+    cost_unit: str = COST_UNIT_TITLE
     importances: dict[str, float] = field(default_factory=dict)  # param -> share of accuracy variance
     importances_note: str = ""         # why importances are empty, if they are
     references: list[dict] = field(default_factory=list)  # extra reference points {label, val_accuracy, macs}
@@ -79,35 +81,6 @@ class ParetoInfo:
 
 
 # ------------------------------------------------------------------ pure functions
-def dominates(a: dict, b: dict) -> bool:
-    """``a`` is at least as accurate and as cheap as ``b``, and strictly better in one."""
-    return (a["val_accuracy"] >= b["val_accuracy"] and a["macs"] <= b["macs"]
-            and (a["val_accuracy"] > b["val_accuracy"] or a["macs"] < b["macs"]))
-
-
-def pareto_front_points(points: Iterable[dict]) -> list[dict]:
-    """The points no other point dominates (ties both kept), sorted by MACs then accuracy (desc)."""
-    points = list(points)
-    front = [p for p in points if not any(dominates(q, p) for q in points)]
-    return sorted(front, key=lambda p: (p["macs"], -p["val_accuracy"], p.get("number", 0)))
-
-
-def hypervolume_2d(points: Iterable[tuple[float, float]], reference_macs: float) -> float:
-    """Area dominated by (accuracy, macs) points w.r.t. (0, reference_macs), MACs / reference.
-
-    Sort by cost, sweep: between one cost and the next, the best accuracy so far is the height.
-    Points at or beyond the reference (macs >= reference, accuracy <= 0) add nothing.
-    """
-    if not reference_macs or reference_macs <= 0:
-        return 0.0
-    pts = sorted((m / reference_macs, a) for a, m in points if a > 0 and m < reference_macs)
-    area, best = 0.0, 0.0
-    for (cost, acc), nxt in zip(pts, [c for c, _ in pts[1:]] + [1.0]):
-        best = max(best, acc)
-        area += (nxt - cost) * best
-    return area
-
-
 def hypervolume_history(completed: list[dict], reference_macs: float | None) -> list[tuple[int, float]]:
     """(trial number, hypervolume of the completed trials up to it), in trial-number order."""
     out, seen = [], []
@@ -204,10 +177,8 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True) 
     budget and teacher fall back to the study's user attributes.
     """
     if config is None:
-        from .study import read_config
-
         try:
-            config = read_config(study.study_name)
+            config = store.read_config(study.study_name)
         except UserError:
             config = {}
     attrs = study.user_attrs
@@ -256,8 +227,6 @@ def choose(info: ParetoInfo, *, best: bool = False, trial: int | None = None, un
                           f"({info.counts()['stopped']} stopped, {len(info.rejected)} rejected, "
                           f"{len(info.failed)} failed): run `autokd search` longer")
     if under is not None:
-        from .budget import BudgetError, parse_budget
-
         if not info.teacher.get("macs"):
             raise ChooseError(f"--under needs the teacher's MACs, which study {info.study!r} does not record")
         try:

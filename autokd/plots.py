@@ -10,8 +10,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
-from .measure import flops_from_macs
-from .pareto import COST_UNIT, ParetoInfo, kept_ratios, lambda_matrix
+from .measure import COST_UNIT_TITLE, flops_from_macs
+from .pareto import ParetoInfo, kept_ratios, lambda_matrix
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -273,5 +273,5 @@ def dashboard_html(info: ParetoInfo) -> str:
                f"{c['rejected']} rejected (over budget), {c['failed']} failed"
                + (f", {c['running']} running" if c["running"] else "")
                + f". Hypervolume {info.hypervolume:.4f}.")
-    return PAGE.format(study=html.escape(info.study), summary=summary, unit=html.escape(COST_UNIT),
+    return PAGE.format(study=html.escape(info.study), summary=summary, unit=html.escape(COST_UNIT_TITLE),
                        table=_front_table(info), views="\n".join(views))

@@ -9,14 +9,28 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
+from .fields import DEVICES
+
 
 def autokd_home() -> Path:
-    """``$AUTOKD_HOME``, default ``~/.cache/autokd``: cached teachers and datasets."""
-    return Path(os.environ.get("AUTOKD_HOME", Path.home() / ".cache" / "autokd")).expanduser()
+    """``$AUTOKD_HOME``, default ``~/.cache/autokd`` (also when set but empty): cached teachers and datasets."""
+    return Path(os.environ.get("AUTOKD_HOME") or Path.home() / ".cache" / "autokd").expanduser()
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> cuda if available, else cpu; ``cuda`` without a GPU is a one-line UserError."""
+    if name not in DEVICES:
+        raise UserError(f"--device {name!r}: choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return default_device()
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible here; use --device cpu or auto")
+    return name
 
 
 def versions() -> dict[str, str]:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .errors import UserError
+
 T = TypeVar("T")
 
 
-class UnknownName(KeyError):
-    """A name that is not registered; ``str(err)`` is one line a user can act on."""
+class UnknownName(UserError, KeyError):
+    """A name that is not registered: a user error (``str(err)`` is one line a user can act on),
+    and a ``KeyError`` for code that looks names up."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want the plain line
         return str(self.args[0])

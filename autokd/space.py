@@ -37,17 +37,15 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution, json_to_distribution)
 
 from .errors import UserError
-from .trial import Candidate
+from .candidate import MAX_RATIO, PRUNE_AT, Candidate
 
 SPACES_ENV = "AUTOKD_SPACES"  # os.pathsep-separated folders searched before the shipped one
 TOP_LEVEL = ("description", "teacher", "params", "fixed")
 # Kept here as data (not imported from the registries) so that loading a space stays light;
 # tests/test_space.py checks they match autokd.prune.CRITERIA, autokd.distill's registries.
 PRUNE_METHODS = ("l1", "bn", "taylor", "learned-mask")
-PRUNE_AT = ("start", "during")
 KD_LOSSES = ("vid", "fitnet", "at")
 SCHEDULES = ("one-stage", "two-stage")
-MAX_RATIO = 0.95  # = autokd.prune.MAX_RATIO
 
 
 class SpaceError(UserError):

@@ -56,11 +56,13 @@ def train_model(arch: str, data: DataSplits, cfg: TrainConfig, *, width: float =
     return model, card
 
 
-def cache_dir(arch: str, dataset: str, cfg: TrainConfig, width: float) -> Path:
+def cache_dir(arch: str, dataset: str, cfg: TrainConfig, width: float, train_subset: int | None = None) -> Path:
+    """The cache folder of one teacher recipe; a teacher trained on a subset has its own."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset)
     if safe != dataset:  # imagefolder:/some/path -> readable prefix + a hash of the full name
         safe = safe[:40] + "-" + hashlib.sha1(dataset.encode()).hexdigest()[:8]
-    return autokd_home() / "teachers" / f"{arch}-{safe}-w{width:g}-e{cfg.epochs}-lr{cfg.lr:g}-s{cfg.seed}"
+    subset = f"-n{train_subset}" if train_subset else ""
+    return autokd_home() / "teachers" / f"{arch}-{safe}{subset}-w{width:g}-e{cfg.epochs}-lr{cfg.lr:g}-s{cfg.seed}"
 
 
 def get_teacher(spec: str, data: DataSplits, cfg: TrainConfig, *, width: float = 1.0,
@@ -72,7 +74,7 @@ def get_teacher(spec: str, data: DataSplits, cfg: TrainConfig, *, width: float =
     if spec not in MODELS:
         raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
                         + ", ".join(MODELS.names()))
-    folder = cache_dir(spec, data.name, cfg, width)
+    folder = cache_dir(spec, data.name, cfg, width, data.train_subset)
     if (folder / "model.safetensors").exists():
         model, card = load_bundle(folder)
         card["cached_at"] = str(folder)

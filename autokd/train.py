@@ -2,8 +2,9 @@
 
 SGD with Nesterov momentum and a cosine learning-rate schedule, over in-memory tensors. The loss
 is pluggable: ``loss_fn(x, y) -> (loss, logits)``; plain cross-entropy by default. Training may
-be split into phases (a pruning step between them replaces the model): ``start_epoch`` and
-``total_epochs`` keep one cosine schedule across phases.
+be split into pieces (a pruning step between them changes the model's channels in place, and the
+optimizer is built anew for each piece): ``fit(..., start_epoch, end_epoch)`` trains one piece of
+the ``cfg.epochs`` schedule, so the pieces together follow one cosine schedule.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import DataSplits, batches
+from .fields import knob
+from .seeds import epoch_seed
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 EpochHook = Callable[[int, dict], bool | None]  # return True to stop training
@@ -27,13 +30,16 @@ class Diverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    epochs: int = 15           # enough to rank candidates on digits / Fashion-MNIST, not final accuracy
-    lr: float = 0.05           # peak LR of the cosine schedule, for batch 128 with SGD+Nesterov
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # the usual CIFAR value for ResNets and VGG
-    batch_size: int | None = None  # None: 128, halved (down to 16) until an epoch has MIN_STEPS steps
-    warmup_epochs: float = 0.0  # linear warm-up in epochs (fractions allowed)
-    seed: int = 0              # data-order and augmentation stream; init is seeded by the caller
+    """How a model trains from scratch (a teacher, a reference); defaults and help are ``autokd train``'s."""
+
+    # a teacher, trained once and cached: long enough to converge on digits, the embedded default
+    epochs: int = knob(15, "training epochs")
+    lr: float = knob(0.05, "peak learning rate of the cosine schedule (batch 128, SGD + Nesterov)")
+    momentum: float = knob(0.9, "SGD momentum (Nesterov)")
+    weight_decay: float = knob(5e-4, "L2 weight decay: the usual CIFAR value for ResNets and VGG")
+    batch_size: int | None = knob(None, "None: 128, halved (down to 16) until an epoch has MIN_STEPS steps")
+    warmup_epochs: float = knob(0.0, "linear warm-up in epochs (fractions allowed)")
+    seed: int = knob(0, "data-order and augmentation stream; init is seeded by the caller")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +112,7 @@ def fit(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, loss_fn: LossFn
     total_steps = steps_per_epoch * max(cfg.epochs, 1)
     history: list[dict] = []
     for epoch in range(start_epoch, end_epoch):
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         model.train()
         total, n = 0.0, 0
         for step, (x, y) in enumerate(batches(data.train_x, data.train_y, batch_size, shuffle=True,

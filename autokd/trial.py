@@ -1,8 +1,8 @@
 """One trial: a candidate student in, a measured result out.
 
-``Candidate`` is plain data (what the search samples or the CLI parses); ``run_trial`` does all the
-work: build the student, prune it, distil from the teacher, measure. Sampling does no work and
-``run_trial`` does no sampling.
+``Candidate`` (:mod:`autokd.candidate`) is plain data, what the search samples or the CLI parses;
+``run_trial`` does all the work: build the student, prune it, distil from the teacher, measure.
+Sampling does no work and ``run_trial`` does no sampling.
 
 Order of work in ``run_trial`` (epochs E, one cosine learning-rate schedule over all of them):
   1. the student ``seeded_model(student, init seed)`` at ``width``; MACs/params measured;
@@ -10,61 +10,43 @@ Order of work in ``run_trial`` (epochs E, one cosine learning-rate schedule over
      P = 0 for ``prune_at="start"`` (prune, then distil), P = floor(PRUNE_FRACTION * E + 1/2)
      (at least 1) for ``prune_at="during"``; each piece is one ``fit`` call;
   3. at P the student is pruned: by a criterion (l1 | bn | taylor) on its current weights, or,
-     for ``prune_method="learned-mask"`` (PDD, seed 002), by the channel gates it learned with
+     for ``prune_method="learned-mask"`` (PDD, Dan et al. 2024), by the channel gates it learned with
      the distillation loss during epochs [0, P); the distiller is then rebuilt (new regressors,
      same teacher-output cache) and the remaining epochs distil into the pruned student
-     ("distillation recovery", seed 000);
+     ("distillation recovery", Kozynets & Demkiv 2026);
   4. after every epoch ``ctx.report(epoch, {"val_accuracy", "macs", "loss"})`` (plus
      ``"target_macs"`` while a pruning step is still ahead); True stops the trial, and a
      pending pruning step still runs, so the result describes the candidate's pruned student;
   5. MACs/params measured again, test accuracy only if ``ctx.evaluate_test``, the bundle and
      ``result.json`` written to ``ctx.out_dir`` if set.
-Seeds, one stream per use: init = 1000 * seed + 1, data order = 1000 * seed + 2, regressors =
-1000 * seed + 3 (:func:`trial_seeds`).
+Seeds, one stream per use (:func:`autokd.seeds.trial_seeds`): init (the student's weights), data
+(order and augmentation), pairs (the regressors' weights).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch.nn as nn
+import torch.nn.functional as F
 
+from .bundle import save_bundle
+from .candidate import LEARNED_MASK, Candidate, check_candidate
 from .data import DataSplits
+from .distill import (PAIR_LOSSES, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
+                      split_key)
 from .errors import UserError
+from .measure import COST_UNIT, flops_from_macs, measure
+from .models import MODELS, channel_plan
+from .provenance import provenance
+from .prune import CRITERIA, ChannelGates, predict_cost, prune_model, resolve_ratios
+from .seeds import trial_seeds
+from .teacher import input_shape, seeded_model
+from .train import TrainConfig, evaluate, fit
 
 Reporter = Callable[[int, dict], bool | None]  # (epoch, {"val_accuracy", "macs", ...}) -> stop?
-
-
-@dataclass
-class Candidate:
-    """Everything that defines one student and how it is trained. Plain data, JSON-able."""
-
-    student: str = "resnet20"          # zoo architecture of the student
-    width: float = 1.0                 # width multiplier applied before pruning
-    prune: dict[str, float] = field(default_factory=dict)  # layer/stage -> ratio; {"*": r} for all
-    prune_method: str = "l1"           # l1 | bn | taylor | learned-mask (seed 002, PDD)
-    prune_at: str = "start"            # start: prune, then distil; during: learn masks while distilling
-    lambdas: dict[str, float] = field(default_factory=dict)  # "t3->s2" -> weight (1-based points)
-    kd_loss: str = "vid"               # per-pair feature loss: vid | fitnet | at
-    beta: float = 0.5                  # weight of the task loss; 1 - beta weighs the feature terms
-    temperature: float = 4.0           # Hinton KD temperature on the logits
-    kd_alpha: float = 0.5              # share of the soft-target term in L_task; 0 = labels only, no teacher
-    schedule: str = "one-stage"        # one-stage | two-stage (seed 000)
-    stage1_fraction: float = 0.3       # two-stage: share of epochs spent stabilising the classifier
-    align_teacher: bool = False        # seed 003: narrow teacher points to the student widths
-    curriculum: bool = False           # seed 003: switch feature pairs on one after another
-    epochs: int = 10                   # enough to rank candidates on digits, not final accuracy
-    lr: float = 0.05
-    seed: int = 0                      # run seed; init/data/augmentation streams derive from it
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Candidate":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -98,33 +80,208 @@ class TrialResult:
         return asdict(self)
 
 
-# ---------------------------------------------------------------- run_trial
+# ---------------------------------------------------------------- the run
 PROBE_IMAGES = 256  # training images that fix the point shapes (and the aligned-teacher channels)
 PRUNE_FRACTION = 0.5  # prune_at="during": share of the epochs before the channels are cut
 GATE_WEIGHT = 1.0  # weight of ChannelGates.sparsity_loss while learned masks train (PDD)
-PRUNE_AT = ("start", "during")
+LOSS_FORMULA = ("L = beta * L_task + (1 - beta) * sum_ij lambda_ij * L_pair(t_i, s_j) while a pair is on, "
+                "else L_task; L_task = (1 - a) * CE + a * T^2 * KL(softmax(t/T) || softmax(s/T)), a = kd_alpha")
+TEACHER_KEYS = ("arch", "width", "dataset", "epochs", "seed", "val_accuracy", "test_accuracy",
+                "macs", "flops", "params", "cached_at", "path")
 
 
-def trial_seeds(seed: int) -> dict[str, int]:
-    """One seed per random stream of a trial, derived from the run seed."""
-    return {"init": 1000 * seed + 1, "data": 1000 * seed + 2, "pairs": 1000 * seed + 3}
+def _checked_teacher(teacher: nn.Module, data: DataSplits) -> nn.Module:
+    args = getattr(teacher, "build_args", {})
+    for key, want in (("num_classes", data.num_classes), ("in_channels", data.in_channels)):
+        if key in args and args[key] != want:
+            raise UserError(f"the teacher has {key}={args[key]} but dataset {data.name!r} needs {want}")
+    if not getattr(teacher, "points", None):
+        raise UserError("the teacher has no distillation points (.points): build it with autokd's zoo")
+    return teacher
 
 
-def check_candidate(c: Candidate) -> None:
-    """Raise a one-line UserError for a value no trial can run with (names are checked by registries)."""
-    checks = [
-        (c.epochs >= 1, f"epochs must be >= 1, got {c.epochs}"),
-        (0.0 <= c.beta <= 1.0, f"beta must be in [0, 1], got {c.beta}"),
-        (c.temperature > 0, f"temperature must be > 0, got {c.temperature}"),
-        (0.0 <= c.kd_alpha <= 1.0, f"kd_alpha must be in [0, 1], got {c.kd_alpha}"),
-        (c.lr > 0, f"lr must be > 0, got {c.lr}"),
-        (c.width > 0, f"width must be > 0, got {c.width}"),
-        (0.0 <= c.stage1_fraction <= 1.0, f"stage1_fraction must be in [0, 1], got {c.stage1_fraction}"),
-        (c.prune_at in PRUNE_AT, f"prune_at must be one of {', '.join(PRUNE_AT)}, got {c.prune_at!r}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+def ratio_spec(model: nn.Module, prune: dict[str, float]) -> float | dict[str, float]:
+    """Candidate.prune -> a ratio spec for ``autokd.prune``. ``{"*": r}`` alone is the float r;
+    without "*" the dict is passed as is; "*" with other keys gives a per-layer dict: every
+    layer at r, then each key's layers (as ``resolve_ratios`` expands that key, residual partners
+    included) at its ratio, keys covering more layers first, so a layer key beats its stage key."""
+    if set(prune) == {"*"}:
+        return float(prune["*"])
+    if "*" not in prune:
+        return dict(prune)
+    per_layer = resolve_ratios(model, float(prune["*"]))
+    probe = 0.5  # any nonzero ratio marks the layers a key reaches
+    reach = {k: [n for n, r in resolve_ratios(model, {k: probe}).items() if r == probe]
+             for k in prune if k != "*"}
+    for key in sorted(reach, key=lambda k: -len(reach[k])):
+        per_layer.update({n: float(prune[key]) for n in reach[key]})
+    return per_layer
+
+
+class TrialRun:
+    """One candidate's student, trained piece by piece; ``train()`` then ``finish()``."""
+
+    def __init__(self, c: Candidate, ctx: TrialContext) -> None:
+        self.c, self.ctx, self.data = c, ctx, ctx.data
+        self.shape = input_shape(self.data)
+        self.seeds = trial_seeds(c.seed)
+        PAIR_LOSSES.get(c.kd_loss)  # an unknown name fails even when align_teacher replaces it
+        self.pair_loss_name = "aligned" if c.align_teacher else c.kd_loss
+        self.phases = SCHEDULES.get(c.schedule)(c.epochs, c.stage1_fraction)
+        self.teacher = _checked_teacher(ctx.teacher, self.data).to(ctx.device).eval()
+        self.student = seeded_model(c.student, self.seeds["init"], num_classes=self.data.num_classes,
+                                    in_channels=self.data.in_channels, width=c.width).to(ctx.device)
+        self.lambdas = check_lambdas(c.lambdas, len(self.teacher.points), len(self.student.points))
+        self.before = measure(self.student, self.shape)
+        self.probe_x = self.data.train_x[:PROBE_IMAGES].to(ctx.device)
+        self.probe_y = self.data.train_y[:PROBE_IMAGES].to(ctx.device)
+        self.cfg = TrainConfig(epochs=c.epochs, lr=c.lr, seed=self.seeds["data"])
+        self.gates: ChannelGates | None = None
+        self.distiller: Distiller | None = None  # built after a pruning step at epoch 0
+        self.macs = self.before.macs
+        self.prune_epoch = self._prepare_pruning()
+        self.distiller = self._distiller(cache=None)
+        self.history: list[dict] = []
+        self.stopped = False
+
+    # ------------------------------------------------------------ pruning hooks
+    def _prepare_pruning(self) -> int | None:
+        """Resolve the pruning spec; prune now if P = 0, attach learned gates if P > 0. Returns P."""
+        c = self.c
+        if not c.prune or not any(float(r) > 0 for r in c.prune.values()):
+            return None
+        self.spec = ratio_spec(self.student, c.prune)
+        _, target = predict_cost(c.student, num_classes=self.data.num_classes, in_channels=self.data.in_channels,
+                                 width=c.width, ratios_spec=self.spec, input_shape=self.shape)
+        self.target_macs = target.macs
+        if c.prune_method == LEARNED_MASK:
+            self.gates = ChannelGates(self.student, self.spec, self.shape)
+        else:
+            CRITERIA.get(c.prune_method)
+        if c.prune_at == "start":
+            self._prune()
+            return None
+        return min(c.epochs, max(1, int(PRUNE_FRACTION * c.epochs + 0.5)))
+
+    def _prune(self) -> None:
+        if self.gates is not None:
+            self.gates.finalize(self.student)
+            self.gates = None
+        else:
+            prune_model(self.student, self.spec, criterion=self.c.prune_method, input_shape=self.shape,
+                        loss_fn=lambda m: F.cross_entropy(m(self.probe_x), self.probe_y))
+        self.macs = measure(self.student, self.shape).macs
+        if self.distiller is not None:  # new student widths: new regressors, same teacher cache
+            self.distiller = self._distiller(cache=self.distiller.cache)
+        self.prune_epoch = None
+
+    # ------------------------------------------------------------ training
+    def _distiller(self, cache) -> Distiller:
+        c = self.c
+        extra = (lambda: GATE_WEIGHT * self.gates.sparsity_loss()) if self.gates is not None else None
+        cache_x = self.data.train_x if self.data.augment == "none" else None
+        return Distiller(self.student, self.teacher, lambdas=self.lambdas,
+                         pair_loss=PAIR_LOSSES.get(self.pair_loss_name), beta=c.beta,
+                         temperature=c.temperature, alpha=c.kd_alpha, probe_x=self.probe_x, cache_x=cache_x, cache=cache,
+                         seed=self.seeds["pairs"], extra_loss=extra)
+
+    def _segments(self) -> Iterator[tuple[int, int, Phase]]:
+        cuts = {0, self.c.epochs, *(p.start for p in self.phases)}
+        if self.prune_epoch is not None and self.prune_epoch < self.c.epochs:
+            cuts.add(self.prune_epoch)
+        cuts = sorted(cuts)
+        for a, b in zip(cuts, cuts[1:]):
+            yield a, b, next(p for p in self.phases if p.start <= a < p.end)
+
+    def _set_pairs(self, epoch: int, phase: Phase) -> None:
+        """Which pairs are on during 0-based ``epoch``: none outside a distil phase; with a
+        curriculum, the first groups (by teacher point, shallow to deep); otherwise all."""
+        if not phase.features:
+            self.distiller.set_active(set())
+        elif self.c.curriculum:
+            groups: dict[int, set[str]] = {}
+            for key in self.distiller.weights:
+                groups.setdefault(split_key(key)[0], set()).add(key)
+            ordered = [groups[i] for i in sorted(groups)]
+            n = curriculum_groups_on(epoch, len(ordered), phase.start, phase.end)
+            self.distiller.set_active(set().union(*ordered[:n]))
+        else:
+            self.distiller.set_active(None)
+
+    def _epoch_end(self, phase: Phase, epoch: int, record: dict) -> bool:
+        parts = {f"loss/{k}": v for k, v in self.distiller.epoch_parts().items()}
+        self.history.append({**record, **parts, "phase": phase.name, "macs": self.macs,
+                             "active_pairs": sorted(self.distiller.active)})
+        report = {"val_accuracy": record["val_accuracy"], "macs": self.macs, "loss": record["loss"]}
+        if self.prune_epoch is not None:
+            report["target_macs"] = self.target_macs
+        if self.ctx.report is not None and self.ctx.report(epoch, report):
+            self.stopped = True
+            return True
+        if epoch < phase.end:
+            self._set_pairs(epoch, phase)
+        return False
+
+    def train(self) -> None:
+        progress = self.ctx.progress
+        for start, end, phase in self._segments():
+            if self.prune_epoch == start:
+                self._prune()
+            self._set_pairs(start, phase)
+            params = [*self.student.parameters(), *self.distiller.pair_parameters(),
+                      *(self.gates.parameters() if self.gates is not None else [])]
+            fit(self.student, self.data, self.cfg, loss_fn=self.distiller.loss, params=params,
+                start_epoch=start, end_epoch=end, device=self.ctx.device,
+                on_epoch_end=lambda e, r, phase=phase: self._epoch_end(phase, e, r),
+                progress=(lambda e, _total, r: progress(e, self.c.epochs, r)) if progress else None)
+            if self.stopped:
+                break
+        if self.prune_epoch is not None:  # P = E, or stopped before P: the result is the pruned student
+            self._prune()
+
+    # ------------------------------------------------------------ result
+    def resolved(self) -> dict:
+        """The candidate as run: every lambda_ij (zeros included), the seeds, phases and loss."""
+        t_points, s_points = list(self.teacher.points), list(self.student.points)
+        return {**self.c.as_dict(),
+                "lambdas": full_matrix(self.lambdas, len(t_points), len(s_points)),
+                "pair_loss": self.pair_loss_name, "seeds": dict(self.seeds),
+                "phases": [asdict(p) for p in self.phases], "loss": LOSS_FORMULA,
+                "teacher_points": t_points, "student_points": s_points,
+                "teacher_outputs": "cached per image" if self.distiller.cache is not None else "computed per batch"}
+
+    def finish(self) -> TrialResult:
+        student = self.student.eval()
+        after = measure(student, self.shape)
+        data = self.data
+        result = TrialResult(
+            val_accuracy=evaluate(student, data.val_x, data.val_y), macs=after.macs, params=after.params,
+            macs_before_pruning=self.before.macs, params_before_pruning=self.before.params,
+            test_accuracy=evaluate(student, data.test_x, data.test_y) if self.ctx.evaluate_test else None,
+            history=self.history, stopped_early=self.stopped, plan=channel_plan(student),
+            candidate=self.resolved())
+        if self.ctx.out_dir is not None:
+            self._write(result)
+        return result
+
+    def _write(self, result: TrialResult) -> None:
+        card_teacher = {k: self.ctx.teacher_card[k] for k in TEACHER_KEYS if k in self.ctx.teacher_card}
+        summary = {**result.as_dict(), "flops": flops_from_macs(result.macs), "cost_unit": COST_UNIT,
+                   "dataset": self.data.name, "input_shape": list(self.shape),
+                   "num_classes": self.data.num_classes, "teacher": card_teacher, "provenance": provenance()}
+        card = {"kind": "student", "arch": self.c.student, **summary}
+        text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
+        save_bundle(self.student.cpu(), self.ctx.out_dir, card, extra={"result.json": text.encode()})
+
+
+def check_names(c: Candidate) -> None:
+    """Resolve every registered name of ``c`` (student, kd_loss, schedule, prune_method): an unknown
+    one raises ``UnknownName`` (a ``UserError``, one line listing the valid names)."""
+    MODELS.get(c.student)
+    PAIR_LOSSES.get(c.kd_loss)
+    SCHEDULES.get(c.schedule)
+    if c.prune_method != LEARNED_MASK:
+        CRITERIA.get(c.prune_method)
 
 
 def run_trial(candidate: Candidate, ctx: TrialContext) -> TrialResult:
@@ -135,9 +292,8 @@ def run_trial(candidate: Candidate, ctx: TrialContext) -> TrialResult:
     raise the registry's ``UnknownName``; impossible values a ``UserError``; a NaN loss
     ``autokd.train.Diverged``.
     """
-    from .distill.engine import TrialRun  # the engine imports this module's dataclasses
-
     check_candidate(candidate)
+    check_names(candidate)
     run = TrialRun(candidate, ctx)
     run.train()
     return run.finish()

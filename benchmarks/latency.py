@@ -68,7 +68,7 @@ def row(label: str, kind: str, model, shape, protocol, extra: dict | None = None
 def table1_students(protocol, results_dir: Path) -> list[tuple[str, object, dict]]:
     """(label, model, extra) for the best student of each table-1 study of this protocol."""
     from autokd import load_student
-    from autokd import study as studies
+    from autokd.search import store as studies
     from autokd.pareto import ChooseError, choose, pareto_info
 
     from search_quality import ARMS

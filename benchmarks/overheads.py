@@ -161,7 +161,7 @@ def _timed_search(cfg_kwargs: dict, results_dir: str) -> dict:
     import ray.tune  # noqa: F401  imported before the clock starts: a driver pays it once per process
     import torch
 
-    from autokd import study as studies
+    from autokd.search import store as studies
     from autokd.search import SearchConfig, search
 
     isolate(Path(results_dir))

@@ -33,7 +33,7 @@ TARGET_RATIO = 1.25  # the issue's target: joint >= 1.25 x random search's hyper
 class Arm:
     space: str             # the protocol's space role: joint | prune_only | distill_only
     sampler: str           # autokd.search.SAMPLERS
-    early_stopping: bool   # autokd.stopping's two-objective rule
+    early_stopping: bool   # autokd.search.stopping's two-objective rule
     what: str
 
 
@@ -105,7 +105,7 @@ def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, par
     ``--jobs`` several drivers share the machine with the trials."""
     import torch
 
-    from autokd import study as studies
+    from autokd.search import store as studies
     from autokd.pareto import pareto_info
     from autokd.search import SearchConfig, search
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from autokd.budget import BudgetError, parse_budget
+from autokd.search.budget import BudgetError, parse_budget
 
 TEACHER = 125_747_840  # resnet56 on 3x32x32
 

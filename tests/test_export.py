@@ -25,7 +25,7 @@ CANDIDATE = {"student": "convverytiny", "width": 0.5, "prune": {"block2": 0.5}, 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """(studies root, AUTOKD_HOME): the study, its config.json and the cached teacher."""
-    from autokd import study as studies
+    from autokd.search import store as studies
     from autokd.bundle import write_json
     from autokd.data import load_dataset
     from autokd.teacher import get_teacher
@@ -153,7 +153,7 @@ def test_cli_commands(env):
     import typer
     from typer.testing import CliRunner
 
-    from autokd.cli_pareto import export, pareto
+    from autokd.cli.pareto import export, pareto
 
     app = typer.Typer()
     app.command()(pareto)

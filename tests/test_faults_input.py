@@ -15,7 +15,7 @@ from fault_tools import MARKER, SPACE, Tripwire
 from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
 
-from autokd import study as studies
+from autokd.search import store as studies
 from autokd.bundle import write_json
 from autokd.cli import app
 

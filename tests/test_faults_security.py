@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import autokd
-from autokd import study as studies
+from autokd.search import store as studies
 from autokd.cli import app
 from autokd.errors import UserError
 
@@ -184,19 +184,19 @@ def test_the_local_ray_of_a_search_listens_on_loopback_only(tmp_path, monkeypatc
     import ray
 
     from autokd.search import SearchConfig
-    from autokd.search_ray import _init_ray, _shutdown_ray
+    from autokd.search.tune import init_ray, shutdown_ray
 
     world = World(tmp_path)
     for key, value in world.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # ray.init(address=None) would try to join this
     try:
-        _init_ray(SearchConfig(parallel=1))
+        init_ray(SearchConfig(parallel=1))
         nodes = ray.nodes()
         pids = [os.getpid(), *tagged(world.tag)]
         bound = _sockets_of(pids, _listening_inodes())
     finally:
-        _shutdown_ray()
+        shutdown_ray()
         left = world.cleanup()
     assert [n["NodeManagerAddress"] for n in nodes] == ["127.0.0.1"]
     assert len(bound) >= 2, bound  # at least the GCS and the raylet

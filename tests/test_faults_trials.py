@@ -4,6 +4,8 @@ through the worker function and the driver's bookkeeping. Each is recorded FAIL 
 and the search goes on to --trials trained trials."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import optuna
 import pytest
 import torch
@@ -11,7 +13,7 @@ from fault_tools import SPACE, World, train_teacher
 from optuna.trial import TrialState
 
 from autokd.search import SearchConfig, search
-from autokd.search_ray import _SearcherLogic, trainable
+from autokd.search.tune import OptunaSearcher, Tally, trainable
 
 pytestmark = pytest.mark.faults
 
@@ -79,7 +81,7 @@ def test_a_trial_out_of_memory_is_recorded_failed_with_the_reason(monkeypatch, e
     def out_of_memory(candidate, ctx):
         raise error
 
-    monkeypatch.setattr("autokd.trial.run_trial", out_of_memory)
+    monkeypatch.setattr("autokd.search.tune.run_trial", out_of_memory)
     teacher = create_model("resnet20", num_classes=10, in_channels=1)
     blob = (plan_of(teacher), teacher.state_dict())
     trainable({"candidate": {"student": "resnet20"}, "threads": 1}, data=None, teacher_blob=blob)
@@ -88,20 +90,19 @@ def test_a_trial_out_of_memory_is_recorded_failed_with_the_reason(monkeypatch, e
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    logic = _SearcherLogic(study=study, space=None, base=None, budget=None, target=2, num_classes=10,
-                                  input_shape=(1, 8, 8), folder=None, cfg=SearchConfig(),
-                                  stats={"trained": 0, "done": 0, "stopped": 0, "rejected": 0, "failed": 0})
+    session = SimpleNamespace(study=study, cfg=SearchConfig(), plan=None, folder=None)
+    logic = OptunaSearcher(session, Tally())
     logic.live["t1"] = study.ask()
     logic.on_trial_complete("t1", reports[0])
     (trial,) = study.trials
     assert trial.state == TrialState.FAIL and trial.user_attrs["failure"] == reports[0]["failure"]
-    assert logic.stats == {"trained": 0, "done": 0, "stopped": 0, "rejected": 0, "failed": 1}
+    assert logic.tally.counts() == {"trained": 0, "done": 0, "stopped": 0, "rejected": 0, "failed": 1}
     assert not logic.live  # the next suggest() asks for a new trial: the search goes on
 
 
 def test_a_retried_trial_counts_once_at_a_rung():
     """A worker lost after epoch 1 reports epoch 1 again on its retry: one dominator, not two."""
-    from autokd.stopping import ParetoStopper
+    from autokd.search.stopping import ParetoStopper
 
     stopper = ParetoStopper(rungs=[1], min_dominators=2)
     assert not stopper.observe(0, 1, 0.90, 100)

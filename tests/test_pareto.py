@@ -189,7 +189,7 @@ def test_as_dict_is_json(info):
 
 
 def test_reads_config_and_attrs_from_study_folder(tmp_path, monkeypatch):
-    from autokd import study as studies
+    from autokd.search import store as studies
     from autokd.bundle import write_json
 
     monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path))
@@ -205,8 +205,8 @@ def test_cli_pareto_needs_a_completed_trial(tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    from autokd import study as studies
-    from autokd.cli_pareto import export, pareto
+    from autokd.search import store as studies
+    from autokd.cli.pareto import export, pareto
 
     monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
     monkeypatch.chdir(tmp_path)

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from autokd import study as studies
+from autokd.search import store as studies
 from autokd.cli import app
 from autokd.search import SearchConfig, search
 

@@ -76,14 +76,15 @@ def test_shipped_prune_keys_exist_in_every_student(name):
 
 
 def test_value_sets_match_the_registries():
-    from autokd import prune, space, trial
+    from autokd import candidate, prune, space
     from autokd.distill.losses import PAIR_LOSSES
     from autokd.distill.schedule import SCHEDULES
 
     assert set(space.PRUNE_METHODS) == set(prune.CRITERIA.names()) | {"learned-mask"}
     assert set(space.KD_LOSSES) <= set(PAIR_LOSSES.names())
     assert set(space.SCHEDULES) == set(SCHEDULES.names())
-    assert space.PRUNE_AT == trial.PRUNE_AT and space.MAX_RATIO == prune.MAX_RATIO
+    # one definition each (autokd.candidate), shared by the space, the trial and the pruner
+    assert space.PRUNE_AT is candidate.PRUNE_AT and space.MAX_RATIO == prune.MAX_RATIO == candidate.MAX_RATIO
 
 
 def test_default_space_for_each_family():

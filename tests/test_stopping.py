@@ -1,7 +1,7 @@
 """Two-objective early stopping on hand-made rung tables."""
 from __future__ import annotations
 
-from autokd.stopping import ParetoStopper, RungResult, default_rungs, dominates
+from autokd.search.stopping import ParetoStopper, RungResult, default_rungs, dominates
 
 
 def test_default_rungs():

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from autokd.bundle import load_student, save_bundle
-from autokd.cli_distill import distill, parse_prune
+from autokd.cli.distill import distill, parse_prune
 from autokd.data import load_dataset
 from autokd.distill import make_pairs
 from autokd.errors import UserError

@@ -1,9 +1,9 @@
 """The distiller: a student, a frozen teacher, and the weighted feature pairs between them.
 
     L = beta * L_task + (1 - beta) * sum_{ij active} lambda_ij * L_pair(t_i, s_j)
-    L_task = (1 - KD_ALPHA) * CE(s, y) + KD_ALPHA * T^2 * KL(softmax(t/T) || softmax(s/T))
+    L_task = (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))
 
-(``losses.task_loss``; KD_ALPHA = 0.5.) beta weighs the task against the feature terms, so while
+(``losses.task_loss``; alpha is the candidate's ``kd_alpha``, default 0.5.) beta weighs the task against the feature terms, so while
 no pair is active (pairing "none", every lambda 0, stage 1 of two-stage, the end of a
 curriculum) the loss is L_task itself, not beta * L_task; beta = 1 gives exactly L_task. A pair
 with lambda_ij = 0, or any pair when beta = 1, is dropped at construction: no regressor, no

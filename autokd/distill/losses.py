@@ -7,9 +7,9 @@ Channels and spatial sizes may differ: both maps are first average-pooled to the
 and the smaller width (:func:`align_spatial`), then the loss bridges the channels (a regressor,
 a channel selection, or channel-free attention maps). A (B, C) feature counts as (B, C, 1, 1).
 
-Registries (strings become objects once, at the edge):
-  ``LOGIT_LOSSES``  "kd"                        -> :func:`kd_logits`
+Registry (strings become objects once, at the edge):
   ``PAIR_LOSSES``   "vid" | "fitnet" | "at" | "aligned" -> the classes below
+The logit term is :func:`kd_logits` (Hinton KD), mixed with cross-entropy by :func:`task_loss`.
 """
 from __future__ import annotations
 
@@ -22,16 +22,14 @@ from torch import Tensor
 
 from ..registry import Registry
 
-LOGIT_LOSSES: Registry = Registry("logit distillation loss")
 PAIR_LOSSES: Registry[type[nn.Module]] = Registry("feature distillation loss")
 
-KD_ALPHA = 0.5  # share of the soft-target term in the task loss; the usual Hinton / RepDistiller-style mix
+KD_ALPHA = 0.5  # default share of the soft-target term (Candidate.kd_alpha): the usual Hinton / RepDistiller mix
 VID_INIT_VAR = 5.0  # initial per-channel variance of q(t|s), as in Ahn et al.'s code (init_pred_var)
 VID_EPS = 1e-5  # floor of the learned variance
 
 
 # ---------------------------------------------------------------- logits
-@LOGIT_LOSSES.register("kd")
 def kd_logits(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """Hinton's soft-target loss WITHOUT the T^2 factor (the caller multiplies by T^2).
 
@@ -48,7 +46,9 @@ def task_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, te
               alpha: float = KD_ALPHA) -> tuple[Tensor, Tensor, Tensor]:
     """The task loss of a distilled student: returns (L_task, CE, KD).
 
-        L_task = (1 - alpha) * CE(s, y) + alpha * T^2 * kd_logits(s, t, T),   alpha = KD_ALPHA = 0.5
+        L_task = (1 - alpha) * CE(s, y) + alpha * T^2 * kd_logits(s, t, T)
+
+    ``alpha`` is the candidate's ``kd_alpha`` (default KD_ALPHA = 0.5; 0 = labels only).
 
     T^2 keeps the soft-target gradients on the scale of the CE gradients for any T (Hinton 2015).
     """

@@ -3,7 +3,7 @@
 Shortcut: option B — identity inside a stage, a 1x1 conv + BN projection where the shape
 changes (first block of stages 2+). The 1x1 projection is what makes a residual stage's width
 prunable as one group; it gives resnet56 125.75 M MACs on 3x32x32 (the parameter-free option A
-gives 125.49 M; see ../shared/METHODS.md). The network's structure (which blocks project) is
+gives 125.49 M, the figure papers usually quote). The network's structure (which blocks project) is
 fixed by the architecture, never by the channel plan.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import MODELS, Widths, tag
+from ._zoo import MODELS, Widths, tag
 
 
 class BasicBlock(nn.Module):

@@ -1,4 +1,5 @@
-"""ConvTiny and ConvVeryTiny: three conv layers + two fully connected (../shared/METHODS.md §1).
+"""ConvTiny and ConvVeryTiny: three conv layers + two fully connected (Oleinik, Gorpinich &
+Bakhteev, "Knowledge distillation in deep networks").
 
 The students of Oleinik, Gorpinich & Bakhteev. The paper gives only "three conv layers and two
 fully connected"; the widths here are ours: ConvTiny 32/64/128 + fc 256, ConvVeryTiny 16/32/64 +
@@ -10,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import MODELS, Widths, tag
+from ._zoo import MODELS, Widths, tag
 from .vgg import SafePool
 
 

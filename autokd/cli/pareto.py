@@ -16,8 +16,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli_common import epoch_printer, err, out, user_errors
-from .errors import UserError
+from ..errors import UserError
+from ..export import export_student
+from ..measure import COST_UNIT_TITLE
+from ..pareto import pareto_info
+from ..plots import dashboard_html
+from ..provenance import resolve_device
+from ..search import SearchConfig, store
+from .common import epoch_printer, err, out, user_errors
+from .options import default, option
 
 DASHBOARDS = Path("dashboards")
 
@@ -34,7 +41,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def front_table(info) -> Table:
-    table = Table(title=f"Pareto front of {info.study} (MACs = conv+linear multiply-accumulates; FLOPs = 2 x MACs)")
+    table = Table(title=f"Pareto front of {info.study} ({COST_UNIT_TITLE})")
     for col in ("trial", "val acc %", "MACs (M)", "% of teacher", "params (M)", "student", "width",
                 "prune", "β", "T", "schedule"):
         table.add_column(col, justify="right" if col not in ("student", "prune", "schedule") else "left")
@@ -58,18 +65,13 @@ def pareto(
     no_html: Annotated[bool, typer.Option("--no-html", help="do not write the dashboard")] = False,
 ) -> None:
     """The Pareto front of a study (accuracy vs MACs) as a table, and a self-contained HTML dashboard."""
-    from . import study as studies
-    from .pareto import pareto_info
-
-    info = pareto_info(studies.load(study), studies.read_config(study))
+    info = pareto_info(store.load(study), store.read_config(study))
     if not info.front:
         c = info.counts()
         raise UserError(f"study {study!r} has no completed trial yet ({c['stopped']} stopped, "
                         f"{c['rejected']} rejected, {c['failed']} failed, {c['running']} running)")
     target = out_path or DASHBOARDS / f"{study}.html"
     if not no_html:
-        from .plots import dashboard_html
-
         _write_text(target, dashboard_html(info))
     if as_json:
         print(json.dumps(info.as_dict(), indent=2, default=str))
@@ -95,15 +97,13 @@ def export(
         "--under", help="most accurate with MACs <= 30% / 0.3 of the teacher's, or with FLOPs <= 10M")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder (default students/STUDY-tN)")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="train again for this many epochs")] = None,
+    device: Annotated[str, option(SearchConfig, "device", help="where to train")] = default(SearchConfig, "device"),
 ) -> None:
     """Export one student: safetensors bundle, TorchScript, ONNX (checked against PyTorch) and a card."""
-    from .export import export_student
-    from .provenance import default_device
-
     if sum([best, trial is not None, under is not None]) > 1:
         raise UserError("choose one of --best, --trial N, --under COST")
     folder = export_student(study, best=best, trial=trial, under=under, out=out_dir, epochs=epochs,
-                            device=default_device(), printer=lambda m: out.print(m, highlight=False),
+                            device=resolve_device(device), printer=lambda m: out.print(m, highlight=False),
                             progress=epoch_printer("student"))
     card = json.loads((folder / "card.json").read_text())
     lat = card["cpu_latency_ms"]

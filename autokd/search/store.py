@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UserError
+from ..errors import UserError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-OBJECTIVES = ("val_accuracy", "macs")      # the study's values, in this order
+OBJECTIVES = ("val_accuracy", "macs")      # the study's values, in this order (optuna-dashboard shows these names)
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -59,6 +59,17 @@ def load(name: str):
         raise StudyError(f"no study {name!r} under {studies_root()} (studies here: {known})")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=name, storage=storage_url(name))
+
+
+def create(name: str, sampler=None):
+    """Create the study ``name`` (or open it if it exists) with autokd's two objectives, named."""
+    import optuna
+
+    study = optuna.create_study(study_name=name, storage=storage_url(name), directions=list(DIRECTIONS),
+                                sampler=sampler, load_if_exists=True)
+    if study.metric_names != list(OBJECTIVES):
+        study.set_metric_names(list(OBJECTIVES))
+    return study
 
 
 def list_names() -> list[str]:

@@ -11,8 +11,7 @@ from typing import Callable
 import typer
 from rich.console import Console
 
-from .errors import UserError
-from .registry import UnknownName
+from ..errors import UserError
 
 out = Console()
 err = Console(stderr=True)
@@ -30,7 +29,7 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (UserError, UnknownName) as e:
+        except UserError as e:
             fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
         except KeyboardInterrupt:
             err.print("interrupted")

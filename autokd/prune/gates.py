@@ -1,6 +1,7 @@
-"""Learned channel gates for pruning during distillation (PDD, seed 002; ../shared/METHODS.md §3).
+"""Learned channel gates for pruning during distillation (PDD: Dan, Yang, Zhang et al.,
+Cognitive Computation 2024, doi 10.1007/s12559-024-10350-9).
 
-Each prunable group (see :mod:`autokd.prune`) gets one gate vector ``g = sigmoid(logit)``, one
+Each prunable group (see :mod:`autokd.prune.structure`) gets one gate vector ``g = sigmoid(logit)``, one
 value per output channel, shared by every layer of the group, so a residual stream is gated
 consistently. A forward hook multiplies the output of the module right after each member (its
 BN, or the layer itself when no BN follows) by ``g``. The gates train with the student; then
@@ -21,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .prune import RatioSpec, _groups_of, _trace, n_pruned, resolve_ratios
+from .structure import RatioSpec, groups_of, n_pruned, resolve_ratios, trace
 
 
 def _fold(module: nn.Module, g: torch.Tensor) -> None:
@@ -51,9 +52,9 @@ class ChannelGates(nn.Module):
                  init_logit: float = 3.0) -> None:
         super().__init__()
         per_layer = resolve_ratios(model, ratios)
-        dg = _trace(model, tuple(input_shape))
+        dg = trace(model, tuple(input_shape))
         self.input_shape = tuple(input_shape)
-        self.groups = _groups_of(model, dg)
+        self.groups = groups_of(model, dg)
         channels = [dg.get_out_channels(model.get_submodule(g.members[0])) for g in self.groups]
         self.n_remove = [n_pruned(c, per_layer[g.members[0]]) for c, g in zip(channels, self.groups)]
         device = next(model.parameters()).device
@@ -119,7 +120,7 @@ class ChannelGates(nn.Module):
                     _fold(model.get_submodule(name), soft)
                 plans.append((g.members[0], (~self.keep_mask(i)).nonzero().flatten().tolist()))
         self.remove()
-        dg = _trace(model, self.input_shape)
+        dg = trace(model, self.input_shape)
         for name, idxs in plans:
             if idxs:
                 root = model.get_submodule(name)

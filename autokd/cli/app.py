@@ -1,7 +1,8 @@
-"""The ``autokd`` command line: thin typer commands, each calling one library function.
+"""The ``autokd`` app: the commands models, datasets, train, search and studies; ``distill``,
+``pareto`` and ``export`` live in their own modules and are registered here.
 
 A user mistake (``UserError``) is printed as one line on stderr with exit code 2, never a
-traceback. Heavy imports (ray, plotly, optuna) happen inside the commands that need them.
+traceback. Every option that a dataclass field defines takes its default and help from it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli_common import check_positive, epoch_printer, err, out, parse_shape, user_errors
+from ..bundle import save_bundle
+from ..candidate import Candidate
+from ..data import dataset_status, load_dataset
+from ..measure import COST_UNIT_TITLE, measure
+from ..models import MODELS, create_model
+from ..pareto import pareto_info
+from ..provenance import resolve_device
+from ..search import SearchConfig
+from ..search import search as run_search
+from ..search import store
+from ..teacher import cache_dir, get_teacher, train_model
+from ..train import TrainConfig
+from .common import check_positive, epoch_printer, err, out, parse_shape, user_errors
+from .distill import distill
+from .options import default, option
+from .pareto import export, front_table, pareto
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="autokd: search knowledge distillation and structured pruning together.")
@@ -25,9 +41,6 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Every architecture in the zoo with its MACs and params."""
-    from .models import MODELS, create_model
-    from .measure import measure
-
     c, h, w = parse_shape(input)
     rows = []
     for name in MODELS:
@@ -38,7 +51,7 @@ def models(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"autokd zoo on {c}x{h}x{w}, {num_classes} classes (MACs = conv+linear multiply-accumulates; FLOPs = 2 x MACs)")
+    table = Table(title=f"autokd zoo on {c}x{h}x{w}, {num_classes} classes ({COST_UNIT_TITLE})")
     for col in ("model", "MACs (M)", "FLOPs (M)", "params (M)", "distillation points"):
         table.add_column(col, justify="right" if "(" in col else "left")
     for r in rows:
@@ -51,8 +64,6 @@ def models(
 @user_errors
 def datasets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every dataset, and whether it is available offline here."""
-    from .data import dataset_status
-
     rows = dataset_status()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -70,66 +81,68 @@ def datasets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @user_errors
 def train(
     arch: Annotated[str, typer.Argument(help="a zoo architecture, see `autokd models`")],
-    dataset: Annotated[str, typer.Option(help="see `autokd datasets`")] = "digits",
-    epochs: Annotated[int, typer.Option(help="training epochs")] = 15,
-    width: Annotated[float, typer.Option(help="width multiplier")] = 1.0,
-    lr: Annotated[float, typer.Option(help="peak learning rate (cosine schedule)")] = 0.05,
-    seed: Annotated[int, typer.Option(help="init, data order and split seed")] = 0,
+    dataset: Annotated[str, option(SearchConfig, "dataset")] = default(SearchConfig, "dataset"),
+    epochs: Annotated[int, option(TrainConfig, "epochs")] = default(TrainConfig, "epochs"),
+    width: Annotated[float, option(Candidate, "width")] = default(Candidate, "width"),
+    lr: Annotated[float, option(TrainConfig, "lr")] = default(TrainConfig, "lr"),
+    seed: Annotated[int, option(TrainConfig, "seed", help="also the init and the data split")] = default(TrainConfig, "seed"),
+    train_subset: Annotated[Optional[int], option(SearchConfig, "train_subset")] = default(SearchConfig, "train_subset"),
+    device: Annotated[str, option(SearchConfig, "device", help="where to train")] = default(SearchConfig, "device"),
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="write the bundle here instead of the cache")] = None,
     force: Annotated[bool, typer.Option(help="retrain even if a cached teacher exists")] = False,
 ) -> None:
     """Train a zoo model from scratch (a teacher) and cache it as safetensors + a JSON card."""
-    from .data import load_dataset
-    from .models import MODELS
-    from .provenance import default_device
-    from .teacher import cache_dir, get_teacher, train_model
-    from .bundle import save_bundle
-    from .train import TrainConfig
-
     MODELS.get(arch)
     check_positive(epochs=epochs, width=width, lr=lr)
-    data = load_dataset(dataset, seed=seed)
+    if train_subset is not None:
+        check_positive(train_subset=train_subset)
+    dev = resolve_device(device)
+    data = load_dataset(dataset, seed=seed, train_subset=train_subset)
     cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed)
-    target = out_dir or cache_dir(arch, data.name, cfg, width)
+    target = out_dir or cache_dir(arch, data.name, cfg, width, data.train_subset)
     if force or out_dir:
-        model, card = train_model(arch, data, cfg, width=width, progress=epoch_printer(arch), device=default_device())
+        model, card = train_model(arch, data, cfg, width=width, progress=epoch_printer(arch), device=dev)
         save_bundle(model, target, card)
     else:
-        model, card = get_teacher(arch, data, cfg, width=width, progress=epoch_printer(arch),
-                                  device=default_device(), on_train=out.print)
+        model, card = get_teacher(arch, data, cfg, width=width, progress=epoch_printer(arch), device=dev,
+                                  on_train=out.print)
     out.print(f"[bold]{arch}[/] on {data.name}: test accuracy {100 * card['test_accuracy']:.2f}%  "
               f"val {100 * card['val_accuracy']:.2f}%  MACs {card['macs'] / 1e6:.3f} M  "
               f"params {card['params'] / 1e6:.3f} M", highlight=False)
     out.print(f"saved: {target}", highlight=False)
 
 
+S = SearchConfig
+
+
 @app.command()
 @user_errors
 def search(
-    teacher: Annotated[str, typer.Option(help="architecture name (trained once, cached) or a bundle path")] = "resnet56",
-    flops_budget: Annotated[str, typer.Option(help="share of the teacher's cost (40%, 0.4) or FLOPs (100M)")] = "40%",
-    dataset: Annotated[str, typer.Option(help="see `autokd datasets`")] = "digits",
-    space: Annotated[Optional[str], typer.Option(help="search space YAML (default: the teacher family's)")] = None,
-    study: Annotated[Optional[str], typer.Option(help="study name under studies/ (default TEACHER-DATASET)")] = None,
-    trials: Annotated[int, typer.Option(help="trained trials wanted in total (resumes count)")] = 12,
-    parallel: Annotated[int, typer.Option(help="trials at once")] = 2,
-    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 5,
-    teacher_epochs: Annotated[int, typer.Option(help="epochs for a named teacher trained on first use")] = 15,
-    sampler: Annotated[str, typer.Option(help="tpe | nsga2 | random")] = "tpe",
-    seed: Annotated[int, typer.Option(help="study seed (sampler, splits, trial seeds)")] = 0,
-    address: Annotated[Optional[str], typer.Option(help="join a Ray cluster (`ray start --head`), HOST:PORT")] = None,
-    cpus_per_trial: Annotated[float, typer.Option(help="CPUs (and torch threads) per trial")] = 1.0,
-    gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial (fractions share a GPU)")] = 0.0,
-    early_stopping: Annotated[bool, typer.Option(help="stop trials dominated at a rung (two objectives)")] = True,
-    train_subset: Annotated[Optional[int], typer.Option(help="train on the first N training images only")] = None,
+    teacher: Annotated[str, option(S, "teacher")] = default(S, "teacher"),
+    flops_budget: Annotated[str, option(S, "flops_budget")] = default(S, "flops_budget"),
+    dataset: Annotated[str, option(S, "dataset")] = default(S, "dataset"),
+    space: Annotated[Optional[str], option(S, "space")] = default(S, "space"),
+    study: Annotated[Optional[str], option(S, "study")] = default(S, "study"),
+    trials: Annotated[int, option(S, "trials")] = default(S, "trials"),
+    parallel: Annotated[int, option(S, "parallel")] = default(S, "parallel"),
+    epochs: Annotated[int, option(S, "epochs")] = default(S, "epochs"),
+    lr: Annotated[Optional[float], option(S, "lr")] = default(S, "lr"),
+    teacher_epochs: Annotated[int, option(S, "teacher_epochs")] = default(S, "teacher_epochs"),
+    sampler: Annotated[str, option(S, "sampler")] = default(S, "sampler"),
+    seed: Annotated[int, option(S, "seed")] = default(S, "seed"),
+    address: Annotated[Optional[str], option(S, "address")] = default(S, "address"),
+    cpus_per_trial: Annotated[float, option(S, "cpus_per_trial")] = default(S, "cpus_per_trial"),
+    gpus_per_trial: Annotated[float, option(S, "gpus_per_trial")] = default(S, "gpus_per_trial"),
+    device: Annotated[str, option(S, "device")] = default(S, "device"),
+    early_stopping: Annotated[bool, option(S, "early_stopping")] = default(S, "early_stopping"),
+    train_subset: Annotated[Optional[int], option(S, "train_subset")] = default(S, "train_subset"),
 ) -> None:
     """Search students: distillation and pruning settings against accuracy and MACs, under a budget."""
-    from .search import SearchConfig, search as run_search
-
     cfg = SearchConfig(teacher=teacher, dataset=dataset, flops_budget=flops_budget, space=space, study=study,
-                       trials=trials, parallel=parallel, epochs=epochs, teacher_epochs=teacher_epochs,
+                       trials=trials, parallel=parallel, epochs=epochs, lr=lr, teacher_epochs=teacher_epochs,
                        sampler=sampler, seed=seed, address=address, cpus_per_trial=cpus_per_trial,
-                       gpus_per_trial=gpus_per_trial, early_stopping=early_stopping, train_subset=train_subset)
+                       gpus_per_trial=gpus_per_trial, device=device, early_stopping=early_stopping,
+                       train_subset=train_subset)
     try:
         result = run_search(cfg, printer=lambda m: out.print(m, highlight=False))
     except KeyboardInterrupt:
@@ -142,13 +155,9 @@ def search(
 
 def print_front(name: str) -> None:
     """The front as a table (the one `autokd pareto` prints), and where the study lives."""
-    from . import study as studies
-    from .cli_pareto import front_table
-    from .pareto import pareto_info
-
-    info = pareto_info(studies.load(name), studies.read_config(name), importances=False)
+    info = pareto_info(store.load(name), store.read_config(name), importances=False)
     (out if out.is_terminal else Console(width=160)).print(front_table(info))  # piped: 160 columns
-    out.print(f"study: {studies.study_dir(name)}  (optuna-dashboard {studies.storage_url(name)})", highlight=False)
+    out.print(f"study: {store.study_dir(name)}  (optuna-dashboard {store.storage_url(name)})", highlight=False)
     out.print(f"next: autokd pareto {name}   |   autokd export {name} --best", highlight=False)
 
 
@@ -156,8 +165,7 @@ def print_front(name: str) -> None:
 @user_errors
 def studies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The studies on disk, their trial counts and fronts."""
-    from . import study as st
-
+    st = store
     rows = []
     for name in st.list_names():
         s = st.load(name)
@@ -182,17 +190,9 @@ def studies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     out.print(table)
 
 
-def _register() -> None:
-    """The commands that live in their own modules (they import this one for its helpers)."""
-    from .cli_distill import distill
-    from .cli_pareto import export, pareto
-
-    app.command()(distill)
-    app.command()(pareto)
-    app.command()(export)
-
-
-_register()
+app.command()(distill)
+app.command()(pareto)
+app.command()(export)
 
 
 def main() -> None:

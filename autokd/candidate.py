@@ -1,0 +1,77 @@
+"""A candidate student: plain data that defines one student and how it is trained.
+
+What the search samples (``autokd.space``) and what ``autokd distill`` parses from its flags; the
+run itself is :mod:`autokd.trial`. Torch-free: sampling and checking a candidate touch no tensors.
+Every field's default and help text are the CLI's (``autokd.cli.options``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import UserError
+from .fields import knob
+
+PRUNE_AT = ("start", "during")
+MAX_RATIO = 0.95  # largest pruning ratio: past it a 16-channel layer keeps 1 channel; no search needs more
+LEARNED_MASK = "learned-mask"  # the prune method that learns its masks while distilling (PDD)
+
+
+@dataclass
+class Candidate:
+    """Everything that defines one student and how it is trained. JSON-able."""
+
+    student: str = knob("resnet20", "the student's zoo architecture, see `autokd models`")
+    width: float = knob(1.0, "student width multiplier, applied before pruning")
+    prune: dict[str, float] = knob(help="0.4 (every layer) or KEY=RATIO, repeatable", factory=dict)
+    prune_method: str = knob("l1", "l1 | bn | taylor | learned-mask (masks learned while distilling, PDD)")
+    prune_at: str = knob("start", "start (prune, then distil) | during (mid-training)")
+    lambdas: dict[str, float] = knob(help="tI:sJ=W, repeatable: weight of teacher point I -> student point J",
+                                     factory=dict)
+    kd_loss: str = knob("vid", "feature loss per pair: vid | fitnet | at")
+    beta: float = knob(0.5, "task-loss weight in [0, 1]; 1 - beta weighs the feature pairs")
+    temperature: float = knob(4.0, "KD temperature T on the logits (> 0)")
+    kd_alpha: float = knob(0.5, "share of the soft-target term in the task loss; 0 = labels only, no teacher")
+    schedule: str = knob("one-stage", "one-stage | two-stage (classifier first, then distil)")
+    stage1_fraction: float = knob(0.3, "two-stage: share of epochs spent stabilising the classifier")
+    align_teacher: bool = knob(False, "InDistill: narrow teacher points to the student widths, no regressor")
+    curriculum: bool = knob(False, "switch feature pairs on shallow to deep, then the task only")
+    # a distilled student, trained once (not a search trial, which ranks candidates in fewer epochs)
+    epochs: int = knob(10, "student training epochs")
+    lr: float = knob(0.05, "peak learning rate (cosine schedule), for a student trained from scratch")
+    seed: int = knob(0, "run seed: init, data order and regressor streams derive from it (autokd.seeds)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Candidate":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _prunes(c: Candidate) -> bool:
+    return any(isinstance(r, (int, float)) and r > 0 for r in c.prune.values())
+
+
+def check_candidate(c: Candidate) -> None:
+    """Raise a one-line UserError for a value no trial can run with. Torch-free, so every command
+    runs it before loading data or training a teacher; names are checked by the registries
+    (``autokd.trial.check_names``)."""
+    checks = [
+        (c.epochs >= 1, f"epochs must be >= 1, got {c.epochs}"),
+        (0.0 <= c.beta <= 1.0, f"beta must be in [0, 1], got {c.beta}"),
+        (c.temperature > 0, f"temperature must be > 0, got {c.temperature}"),
+        (0.0 <= c.kd_alpha <= 1.0, f"kd_alpha must be in [0, 1], got {c.kd_alpha}"),
+        (c.lr > 0, f"lr must be > 0, got {c.lr}"),
+        (c.width > 0, f"width must be > 0, got {c.width}"),
+        (0.0 <= c.stage1_fraction <= 1.0, f"stage1_fraction must be in [0, 1], got {c.stage1_fraction}"),
+        (c.prune_at in PRUNE_AT, f"prune_at must be one of {', '.join(PRUNE_AT)}, got {c.prune_at!r}"),
+        (c.prune_method != LEARNED_MASK or c.prune_at == "during" or not _prunes(c),
+         "prune_method learned-mask learns its masks while distilling: use prune_at during"),
+    ]
+    for key, ratio in c.prune.items():
+        ok = not isinstance(ratio, bool) and isinstance(ratio, (int, float)) and 0.0 <= ratio <= MAX_RATIO
+        checks.append((ok, f"pruning ratio {key}={ratio!r} must be a number in [0, {MAX_RATIO}]"))
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)

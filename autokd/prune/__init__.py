@@ -1,0 +1,14 @@
+"""Prune stage: physical structured pruning of output channels with Torch-Pruning's DepGraph.
+
+  ``structure``  the layout: coupled groups, stages, ratio specs, the channel-counting rule
+  ``cost``       predict_cost: the exact plan and MACs of a pruned architecture, before training
+  ``channels``   prune_model: remove channels in place, ranked by a criterion (CRITERIA)
+  ``gates``      ChannelGates: learned masks for pruning during distillation (PDD)
+"""
+from .channels import CRITERIA, Criterion, copy_into, prune_model
+from .cost import predict_cost
+from .gates import ChannelGates
+from .structure import MAX_RATIO, RatioSpec, n_pruned, prunable_groups, resolve_ratios
+
+__all__ = ["CRITERIA", "Criterion", "ChannelGates", "MAX_RATIO", "RatioSpec", "n_pruned", "prunable_groups",
+           "resolve_ratios", "prune_model", "copy_into", "predict_cost"]

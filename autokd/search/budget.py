@@ -1,0 +1,86 @@
+"""The cost budget and what a candidate costs against it, known before anything trains.
+
+``40%`` and ``0.4`` mean 40 % of the teacher's MACs. ``100M`` (also ``2.5G``, ``1e8``) is an
+absolute count of **FLOPs**, as the flag's name says: 100 M FLOPs = 50 M MACs.
+:func:`predict_macs` gives a candidate's exact MACs from its architecture and ratios alone
+(``autokd.prune.predict_cost``); :func:`cheapest_macs` the least any candidate of a space can cost.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bundle import load_bundle
+from ..candidate import Candidate
+from ..errors import UserError
+from ..measure import count_macs, flops_from_macs, macs_from_flops
+from ..models import MODELS, create_model
+from ..prune import predict_cost
+from ..space import SearchSpace, params_to_candidate
+
+SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+class BudgetError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Budget:
+    macs: int
+    text: str
+    share_of_teacher: float   # macs / teacher MACs
+
+    @property
+    def flops(self) -> int:
+        return flops_from_macs(self.macs)
+
+    def as_dict(self) -> dict:
+        return {"macs_budget": self.macs, "flops_budget": self.flops, "budget_text": self.text,
+                "budget_share_of_teacher": self.share_of_teacher}
+
+
+def parse_budget(text: str, teacher_macs: int) -> Budget:
+    t = str(text).strip().upper().replace("FLOPS", "")
+    hint = "use a share of the teacher's cost (40% or 0.4) or a FLOPs count (100M, 2.5G)"
+    m = re.fullmatch(r"([-+]?\d+(?:\.\d+)?(?:E[-+]?\d+)?)\s*(%|[KMGT]?)", t)
+    if not m:
+        raise BudgetError(f"--flops-budget {text!r} is not a budget; {hint}")
+    value, unit = float(m.group(1)), m.group(2)
+    if unit == "%" or (unit == "" and value <= 1.0):
+        share = value / 100 if unit == "%" else value
+        if not 0 < share <= 1:
+            raise BudgetError(f"--flops-budget {text!r}: a share of the teacher's cost must be in (0%, 100%]")
+        return Budget(max(1, int(share * teacher_macs)), text, share)
+    if unit == "" and value < 1000:  # "5" is neither a share nor a plausible FLOPs count
+        raise BudgetError(f"--flops-budget {text!r} is ambiguous; {hint}")
+    macs = macs_from_flops(value * SUFFIX[unit])
+    if macs <= 0:
+        raise BudgetError(f"--flops-budget {text!r} must be positive; {hint}")
+    return Budget(macs, text, macs / teacher_macs)
+
+
+def teacher_arch_and_macs(spec: str, input_shape: tuple[int, ...], num_classes: int) -> tuple[str, int]:
+    """The teacher's architecture and MACs, known without training it."""
+    if spec in MODELS and not Path(spec).exists():
+        model = create_model(spec, num_classes=num_classes, in_channels=input_shape[0])
+        return spec, count_macs(model, input_shape)
+    if not Path(spec).exists():
+        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
+                        + ", ".join(MODELS.names()))
+    model, _ = load_bundle(spec)
+    return model.arch, count_macs(model, input_shape)
+
+
+def predict_macs(cand: Candidate, num_classes: int, input_shape: tuple[int, ...]) -> int:
+    """The exact MACs of ``cand``'s student after pruning, from its architecture and ratios alone."""
+    _, cost = predict_cost(cand.student, num_classes=num_classes, in_channels=input_shape[0],
+                           width=cand.width, ratios_spec=cand.prune or 0.0, input_shape=input_shape)
+    return cost.macs
+
+
+def cheapest_macs(space: SearchSpace, base: Candidate, num_classes: int, input_shape: tuple[int, ...]) -> int:
+    """The least a candidate of ``space`` can cost (its cheapest corners, ``min_cost_candidates``)."""
+    return min(predict_macs(params_to_candidate(p, fixed=space.fixed, base=base), num_classes, input_shape)
+               for p in space.min_cost_candidates())

@@ -1,0 +1,158 @@
+"""The search driver: Optuna is the brain, Ray Tune the muscle.
+
+``search(cfg)`` prepares the search (:mod:`autokd.search.prepare`: every check, nothing written),
+then, holding the study's lock: gets the teacher (trained once and cached for a name), opens the
+Optuna study on disk (``studies/<name>/study.db``) with its sampler, writes ``config.json`` before
+trial 0, trains the reference student once, and runs rounds of Ray Tune
+(:mod:`autokd.search.tune`, imported here once, lazily: Ray loads only when a search runs) until
+``cfg.trials`` trials were trained. Only the driver writes to the study; workers report through Ray.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import optuna
+
+from ..bundle import plan_of, write_json
+from ..candidate import Candidate
+from ..errors import UserError
+from ..measure import COST_UNIT
+from ..provenance import provenance, resolve_device
+from ..seeds import sampler_seed
+from ..teacher import get_teacher, train_model
+from ..train import TrainConfig
+from . import store
+from .config import SAMPLERS, SearchConfig
+from .prepare import Plan, prepare
+from .stopping import ParetoStopper, RungResult, default_rungs
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Session:
+    """A prepared search with its study open: what every round of trials reads."""
+
+    plan: Plan
+    folder: Path                 # studies/<name>/
+    study: optuna.Study
+    teacher_blob: tuple          # (plan_of(teacher), CPU state dict): what a worker rebuilds it from
+    stopper: ParetoStopper | None
+
+    @property
+    def cfg(self) -> SearchConfig:
+        return self.plan.cfg
+
+
+def search(cfg: SearchConfig | None = None, *, printer: Say | None = None, **overrides) -> optuna.Study:
+    """Run (or resume) a study until ``cfg.trials`` trials were trained; returns the Optuna study.
+
+    Everything a user can get wrong is checked before anything is written or trained.
+    """
+    plan = prepare(replace(cfg or SearchConfig(), **overrides))
+    say = printer or (lambda _msg: None)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with store.locked(plan.cfg.study) as folder:
+        session = open_session(plan, folder, say)
+        run_trials(session, say)
+    return session.study
+
+
+def open_session(plan: Plan, folder: Path, say: Say) -> Session:
+    """The teacher, the study and its sampler, the config record (new study) and the reference point."""
+    cfg = plan.cfg
+    saved = store.read_config(cfg.study)
+    teacher, tcard = get_teacher(cfg.teacher, plan.data, TrainConfig(epochs=cfg.teacher_epochs, seed=cfg.seed),
+                                 device=resolve_device(cfg.device), on_train=say)
+    stored = saved.get("sampler", {})  # a resumed study keeps the sampler and seed it was created with
+    seed0, name = stored.get("seed", cfg.seed), stored.get("name", cfg.sampler)
+    study = store.create(cfg.study)
+    study.sampler = SAMPLERS.get(name)(sampler_seed(seed0, len(study.trials)), cfg.trials)
+    if not saved:
+        _record_new_study(plan, study, folder, tcard, seed0)
+    lost = store.recover_interrupted(study)
+    if lost:
+        say(f"resuming: {lost} trial(s) left running by an earlier driver recorded as failed")
+    c, b = store.counts(study), plan.budget
+    say(f"study {cfg.study}: {c['trained']} of {cfg.trials} trials trained so far; budget "
+        f"{b.macs / 1e6:.3f} M MACs ({b.flops / 1e6:.3f} M FLOPs, "
+        f"{100 * b.share_of_teacher:.0f}% of teacher {plan.teacher_arch})")
+    if cfg.reference and not study.user_attrs.get("references"):
+        study.set_user_attr("references", [reference_student(plan, say)])
+    stopper = ParetoStopper(default_rungs(cfg.epochs), cfg.min_dominators, cfg.stop_margin) if cfg.early_stopping else None
+    if stopper:
+        _preload_rungs(study, stopper)
+    blob = (plan_of(teacher), {k: v.detach().cpu() for k, v in teacher.state_dict().items()})
+    return Session(plan, folder, study, blob, stopper)
+
+
+def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict, seed: int) -> None:
+    cfg, budget = plan.cfg, plan.budget
+    record = {"search": cfg.as_dict(), "space": {"name": plan.space.name, "path": str(plan.space.path)},
+              "teacher": {"spec": cfg.teacher, "arch": plan.teacher_arch, "macs": plan.teacher_macs,
+                          "test_accuracy": tcard.get("test_accuracy"), "val_accuracy": tcard.get("val_accuracy"),
+                          "bundle": tcard.get("cached_at", cfg.teacher)},
+              "budget": budget.as_dict(), "sampler": {"name": cfg.sampler, "seed": seed},
+              "objectives": {"values": list(store.OBJECTIVES), "directions": list(store.DIRECTIONS)},
+              "cost_unit": COST_UNIT, "provenance": provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    attrs = {**budget.as_dict(), "teacher": cfg.teacher, "teacher_arch": plan.teacher_arch,
+             "teacher_macs": plan.teacher_macs, "dataset": cfg.dataset, "space": plan.space.name,
+             "objectives": list(store.OBJECTIVES), "cost_unit": COST_UNIT, "input_shape": list(plan.shape),
+             "num_classes": plan.data.num_classes}
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    write_json(folder / "config.json", record)
+
+
+def reference_student(plan: Plan, say: Say) -> dict:
+    """The space's first student, unpruned at width 1, trained alone (cross-entropy, no teacher)
+    for the trials' epochs and seed: the reference point of ``autokd pareto``'s scatter. Its
+    validation accuracy only; the test set stays unread."""
+    cfg, space = plan.cfg, plan.space
+    dists = space.distributions
+    arch = space.fixed.get("student/arch") or (dists["student/arch"].choices[0] if "student/arch" in dists
+                                               else Candidate().student)
+    say(f"training the reference: {arch} alone (unpruned, width 1, no teacher), {cfg.epochs} epochs")
+    device = resolve_device(cfg.device) if cfg.gpus_per_trial > 0 else "cpu"
+    _, card = train_model(arch, plan.data, TrainConfig(epochs=cfg.epochs, seed=cfg.seed), device=device)
+    return {"label": f"{arch} trained alone (unpruned, width 1)", "arch": arch, "width": 1.0,
+            "epochs": cfg.epochs, "val_accuracy": card["val_accuracy"], "macs": card["macs"],
+            "params": card["params"]}
+
+
+def _preload_rungs(study: optuna.Study, stopper: ParetoStopper) -> None:
+    """A resumed study's rung table: every trained trial's accuracy at each rung it reached."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=states):
+        for epoch, acc in t.user_attrs.get("epoch_val_accuracy", {}).items():
+            if int(epoch) in stopper.rungs:
+                stopper.record(RungResult(t.number, int(epoch), float(acc), int(t.user_attrs.get("macs", 0))))
+
+
+def run_trials(session: Session, say: Say) -> None:
+    """Rounds of Ray Tune until the target is trained; Ctrl-C ends the search (KeyboardInterrupt)."""
+    from . import tune  # Ray: imported when a search runs, not when autokd is
+
+    cfg, study = session.cfg, session.study
+    counts = store.counts(study)
+    started, failures_at_start = time.time(), counts["failed"]
+    try:
+        with tune.Interrupt() as interrupt:
+            while counts["trained"] < cfg.trials:
+                if counts["failed"] - failures_at_start >= max(3, cfg.trials):
+                    raise UserError(f"{counts['failed'] - failures_at_start} trials failed in this run; see "
+                                    f"`autokd studies` and the trials' 'failure' attribute in {session.folder}")
+                before = (counts["trained"], counts["failed"])
+                tune.run_round(session, tune.Tally.of(counts), started, say, interrupt)
+                if interrupt.hit:
+                    raise KeyboardInterrupt
+                counts = store.counts(study)
+                if (counts["trained"], counts["failed"]) == before:
+                    break  # nothing ran and nothing failed: do not spin
+    finally:
+        tune.shutdown_ray()
+    say(f"study {cfg.study}: {counts['done']} done, {counts['stopped']} stopped early, "
+        f"{counts['rejected']} rejected (over budget), {counts['failed']} failed — {session.folder}")

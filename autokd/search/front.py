@@ -1,0 +1,34 @@
+"""Pareto dominance on (accuracy max, MACs min) points and the 2-D hypervolume: pure functions,
+used by the search while it runs and by :mod:`autokd.pareto` after it."""
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def dominates(a: dict, b: dict) -> bool:
+    """``a`` is at least as accurate and as cheap as ``b``, and strictly better in one."""
+    return (a["val_accuracy"] >= b["val_accuracy"] and a["macs"] <= b["macs"]
+            and (a["val_accuracy"] > b["val_accuracy"] or a["macs"] < b["macs"]))
+
+
+def pareto_front_points(points: Iterable[dict]) -> list[dict]:
+    """The points no other point dominates (ties both kept), sorted by MACs then accuracy (desc)."""
+    points = list(points)
+    front = [p for p in points if not any(dominates(q, p) for q in points)]
+    return sorted(front, key=lambda p: (p["macs"], -p["val_accuracy"], p.get("number", 0)))
+
+
+def hypervolume_2d(points: Iterable[tuple[float, float]], reference_macs: float) -> float:
+    """Area dominated by (accuracy, macs) points w.r.t. (0, reference_macs), MACs / reference.
+
+    Sort by cost, sweep: between one cost and the next, the best accuracy so far is the height.
+    Points at or beyond the reference (macs >= reference, accuracy <= 0) add nothing.
+    """
+    if not reference_macs or reference_macs <= 0:
+        return 0.0
+    pts = sorted((m / reference_macs, a) for a, m in points if a > 0 and m < reference_macs)
+    area, best = 0.0, 0.0
+    for (cost, acc), nxt in zip(pts, [c for c, _ in pts[1:]] + [1.0]):
+        best = max(best, acc)
+        area += (nxt - cost) * best
+    return area

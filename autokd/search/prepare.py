@@ -1,0 +1,71 @@
+"""Preparing a search: every check a user can fail, before anything is written or trained.
+
+:func:`prepare` resolves a :class:`~autokd.search.config.SearchConfig` into a :class:`Plan`, the
+one object the driver runs: the data, the teacher's architecture and MACs, the budget, the space,
+the base candidate. It loads the dataset (to know the input shape) but trains nothing, writes
+nothing, and touches no study but to read the config of one being resumed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..candidate import Candidate
+from ..data import DataSplits, load_dataset
+from ..errors import UserError
+from ..space import SearchSpace, default_space_for, load_space
+from . import store
+from .budget import Budget, cheapest_macs, parse_budget, teacher_arch_and_macs
+from .config import SearchConfig, check_config, default_study_name
+
+RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "train_subset")  # fixed per study
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked search, ready to run: ``autokd.search.driver.run(plan)``."""
+
+    cfg: SearchConfig            # with its study name resolved
+    data: DataSplits
+    shape: tuple[int, int, int]  # the input (C, H, W)
+    teacher_arch: str
+    teacher_macs: int
+    budget: Budget
+    space: SearchSpace
+    base: Candidate              # what every sample starts from (the trial epochs, a fixed lr)
+
+
+def prepare(cfg: SearchConfig) -> Plan:
+    """Check ``cfg`` and resolve everything a search needs but the teacher's weights; see the module doc."""
+    cfg = replace(cfg, study=cfg.study or default_study_name(cfg))
+    check_config(cfg)
+    data = load_dataset(cfg.dataset, seed=cfg.seed, train_subset=cfg.train_subset)
+    shape = (data.in_channels, *data.image_size)
+    teacher_arch, teacher_macs = teacher_arch_and_macs(cfg.teacher, shape, data.num_classes)
+    budget = parse_budget(cfg.flops_budget, teacher_macs)
+    space = _space(cfg, teacher_arch)
+    base = Candidate(epochs=cfg.epochs) if cfg.lr is None else Candidate(epochs=cfg.epochs, lr=cfg.lr)
+    floor = cheapest_macs(space, base, data.num_classes, shape)
+    if floor > budget.macs:
+        raise UserError(f"no candidate of space {space.name!r} fits the budget: the cheapest costs "
+                        f"{floor:,} MACs, the budget is {budget.macs:,} MACs ({cfg.flops_budget}); "
+                        "raise --flops-budget or use a space with smaller students")
+    if store.exists(cfg.study):
+        check_resume(cfg, store.read_config(cfg.study))
+    return Plan(cfg, data, shape, teacher_arch, teacher_macs, budget, space, base)
+
+
+def _space(cfg: SearchConfig, teacher_arch: str) -> SearchSpace:
+    space = load_space(cfg.space or default_space_for(teacher_arch))
+    if cfg.lr is None:
+        return space
+    fixed = {**space.fixed, "train/lr": cfg.lr}  # --lr fixes what the space would sample
+    return replace(space, fixed=fixed, distributions={k: v for k, v in space.distributions.items() if k not in fixed})
+
+
+def check_resume(cfg: SearchConfig, saved: dict) -> None:
+    """A resumed study keeps the settings it was created with (RESUME_KEYS)."""
+    old = saved.get("search", {})
+    for key in RESUME_KEYS:
+        if key in old and old[key] != getattr(cfg, key) and not (key == "space" and cfg.space is None):
+            raise UserError(f"study {cfg.study!r} was created with --{key.replace('_', '-')} {old[key]!r}, "
+                            f"not {getattr(cfg, key)!r}; resume with the same settings or use another --study")

@@ -1,0 +1,98 @@
+"""One student distilled from a teacher, end to end: what ``autokd distill`` runs.
+
+:func:`distill_student` checks everything a user can get wrong (values, names, pairs, λ_ij)
+before the data is loaded or a teacher trained, then gets the teacher (trained once and cached
+for a name), runs the candidate with :func:`autokd.trial.run_trial` on the whole pipeline
+(prune, distil, measure), evaluates the test set once, and writes the student's bundle.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .bundle import load_bundle
+from .candidate import Candidate, check_candidate
+from .data import load_dataset
+from .distill import PAIRINGS, make_pairs, parse_lambda
+from .errors import UserError
+from .fields import DEVICES, knob
+from .models import MODELS, create_model
+from .provenance import resolve_device
+from .teacher import get_teacher
+from .train import Diverged, TrainConfig
+from .trial import TrialContext, TrialResult, check_names, run_trial
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass
+class DistillJob:
+    """``autokd distill``'s settings besides the candidate's; defaults and help are the command's."""
+
+    teacher: str = knob("resnet20", "zoo name (trained once, cached) or bundle folder")
+    dataset: str = knob("digits", "see `autokd datasets`")
+    pairs: str = knob("diag", "feature pairing: all | diag | none (weight 1 per pair); --lambda replaces it")
+    teacher_epochs: int = knob(TrainConfig().epochs, "epochs for a named teacher trained on first use")
+    train_subset: int | None = knob(None, "train on the first N training images only")
+    device: str = knob("auto", "where to train: auto (cuda if available) | cpu | cuda")
+    # the command's student: a small net distilled from the default resnet20 teacher
+    candidate: Candidate = knob(help="the student and how it is trained", factory=lambda: Candidate(student="convverytiny"))
+
+
+def teacher_points(spec: str, num_classes: int, in_channels: int) -> int:
+    """How many distillation points the teacher ``spec`` has, known without training it."""
+    if Path(spec).exists():
+        return len(load_bundle(spec)[0].points)
+    if spec not in MODELS:
+        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
+                        + ", ".join(MODELS.names()))
+    return len(create_model(spec, num_classes=num_classes, in_channels=in_channels).points)
+
+
+def resolve_lambdas(texts: list[str] | None, pairs: str, n_teacher: int, n_student: int) -> dict[str, float]:
+    """``--lambda tI:sJ=W`` texts (they replace the pairing), else the named pairing's weights."""
+    if not texts:
+        return make_pairs(pairs, n_teacher, n_student)
+    parsed = [parse_lambda(text, n_teacher, n_student) for text in texts]
+    lambdas = dict(parsed)
+    if len(lambdas) < len(parsed):
+        raise UserError("--lambda: the same pair is given twice")
+    return lambdas
+
+
+def check_job(job: DistillJob) -> None:
+    """The checks that need no data: values, registered names, device."""
+    check_candidate(job.candidate)
+    check_names(job.candidate)
+    PAIRINGS.get(job.pairs)
+    if job.teacher_epochs < 1:
+        raise UserError(f"--teacher-epochs must be >= 1, got {job.teacher_epochs}")
+    if job.train_subset is not None and job.train_subset < 1:
+        raise UserError(f"--train-subset must be at least 1, got {job.train_subset}")
+    if job.device not in DEVICES:
+        raise UserError(f"--device {job.device!r}: choose one of {', '.join(DEVICES)}")
+
+
+def distill_student(job: DistillJob, *, lambdas: list[str] | None = None, out: str | Path | None = None,
+                    progress: Callable[[str], Progress] | None = None,
+                    printer: Callable[[str], None] | None = None) -> tuple[TrialResult, Path, dict]:
+    """Distil ``job.candidate`` from ``job.teacher``; returns (result with test accuracy, bundle folder,
+    teacher card). ``progress(label)`` makes a per-epoch callback (teacher, then student)."""
+    check_job(job)
+    c = job.candidate
+    device = resolve_device(job.device)
+    data = load_dataset(job.dataset, seed=c.seed, train_subset=job.train_subset)
+    n_s = len(create_model(c.student, num_classes=data.num_classes, in_channels=data.in_channels, width=c.width).points)
+    c.lambdas = resolve_lambdas(lambdas, job.pairs, teacher_points(job.teacher, data.num_classes, data.in_channels), n_s)
+    teacher, card = get_teacher(job.teacher, data, TrainConfig(epochs=job.teacher_epochs, seed=c.seed),
+                                progress=progress("teacher") if progress else None, device=device, on_train=printer)
+    folder = Path(out) if out is not None else Path("runs") / f"{c.student}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ctx = TrialContext(teacher=teacher, data=data, teacher_card=card, device=device,
+                       progress=progress(c.student) if progress else None, out_dir=folder, evaluate_test=True)
+    try:
+        result = run_trial(c, ctx)
+    except Diverged as e:
+        raise UserError(f"training diverged ({e}); try a lower --lr or --temperature") from None
+    return result, folder, card
