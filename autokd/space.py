@@ -189,10 +189,8 @@ def spaces_dirs() -> list[Path]:
     where a regular install puts it (``<prefix>/share/autokd/search_spaces``, pyproject's data-files)."""
     import sys
 
-    import autokd
-
     extra = [Path(p) for p in os.environ.get(SPACES_ENV, "").split(os.pathsep) if p]
-    checkout = Path(autokd.__file__).resolve().parent.parent / "search_spaces"
+    checkout = Path(__file__).resolve().parent.parent / "search_spaces"
     installed = Path(sys.prefix) / "share" / "autokd" / "search_spaces"
     return extra + [checkout if checkout.is_dir() else installed]
 

@@ -54,7 +54,7 @@ RECOVERY_RUNS = {
 @dataclass(frozen=True)
 class Claim:
     key: str
-    seed_paper: str       # which seed paper (shared/METHODS.md) makes it
+    seed_paper: str       # which of the four method papers makes it
     statement: str
     a: str                # run compared ...
     b: str                # ... with this one: d = acc(a) - acc(b)

@@ -184,7 +184,7 @@ def test_the_local_ray_of_a_search_listens_on_loopback_only(tmp_path, monkeypatc
     import ray
 
     from autokd.search import SearchConfig
-    from autokd.search.tune import init_ray, shutdown_ray
+    from autokd.search.ray_start import init_ray, shutdown_ray
 
     world = World(tmp_path)
     for key, value in world.env().items():

@@ -1,4 +1,4 @@
-"""MACs: hand-derived cases and published anchors (../shared/METHODS.md reference table)."""
+"""MACs: hand-derived cases and published anchors (He et al. 2016; the figures papers quote for CIFAR nets)."""
 from __future__ import annotations
 
 import pytest

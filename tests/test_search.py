@@ -117,9 +117,10 @@ def test_bad_search_input(env, args, needle):
     assert not list(Path(env["tmp"] / "studies").glob("*/study.db"))  # nothing written
 
 
-def test_python_api_is_the_function_with_the_cli_defaults():
+def test_python_api_is_the_search_function():
     import autokd
-    import autokd.cli  # noqa: F401  (importing the stage module must not shadow the function)
+    import autokd.cli  # noqa: F401  (importing the stage modules must not shadow the function)
+    import autokd.search.driver  # noqa: F401
 
     assert callable(autokd.search) and autokd.search is search
     assert "search" in autokd.__all__ and "export_student" in autokd.__all__

@@ -9,6 +9,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from autokd import prune
 from autokd.bundle import load_student, save_bundle
 from autokd.cli.distill import distill, parse_prune
 from autokd.data import load_dataset
@@ -127,7 +128,6 @@ def test_bad_candidates_fail_before_training(teacher, digits, change, error):
 # ---------------------------------------------------------------- pruning hooks
 @pytest.mark.parametrize("prune_at,method", [("start", "l1"), ("during", "learned-mask"), ("during", "taylor")])
 def test_pruned_student_reaches_the_predicted_cost(teacher, digits, prune_at, method):
-    prune = pytest.importorskip("autokd.prune")
     c = Candidate(**STUDENT, lambdas=make_pairs("diag", 3, 3), epochs=2, prune={"*": 0.5},
                   prune_at=prune_at, prune_method=method)
     r = run_trial(c, _ctx(teacher, digits))

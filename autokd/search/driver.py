@@ -10,7 +10,7 @@ trial 0, trains the reference student once, and runs rounds of Ray Tune
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,25 +26,10 @@ from ..teacher import get_teacher, train_model
 from ..train import TrainConfig
 from . import store
 from .config import SAMPLERS, SearchConfig
-from .prepare import Plan, prepare
+from .prepare import Plan, Session, prepare
 from .stopping import ParetoStopper, RungResult, default_rungs
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class Session:
-    """A prepared search with its study open: what every round of trials reads."""
-
-    plan: Plan
-    folder: Path                 # studies/<name>/
-    study: optuna.Study
-    teacher_blob: tuple          # (plan_of(teacher), CPU state dict): what a worker rebuilds it from
-    stopper: ParetoStopper | None
-
-    @property
-    def cfg(self) -> SearchConfig:
-        return self.plan.cfg
 
 
 def search(cfg: SearchConfig | None = None, *, printer: Say | None = None, **overrides) -> optuna.Study:
@@ -134,7 +119,7 @@ def _preload_rungs(study: optuna.Study, stopper: ParetoStopper) -> None:
 
 def run_trials(session: Session, say: Say) -> None:
     """Rounds of Ray Tune until the target is trained; Ctrl-C ends the search (KeyboardInterrupt)."""
-    from . import tune  # Ray: imported when a search runs, not when autokd is
+    from . import ray_start, tune  # Ray: imported when a search runs, not when autokd is
 
     cfg, study = session.cfg, session.study
     counts = store.counts(study)
@@ -153,6 +138,6 @@ def run_trials(session: Session, say: Say) -> None:
                 if (counts["trained"], counts["failed"]) == before:
                     break  # nothing ran and nothing failed: do not spin
     finally:
-        tune.shutdown_ray()
+        ray_start.shutdown_ray()
     say(f"study {cfg.study}: {counts['done']} done, {counts['stopped']} stopped early, "
         f"{counts['rejected']} rejected (over budget), {counts['failed']} failed — {session.folder}")

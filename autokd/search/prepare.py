@@ -8,6 +8,9 @@ nothing, and touches no study but to read the config of one being resumed.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
 
 from ..candidate import Candidate
 from ..data import DataSplits, load_dataset
@@ -16,6 +19,7 @@ from ..space import SearchSpace, default_space_for, load_space
 from . import store
 from .budget import Budget, cheapest_macs, parse_budget, teacher_arch_and_macs
 from .config import SearchConfig, check_config, default_study_name
+from .stopping import ParetoStopper
 
 RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "train_subset")  # fixed per study
 
@@ -32,6 +36,21 @@ class Plan:
     budget: Budget
     space: SearchSpace
     base: Candidate              # what every sample starts from (the trial epochs, a fixed lr)
+
+
+@dataclass
+class Session:
+    """A prepared search with its study open: what every round of trials reads."""
+
+    plan: Plan
+    folder: Path                 # studies/<name>/
+    study: optuna.Study
+    teacher_blob: tuple          # (plan_of(teacher), CPU state dict): what a worker rebuilds it from
+    stopper: ParetoStopper | None
+
+    @property
+    def cfg(self) -> SearchConfig:
+        return self.plan.cfg
 
 
 def prepare(cfg: SearchConfig) -> Plan:

@@ -11,23 +11,20 @@ never imports Ray.
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import signal
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable
 
 import ray
 import torch
 from optuna.trial import TrialState
 from ray import tune
-from ray._private import ray_constants
 from ray.tune import Callback, Stopper
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -35,16 +32,15 @@ from ray.tune.search import Searcher
 from ..candidate import Candidate
 from ..errors import UserError
 from ..models import create_model
-from ..pareto import pareto_front_points
 from ..seeds import trial_seed
 from ..space import suggest
 from ..train import Diverged
 from ..trial import TrialContext, run_trial
 from .budget import predict_macs
-from .config import SearchConfig
+from .front import pareto_front_points
+from .prepare import Session
+from .ray_start import init_ray
 
-if TYPE_CHECKING:
-    from .driver import Session
 
 
 # ------------------------------------------------------------------ the worker side
@@ -103,12 +99,19 @@ class Tally:
         return {k: v for k, v in asdict(self).items() if k != "points"}
 
 
+def _record_epoch(trial, result: dict) -> None:
+    """Keep ``result``'s validation accuracy on the Optuna trial, by epoch (the rung table on resume)."""
+    rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
+    rungs[str(result["epoch"])] = result["val_accuracy"]
+    trial.set_user_attr("epoch_val_accuracy", rungs)
+
+
 class OptunaSearcher(Searcher):
     """A Ray Tune Searcher backed by the persistent multi-objective Optuna study of ``session``."""
 
     FINISHED = Searcher.FINISHED
 
-    def __init__(self, session: "Session", tally: Tally, interrupt: "Interrupt | None" = None) -> None:
+    def __init__(self, session: Session, tally: Tally, interrupt: "Interrupt | None" = None) -> None:
         # no metric for Tune: it would then refuse (and end the whole search on) a result
         # without it, like the final report of a diverged or out-of-memory trial
         super().__init__(metric=None, mode=None)
@@ -152,9 +155,7 @@ class OptunaSearcher(Searcher):
             # where it runs, known while it runs (a retry after a lost worker runs elsewhere)
             trial.set_user_attr("worker_pid", result["pid"])
             trial.set_user_attr("node_id", result.get("node_id"))
-        rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
-        rungs[str(result["epoch"])] = result["val_accuracy"]
-        trial.set_user_attr("epoch_val_accuracy", rungs)
+        _record_epoch(trial, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
@@ -173,9 +174,7 @@ class OptunaSearcher(Searcher):
         elif trial_id in self.stopped or not result.get("final"):
             last = self.last.get(trial_id, result)
             if "epoch" in last and "val_accuracy" in last:  # the stopping result itself, if not seen yet
-                rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
-                rungs[str(last["epoch"])] = last["val_accuracy"]
-                trial.set_user_attr("epoch_val_accuracy", rungs)
+                _record_epoch(trial, last)
             trial.set_user_attr("val_accuracy", last.get("val_accuracy"))
             trial.set_user_attr("stopped_at_epoch", last.get("epoch"))
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -322,7 +321,7 @@ class InterruptStopper(Stopper):
         return self.interrupt.hit
 
 
-def run_round(session: "Session", tally: Tally, started: float, say: Callable[[str], None] | None,
+def run_round(session: Session, tally: Tally, started: float, say: Callable[[str], None] | None,
               interrupt: Interrupt | None = None) -> None:
     """One Ray Tune run that trains trials until the target is reached (or trials fail)."""
     cfg = session.cfg
@@ -348,75 +347,3 @@ def run_round(session: "Session", tally: Tally, started: float, say: Callable[[s
     finally:
         searcher.abandon_live("interrupted (Ctrl-C)" if interrupt and interrupt.hit else
                               "interrupted: the search driver stopped while it ran")
-
-
-# ------------------------------------------------------------------ Ray start-up
-def init_ray(cfg: SearchConfig) -> None:
-    """A new local Ray bound to loopback, or the cluster at ``cfg.address``."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, cfg.parallel)))
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is the driver's: see Interrupt
-    if ray.is_initialized():
-        ray.shutdown()  # a fresh connection per search: the address may differ from the last one
-    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                  configure_logging=True)
-    if cfg.address:
-        _use_ray_token()
-        try:
-            ray.init(address=cfg.address, **kwargs)
-        except ConnectionError as e:
-            raise UserError(f"--address {cfg.address}: Ray did not accept the connection ({str(e)[:120]}); if the "
-                            "cluster uses token authentication, set RAY_AUTH_TOKEN (see `ray get-auth-token`)") from None
-    else:  # a new local Ray bound to loopback; the dashboard stays off. address="local": never
-        # join a cluster that `ray start` left on this machine (address=None would, silently)
-        with _loopback_only():
-            ray.init(address="local", _node_ip_address="127.0.0.1", num_gpus=None, **kwargs)
-
-
-@contextmanager
-def _loopback_only() -> Iterator[None]:
-    """Have a local Ray listen on 127.0.0.1 only.
-
-    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's outward address and then its
-    GCS, raylet and workers listen on every interface; it keeps the node on loopback (and its
-    servers bound there) only where it believes multi-node clusters are off. That switch is
-    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ray is imported, so the constant is set too
-    while the local node starts, and both are put back afterwards (a later ``--address`` run in
-    this process must see its real address). tests/test_faults_security.py checks the sockets."""
-    env, constant = os.environ.get(_CLUSTER_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[_CLUSTER_SWITCH], ray_constants.ENABLE_RAY_CLUSTER = "0", False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = constant
-        if env is None:
-            os.environ.pop(_CLUSTER_SWITCH, None)
-        else:
-            os.environ[_CLUSTER_SWITCH] = env
-
-
-_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-def _use_ray_token() -> None:
-    """Ray >= 2.5x clusters started with `ray start --head` require a token by default, but
-    ``ray.init(address=...)`` sends one only when RAY_AUTH_MODE=token. Where the user has a token
-    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, which `ray start` writes) and did
-    not choose a mode, send it; a cluster without authentication accepts it too."""
-    if os.environ.get("RAY_AUTH_MODE"):
-        return
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
-        try:  # Ray read its config when it was imported: have it read the mode again
-            from ray._raylet import Config
-
-            Config.initialize("")
-        except (ImportError, AttributeError):
-            pass
-
-
-def shutdown_ray() -> None:
-    if ray.is_initialized():
-        ray.shutdown()
