@@ -12,6 +12,8 @@ from .errors import UserError
 from .fields import knob
 
 PRUNE_AT = ("start", "during")
+INITS = ("scratch", "teacher")
+BLOCK_RULES = ("even", "first", "last")  # which teacher blocks an inherited shallower student keeps (autokd.inherit)
 MAX_RATIO = 0.95  # largest pruning ratio: past it a 16-channel layer keeps 1 channel; no search needs more
 LEARNED_MASK = "learned-mask"  # the prune method that learns its masks while distilling (PDD)
 
@@ -21,10 +23,14 @@ class Candidate:
     """Everything that defines one student and how it is trained. JSON-able."""
 
     student: str = knob("resnet20", "the student's zoo architecture, see `autokd models`")
-    width: float = knob(1.0, "student width multiplier, applied before pruning")
+    init: str = knob("scratch", "scratch (random weights) | teacher (copy the trained teacher's layers, then prune)")
+    blocks: str = knob("even", "init teacher, a shallower student: which teacher blocks it keeps (even | first | last)")
+    width: float = knob(1.0, "student width multiplier; with init teacher: uniform pruning by importance to it")
     prune: dict[str, float] = knob(help="0.4 (every layer) or KEY=RATIO, repeatable", factory=dict)
     prune_method: str = knob("l1", "l1 | bn | taylor | learned-mask (masks learned while distilling, PDD)")
     prune_at: str = knob("start", "start (prune, then distil) | during (mid-training)")
+    prune_steps: int = knob(1, "reach the ratios in this many pruning steps, one an epoch from the start "
+                               "(gradual pruning; prune_at start)")
     lambdas: dict[str, float] = knob(help="tI:sJ=W, repeatable: weight of teacher point I -> student point J",
                                      factory=dict)
     kd_loss: str = knob("vid", "feature loss per pair: vid | fitnet | at")
@@ -38,6 +44,9 @@ class Candidate:
     # a distilled student, trained once (not a search trial, which ranks candidates in fewer epochs)
     epochs: int = knob(10, "student training epochs")
     lr: float = knob(0.05, "peak learning rate (cosine schedule), for a student trained from scratch")
+    # an inherited student is fine-tuned, not trained: on Fashion-MNIST, the teacher pruned to 37 % of its
+    # MACs reached 76.9 / 82.6 / 85.4 % at lr 0.05 / 0.02 / 0.005 (2 epochs, 3,000 images, one seed)
+    finetune_lr: float = knob(0.005, "peak learning rate for an inherited student (init teacher)")
     seed: int = knob(0, "run seed: init, data order and regressor streams derive from it (autokd.seeds)")
 
     def as_dict(self) -> dict:
@@ -63,9 +72,16 @@ def check_candidate(c: Candidate) -> None:
         (c.temperature > 0, f"temperature must be > 0, got {c.temperature}"),
         (0.0 <= c.kd_alpha <= 1.0, f"kd_alpha must be in [0, 1], got {c.kd_alpha}"),
         (c.lr > 0, f"lr must be > 0, got {c.lr}"),
+        (c.finetune_lr > 0, f"finetune_lr must be > 0, got {c.finetune_lr}"),
         (c.width > 0, f"width must be > 0, got {c.width}"),
+        (c.init != "teacher" or c.width <= 1, f"width must be <= 1 with init teacher (it prunes), got {c.width}"),
         (0.0 <= c.stage1_fraction <= 1.0, f"stage1_fraction must be in [0, 1], got {c.stage1_fraction}"),
         (c.prune_at in PRUNE_AT, f"prune_at must be one of {', '.join(PRUNE_AT)}, got {c.prune_at!r}"),
+        (c.init in INITS, f"init must be one of {', '.join(INITS)}, got {c.init!r}"),
+        (c.blocks in BLOCK_RULES, f"blocks must be one of {', '.join(BLOCK_RULES)}, got {c.blocks!r}"),
+        (isinstance(c.prune_steps, int) and 1 <= c.prune_steps <= c.epochs,
+         f"prune_steps must be in [1, epochs={c.epochs}], got {c.prune_steps!r}"),
+        (c.prune_steps == 1 or c.prune_at == "start", "prune_steps > 1 prunes from the start: use prune_at start"),
         (c.prune_method != LEARNED_MASK or c.prune_at == "during" or not _prunes(c),
          "prune_method learned-mask learns its masks while distilling: use prune_at during"),
     ]

@@ -40,7 +40,7 @@ from .provenance import provenance
 from .search import store as studies
 from .teacher import get_teacher, input_shape
 from .train import Diverged, TrainConfig, evaluate
-from .trial import TrialContext, run_trial
+from .trial import TrialContext, TrialRun, run_trial
 
 ATOL = 1e-4            # max |logit difference| allowed between PyTorch, TorchScript and ONNX Runtime
 OPSET = 17
@@ -219,13 +219,23 @@ def card_markdown(card: dict) -> str:
 
 # ------------------------------------------------------------------ the whole export
 def export_student(study_name: str, *, best: bool = False, trial: int | None = None, under: str | None = None,
-                   out: str | Path | None = None, epochs: int | None = None, device: str = "cpu",
+                   out: str | Path | None = None, epochs: int | None = None, finetune_epochs: int = 0,
+                   train_subset: int | None = None, device: str = "cpu",
                    printer: Callable[[str], None] | None = None,
                    progress: Callable[[int, int, dict], None] | None = None) -> Path:
-    """Export the chosen student of ``study_name`` into ``out``; returns the folder. See the module doc."""
+    """Export the chosen student of ``study_name`` into ``out``; returns the folder. See the module doc.
+
+    ``finetune_epochs`` N > 0: the chosen student (its trained weights, or the candidate trained
+    again) keeps training for N epochs with the trial's own distillation settings (and its
+    fine-tuning lr), on the whole training split unless ``train_subset`` says otherwise: a
+    search's subset ranks candidates, it is not what the shipped model should learn from. The
+    default is 0, so an export never trains for minutes unasked and its numbers stay the search's.
+    """
     say = printer or (lambda _m: None)
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
+    if finetune_epochs < 0 or (train_subset is not None and train_subset < 1):
+        raise UserError("--finetune-epochs must be >= 0 and --train-subset >= 1")
     st = studies.load(study_name)
     config = studies.read_config(study_name)
     point = choose(pareto_info(st, config, importances=False), best=best, trial=trial, under=under)
@@ -234,7 +244,31 @@ def export_student(study_name: str, *, best: bool = False, trial: int | None = N
     recipe = _recipe(st, config)
     candidate = Candidate.from_dict(point["candidate"])
     candidate = replace(candidate, epochs=epochs) if epochs else candidate
+    recipe = {**recipe, "finetune_epochs": finetune_epochs, "finetune_subset": train_subset}
     return _build(study_name, point, candidate, recipe, target, studies.study_dir(study_name), device, say, progress)
+
+
+def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -> tuple[nn.Module, object, dict]:
+    """The chosen student trained ``recipe["finetune_epochs"]`` more epochs: (model, its data, record)."""
+    n = recipe["finetune_epochs"]
+    data = load_dataset(recipe["dataset"], seed=recipe["seed"], train_subset=recipe["finetune_subset"])
+    before = evaluate(model, data.test_x, data.test_y)
+    say(f"fine-tuning the student for {n} epochs on {len(data.train_y):,} training images "
+        f"(the trial's distillation settings, lr {candidate.finetune_lr:g})")
+    tuned = replace(candidate, prune={}, prune_steps=1, epochs=n)
+    ctx = TrialContext(teacher=teacher, data=data, teacher_card=tcard, device=device, progress=progress,
+                       student=model.to(device))
+    try:
+        run = TrialRun(tuned, ctx)
+        run.train()
+        result = run.finish()
+    except Diverged as e:
+        raise UserError(f"fine-tuning diverged ({e}); try fewer --finetune-epochs") from None
+    model = run.student.cpu().eval()
+    record = {"epochs": n, "train_images": len(data.train_y), "lr": candidate.finetune_lr,
+              "test_accuracy_before": before, "test_accuracy_after": evaluate(model, data.test_x, data.test_y),
+              "val_accuracy_after": result.val_accuracy}
+    return model, data, record
 
 
 def _build(study_name, point, candidate, recipe, target: Path, study_folder: Path, device, say, progress) -> Path:
@@ -246,9 +280,13 @@ def _build(study_name, point, candidate, recipe, target: Path, study_folder: Pat
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
     try:
         model, source = _student(point, candidate, teacher, tcard, data, device, work, study_folder, say, progress)
+        finetune = None
+        if recipe["finetune_epochs"]:
+            model, data, finetune = _finetune(model, candidate, teacher, tcard, recipe, device, say, progress)
         split = {"val": evaluate(model, data.val_x, data.val_y), "test": evaluate(model, data.test_x, data.test_y)}
         card = _card(study_name=study_name, point=point, candidate=candidate, model=model, teacher=teacher.cpu().eval(),
                      tcard=tcard, data=data, recipe=recipe, source=source, split=split)
+        card["finetune"] = finetune or {"epochs": 0}
         stage = save_bundle(model, work / "bundle", card)
         x = data.val_x[:CHECK_IMAGES].cpu()
         write_torchscript(model, x, stage / "model.ts")

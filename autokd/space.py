@@ -37,7 +37,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution, json_to_distribution)
 
 from .errors import UserError
-from .candidate import MAX_RATIO, PRUNE_AT, Candidate
+from .candidate import BLOCK_RULES, INITS, MAX_RATIO, PRUNE_AT, Candidate
 
 SPACES_ENV = "AUTOKD_SPACES"  # os.pathsep-separated folders searched before the shipped one
 TOP_LEVEL = ("description", "teacher", "params", "fixed")
@@ -95,9 +95,12 @@ class _Rule:
 
 _RULES = (
     _Rule("student/arch", r"student/arch", "student", "name"),
+    _Rule("student/init", r"student/init", "init", "name", INITS),
+    _Rule("student/blocks", r"student/blocks", "blocks", "name", BLOCK_RULES),
     _Rule("student/width", r"student/width", "width", "number", low=0.0, open_low=True),
     _Rule("prune/method", r"prune/method", "prune_method", "name", PRUNE_METHODS),
     _Rule("prune/at", r"prune/at", "prune_at", "name", PRUNE_AT),
+    _Rule("prune/steps", r"prune/steps", "prune_steps", "number", low=1.0),
     _Rule("prune/<stage|layer|*>", r"prune/(\*|[A-Za-z_][\w.]*)", "prune", "number", low=0.0, high=MAX_RATIO),
     _Rule("kd/lambda/t<i>->s<j>", r"kd/lambda/(t[1-9]\d*->s[1-9]\d*)", "lambdas", "number", low=0.0),
     _Rule("kd/loss", r"kd/loss", "kd_loss", "name", KD_LOSSES),
@@ -109,6 +112,7 @@ _RULES = (
     _Rule("kd/align_teacher", r"kd/align_teacher", "align_teacher", "bool"),
     _Rule("kd/curriculum", r"kd/curriculum", "curriculum", "bool"),
     _Rule("train/lr", r"train/lr", "lr", "number", low=0.0, open_low=True),
+    _Rule("train/finetune_lr", r"train/finetune_lr", "finetune_lr", "number", low=0.0, open_low=True),
 )
 
 
@@ -143,8 +147,8 @@ class SearchSpace:
     fixed: dict[str, object]                         # constants, applied over every sample
 
     def min_cost_candidates(self) -> list[dict]:
-        """Params dicts of the cheapest corners: for each student/arch choice, the lowest
-        student/width and every prune/<stage|layer|*> at its highest ratio. If none of these fits a
+        """Params dicts of the cheapest corners: for each student/arch (and student/init) choice,
+        the lowest student/width and every prune/<stage|layer|*> at its highest ratio. If none fits a
         budget, no sample can (cost falls with width and with every ratio), so the search checks
         them before training anything. Names in ``fixed`` are left to :func:`params_to_candidate`."""
         d = self.distributions
@@ -154,8 +158,11 @@ class SearchSpace:
         for name, dist in d.items():
             if _rule_for(name, "")[0].field == "prune":
                 corner[name] = _extreme(dist, lowest=False)
-        archs = d["student/arch"].choices if "student/arch" in d else (None,)
-        return [corner if a is None else {"student/arch": a, **corner} for a in archs]
+        corners = [corner]
+        for name in ("student/arch", "student/init"):  # every architecture, built either way
+            if name in d:
+                corners = [{**c, name: v} for c in corners for v in d[name].choices]
+        return corners
 
 
 def _extreme(dist: BaseDistribution, *, lowest: bool) -> object:
@@ -337,7 +344,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     space can serve students of different depths. Numbers are rounded to 12 significant digits,
     so a stepped sample reads 0.15, not 0.15000000000000002 (which can cut one channel less at a
     rounding edge). ``prune/method: learned-mask`` implies ``prune_at = "during"`` whatever
-    ``prune/at`` says (the masks are learned while distilling). Pure: touches no tensors.
+    ``prune/at`` says (the masks are learned while distilling), and ``prune_at = "during"`` implies
+    ``prune_steps = 1``. Pure: touches no tensors.
     """
     changes: dict[str, Any] = {}
     dicts: dict[str, dict[str, float]] = {"prune": {}, "lambdas": {}}
@@ -349,14 +357,21 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
         if rule.field in dicts:
             dicts[rule.field][str(key)] = _tidy(value)
         else:
-            changes[rule.field] = _tidy(value) if rule.kind == "number" else value
+            changes[rule.field] = _tidy(value, rule.field) if rule.kind == "number" else value
     changes.update({f: d for f, d in dicts.items() if d})
     if changes.get("prune_method", base.prune_method) == "learned-mask":
         changes["prune_at"] = "during"  # PDD's masks are learned while distilling: "start" cannot apply
+    if changes.get("prune_at", base.prune_at) == "during":
+        changes["prune_steps"] = 1  # gradual steps start at epoch 0: pruning mid-training is one step
     return replace(base, **changes)
 
 
-def _tidy(v: object) -> float:
+INT_FIELDS = ("prune_steps",)  # Candidate fields that count something: their values stay ints
+
+
+def _tidy(v: object, field: str = "") -> float | int:
+    if field in INT_FIELDS:
+        return int(v)  # type: ignore[call-overload]
     return float(f"{float(v):.12g}")  # type: ignore[arg-type]
 
 

@@ -8,7 +8,7 @@ for a name), runs the candidate with :func:`autokd.trial.run_trial` on the whole
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +17,7 @@ from .candidate import Candidate, check_candidate
 from .data import load_dataset
 from .distill import PAIRINGS, make_pairs, parse_lambda
 from .errors import UserError
+from .inherit import check_inheritable
 from .fields import DEVICES, knob
 from .models import MODELS, create_model
 from .provenance import resolve_device
@@ -25,6 +26,7 @@ from .train import Diverged, TrainConfig
 from .trial import TrialContext, TrialResult, check_names, run_trial
 
 Progress = Callable[[int, int, dict], None]
+DEFAULT_STUDENT = "convverytiny"  # a small net distilled from the default resnet20 teacher
 
 
 @dataclass
@@ -32,23 +34,33 @@ class DistillJob:
     """``autokd distill``'s settings besides the candidate's; defaults and help are the command's."""
 
     teacher: str = knob("resnet20", "zoo name (trained once, cached) or bundle folder")
+    student: str | None = knob(None, f"the student's zoo architecture (default {DEFAULT_STUDENT}; with init teacher "
+                                     "the teacher's own)")
     dataset: str = knob("digits", "see `autokd datasets`")
     pairs: str = knob("diag", "feature pairing: all | diag | none (weight 1 per pair); --lambda replaces it")
     teacher_epochs: int = knob(TrainConfig().epochs, "epochs for a named teacher trained on first use")
     train_subset: int | None = knob(None, "train on the first N training images only")
     device: str = knob("auto", "where to train: auto (cuda if available) | cpu | cuda")
-    # the command's student: a small net distilled from the default resnet20 teacher
-    candidate: Candidate = knob(help="the student and how it is trained", factory=lambda: Candidate(student="convverytiny"))
+    candidate: Candidate = knob(help="how the student is built and trained (its student field: see `student`)",
+                                factory=Candidate)
 
 
-def teacher_points(spec: str, num_classes: int, in_channels: int) -> int:
-    """How many distillation points the teacher ``spec`` has, known without training it."""
+def untrained_teacher(spec: str, num_classes: int, in_channels: int):
+    """The teacher ``spec``'s architecture (a bundle's, or a name's at random weights), without training it."""
     if Path(spec).exists():
-        return len(load_bundle(spec)[0].points)
+        return load_bundle(spec)[0]
     if spec not in MODELS:
         raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
                         + ", ".join(MODELS.names()))
-    return len(create_model(spec, num_classes=num_classes, in_channels=in_channels).points)
+    return create_model(spec, num_classes=num_classes, in_channels=in_channels)
+
+
+def resolve_student(job: DistillJob, teacher_arch: str) -> str:
+    """``job.student``, or by default the teacher's own architecture (init teacher) or DEFAULT_STUDENT."""
+    student = job.student or (teacher_arch if job.candidate.init == "teacher" else DEFAULT_STUDENT)
+    if job.candidate.init == "teacher":
+        check_inheritable(teacher_arch, student)
+    return student
 
 
 def resolve_lambdas(texts: list[str] | None, pairs: str, n_teacher: int, n_student: int) -> dict[str, float]:
@@ -65,7 +77,7 @@ def resolve_lambdas(texts: list[str] | None, pairs: str, n_teacher: int, n_stude
 def check_job(job: DistillJob) -> None:
     """The checks that need no data: values, registered names, device."""
     check_candidate(job.candidate)
-    check_names(job.candidate)
+    check_names(replace(job.candidate, student=job.student or DEFAULT_STUDENT))
     PAIRINGS.get(job.pairs)
     if job.teacher_epochs < 1:
         raise UserError(f"--teacher-epochs must be >= 1, got {job.teacher_epochs}")
@@ -81,11 +93,12 @@ def distill_student(job: DistillJob, *, lambdas: list[str] | None = None, out: s
     """Distil ``job.candidate`` from ``job.teacher``; returns (result with test accuracy, bundle folder,
     teacher card). ``progress(label)`` makes a per-epoch callback (teacher, then student)."""
     check_job(job)
-    c = job.candidate
     device = resolve_device(job.device)
-    data = load_dataset(job.dataset, seed=c.seed, train_subset=job.train_subset)
+    data = load_dataset(job.dataset, seed=job.candidate.seed, train_subset=job.train_subset)
+    shell = untrained_teacher(job.teacher, data.num_classes, data.in_channels)
+    c = replace(job.candidate, student=resolve_student(job, shell.arch))
     n_s = len(create_model(c.student, num_classes=data.num_classes, in_channels=data.in_channels, width=c.width).points)
-    c.lambdas = resolve_lambdas(lambdas, job.pairs, teacher_points(job.teacher, data.num_classes, data.in_channels), n_s)
+    c.lambdas = resolve_lambdas(lambdas, job.pairs, len(shell.points), n_s)
     teacher, card = get_teacher(job.teacher, data, TrainConfig(epochs=job.teacher_epochs, seed=c.seed),
                                 progress=progress("teacher") if progress else None, device=device, on_train=printer)
     folder = Path(out) if out is not None else Path("runs") / f"{c.student}-{time.strftime('%Y%m%d-%H%M%S')}"

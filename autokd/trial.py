@@ -24,24 +24,27 @@ Seeds, one stream per use (:func:`autokd.seeds.trial_seeds`): init (the student'
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .bundle import save_bundle
-from .candidate import LEARNED_MASK, Candidate, check_candidate
+from .candidate import LEARNED_MASK, MAX_RATIO, Candidate, check_candidate
 from .data import DataSplits
 from .distill import (PAIR_LOSSES, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
                       split_key)
 from .errors import UserError
-from .measure import COST_UNIT, flops_from_macs, measure
-from .models import MODELS, channel_plan
+from .measure import COST_UNIT, Cost, flops_from_macs, measure
+from .models import MODELS, channel_plan, create_model
 from .provenance import provenance
-from .prune import CRITERIA, ChannelGates, predict_cost, prune_model, resolve_ratios
+from .inherit import RECALIBRATION_IMAGES, check_inheritable, inherit_student, inherited_plan, recalibrate_bn
+from .prune import CRITERIA, ChannelGates, layout, predict_cost, prune_to_plan, resolve_ratios, target_plan
 from .seeds import trial_seeds
 from .teacher import input_shape, seeded_model
 from .train import TrainConfig, evaluate, fit
@@ -57,7 +60,8 @@ class TrialContext:
     data: DataSplits
     teacher_card: dict = field(default_factory=dict)
     device: str = "cpu"
-    report: Reporter | None = None     # called after each epoch; True stops the trial early
+    report: Reporter | None = None     # called after each epoch (and at 0 for an inherited student); True stops
+    student: nn.Module | None = None   # start from these weights, already pruned (export's fine-tune of a point)
     progress: Callable[[int, int, dict], None] | None = None
     out_dir: Path | None = None        # if set, the student bundle is written here
     evaluate_test: bool = False        # the search never looks at the test set; `distill` does
@@ -100,6 +104,35 @@ def _checked_teacher(teacher: nn.Module, data: DataSplits) -> nn.Module:
     return teacher
 
 
+def pruning_ratios(c: Candidate, student: nn.Module) -> dict[str, float]:
+    """The ratio ``c`` asks for at every prunable layer of ``student`` (built, not yet pruned).
+
+    With ``init="teacher"`` the student has the teacher's widths, and a ``width`` w below 1 means
+    uniform pruning by importance on top of the candidate's ratios: each layer keeps the share
+    w * (1 - r) of its channels, i.e. its ratio becomes 1 - w * (1 - r) (at most MAX_RATIO).
+    """
+    per_layer = resolve_ratios(student, ratio_spec(student, c.prune) if c.prune else 0.0)
+    if c.init != "teacher" or c.width == 1.0:
+        return per_layer
+    return {n: min(MAX_RATIO, float(f"{1 - c.width * (1 - r):.12g}")) for n, r in per_layer.items()}
+
+
+def predict_student_cost(c: Candidate, *, teacher_arch: str, teacher_plan: dict[str, int], teacher_width: float,
+                         num_classes: int, in_channels: int, input_shape: tuple[int, ...]) -> Cost:
+    """The exact cost of ``c``'s student after pruning, before anything is built or trained: a
+    scratch student from its architecture and width, an inherited one from the teacher's plan."""
+    if c.init == "teacher":
+        check_inheritable(teacher_arch, c.student)
+        width, base = teacher_width, inherited_plan(teacher_arch, teacher_plan, c.student, c.blocks)
+    else:
+        width, base = c.width, None
+    with torch.device("meta"):  # shapes only: what pruning_ratios reads
+        student = create_model(c.student, num_classes=num_classes, in_channels=in_channels, width=width, plan=base)
+    _, cost = predict_cost(c.student, num_classes=num_classes, in_channels=in_channels, width=width,
+                           ratios_spec=pruning_ratios(c, student), input_shape=input_shape, plan=base)
+    return cost
+
+
 def ratio_spec(model: nn.Module, prune: dict[str, float]) -> float | dict[str, float]:
     """Candidate.prune -> a ratio spec for ``autokd.prune``. ``{"*": r}`` alone is the float r;
     without "*" the dict is passed as is; "*" with other keys gives a per-layer dict: every
@@ -129,51 +162,87 @@ class TrialRun:
         self.pair_loss_name = "aligned" if c.align_teacher else c.kd_loss
         self.phases = SCHEDULES.get(c.schedule)(c.epochs, c.stage1_fraction)
         self.teacher = _checked_teacher(ctx.teacher, self.data).to(ctx.device).eval()
-        self.student = seeded_model(c.student, self.seeds["init"], num_classes=self.data.num_classes,
-                                    in_channels=self.data.in_channels, width=c.width).to(ctx.device)
+        self.student = self._build().to(ctx.device)
         self.lambdas = check_lambdas(c.lambdas, len(self.teacher.points), len(self.student.points))
         self.before = measure(self.student, self.shape)
         self.probe_x = self.data.train_x[:PROBE_IMAGES].to(ctx.device)
         self.probe_y = self.data.train_y[:PROBE_IMAGES].to(ctx.device)
-        self.cfg = TrainConfig(epochs=c.epochs, lr=c.lr, seed=self.seeds["data"])
+        self.cfg = TrainConfig(epochs=c.epochs, lr=c.finetune_lr if self.inherited else c.lr, seed=self.seeds["data"])
         self.gates: ChannelGates | None = None
-        self.distiller: Distiller | None = None  # built after a pruning step at epoch 0
-        self.macs = self.before.macs
-        self.prune_epoch = self._prepare_pruning()
-        self.distiller = self._distiller(cache=None)
+        self.distiller: Distiller | None = None  # built after the pruning steps at epoch 0
         self.history: list[dict] = []
         self.stopped = False
+        self.macs = self.before.macs
+        self.steps = self._prepare_pruning()   # [(epoch, plan or None for the learned gates)], in order
+        self.distiller = self._distiller(cache=None)
+        if self.inherited:
+            self._epoch_zero()
+
+    @property
+    def inherited(self) -> bool:
+        return self.c.init == "teacher" or self.ctx.student is not None
+
+    def _build(self) -> nn.Module:
+        """The student before pruning: given (a chosen point fine-tuned further), inherited, or seeded."""
+        c = self.c
+        if self.ctx.student is not None:
+            return copy.deepcopy(self.ctx.student)
+        if c.init == "teacher":
+            return inherit_student(self.teacher, c.student, rule=c.blocks)
+        return seeded_model(c.student, self.seeds["init"], num_classes=self.data.num_classes,
+                            in_channels=self.data.in_channels, width=c.width)
 
     # ------------------------------------------------------------ pruning hooks
-    def _prepare_pruning(self) -> int | None:
-        """Resolve the pruning spec; prune now if P = 0, attach learned gates if P > 0. Returns P."""
+    def _prepare_pruning(self) -> list[tuple[int, dict[str, int] | None]]:
+        """The pruning steps: (epoch, channel plan), or (P, None) for learned gates; steps at epoch 0 run now."""
         c = self.c
-        if not c.prune or not any(float(r) > 0 for r in c.prune.values()):
-            return None
-        self.spec = ratio_spec(self.student, c.prune)
-        _, target = predict_cost(c.student, num_classes=self.data.num_classes, in_channels=self.data.in_channels,
-                                 width=c.width, ratios_spec=self.spec, input_shape=self.shape)
+        per_layer = pruning_ratios(c, self.student) if self.ctx.student is None else {}
+        if not any(r > 0 for r in per_layer.values()):
+            return []
+        self.spec = per_layer
+        base = channel_plan(self.student)
+        final = target_plan(layout(self.student), base, per_layer, 1)
+        _, target = predict_cost(self.student.arch, num_classes=self.data.num_classes,
+                                 in_channels=self.data.in_channels, width=self.student.build_args["width"],
+                                 ratios_spec=per_layer, input_shape=self.shape, plan=base)
         self.target_macs = target.macs
         if c.prune_method == LEARNED_MASK:
-            self.gates = ChannelGates(self.student, self.spec, self.shape)
-        else:
-            CRITERIA.get(c.prune_method)
-        if c.prune_at == "start":
-            self._prune()
-            return None
-        return min(c.epochs, max(1, int(PRUNE_FRACTION * c.epochs + 0.5)))
+            self.gates = ChannelGates(self.student, per_layer, self.shape)
+            return [(min(c.epochs, max(1, int(PRUNE_FRACTION * c.epochs + 0.5))), None)]
+        CRITERIA.get(c.prune_method)
+        if c.prune_at == "during":
+            return [(min(c.epochs, max(1, int(PRUNE_FRACTION * c.epochs + 0.5))), final)]
+        k = c.prune_steps  # gradual: step i (epoch i) reaches the share (i + 1) / k of every ratio
+        steps = [(i, target_plan(layout(self.student), base, {n: r * (i + 1) / k for n, r in per_layer.items()}, 1))
+                 for i in range(k - 1)] + [(k - 1, final)]
+        while steps and steps[0][0] == 0:
+            self._prune(steps.pop(0)[1])
+        return steps
 
-    def _prune(self) -> None:
-        if self.gates is not None:
+    def _prune(self, plan: dict[str, int] | None) -> None:
+        if plan is None:
             self.gates.finalize(self.student)
             self.gates = None
         else:
-            prune_model(self.student, self.spec, criterion=self.c.prune_method, input_shape=self.shape,
-                        loss_fn=lambda m: F.cross_entropy(m(self.probe_x), self.probe_y))
+            prune_to_plan(self.student, plan, criterion=self.c.prune_method, input_shape=self.shape,
+                          loss_fn=lambda m: F.cross_entropy(m(self.probe_x), self.probe_y))
+        if self.inherited:  # the inherited layers' statistics no longer hold: re-estimate them
+            recalibrate_bn(self.student, self.data.train_x[:RECALIBRATION_IMAGES])
         self.macs = measure(self.student, self.shape).macs
         if self.distiller is not None:  # new student widths: new regressors, same teacher cache
             self.distiller = self._distiller(cache=self.distiller.cache)
-        self.prune_epoch = None
+
+    def _epoch_zero(self) -> None:
+        """An inherited student is scored before any training (after pruning and BN recalibration):
+        the trial's epoch-0 result, its cheapest rung."""
+        acc = evaluate(self.student, self.data.val_x, self.data.val_y)
+        self.history.append({"epoch": 0, "loss": None, "val_accuracy": acc, "phase": "inherited",
+                             "macs": self.macs, "active_pairs": []})
+        report = {"val_accuracy": acc, "macs": self.macs, "loss": float("nan")}
+        if self.steps:
+            report["target_macs"] = self.target_macs
+        if self.ctx.report is not None and self.ctx.report(0, report):
+            self.stopped = True
 
     # ------------------------------------------------------------ training
     def _distiller(self, cache) -> Distiller:
@@ -187,8 +256,7 @@ class TrialRun:
 
     def _segments(self) -> Iterator[tuple[int, int, Phase]]:
         cuts = {0, self.c.epochs, *(p.start for p in self.phases)}
-        if self.prune_epoch is not None and self.prune_epoch < self.c.epochs:
-            cuts.add(self.prune_epoch)
+        cuts.update(e for e, _ in self.steps if e < self.c.epochs)
         cuts = sorted(cuts)
         for a, b in zip(cuts, cuts[1:]):
             yield a, b, next(p for p in self.phases if p.start <= a < p.end)
@@ -213,7 +281,7 @@ class TrialRun:
         self.history.append({**record, **parts, "phase": phase.name, "macs": self.macs,
                              "active_pairs": sorted(self.distiller.active)})
         report = {"val_accuracy": record["val_accuracy"], "macs": self.macs, "loss": record["loss"]}
-        if self.prune_epoch is not None:
+        if self.steps:
             report["target_macs"] = self.target_macs
         if self.ctx.report is not None and self.ctx.report(epoch, report):
             self.stopped = True
@@ -225,8 +293,8 @@ class TrialRun:
     def train(self) -> None:
         progress = self.ctx.progress
         for start, end, phase in self._segments():
-            if self.prune_epoch == start:
-                self._prune()
+            while self.steps and self.steps[0][0] == start:
+                self._prune(self.steps.pop(0)[1])
             self._set_pairs(start, phase)
             params = [*self.student.parameters(), *self.distiller.pair_parameters(),
                       *(self.gates.parameters() if self.gates is not None else [])]
@@ -236,8 +304,9 @@ class TrialRun:
                 progress=(lambda e, _total, r: progress(e, self.c.epochs, r)) if progress else None)
             if self.stopped:
                 break
-        if self.prune_epoch is not None:  # P = E, or stopped before P: the result is the pruned student
-            self._prune()
+        if self.steps:  # a step at E, or stopped before the last: the result is the candidate's pruned student
+            self._prune(self.steps[-1][1])
+            self.steps = []
 
     # ------------------------------------------------------------ result
     def resolved(self) -> dict:

@@ -23,14 +23,16 @@ def _points(arch: str) -> int:
 
 def _field(c: Candidate, name: str) -> object:
     """The Candidate value a parameter name set (the inverse of params_to_candidate)."""
-    if name.startswith("prune/") and name not in ("prune/method", "prune/at"):
+    if name.startswith("prune/") and name not in ("prune/method", "prune/at", "prune/steps"):
         return c.prune[name.removeprefix("prune/")]
     if name.startswith("kd/lambda/"):
         return c.lambdas[name.removeprefix("kd/lambda/")]
     fields = {"student/arch": "student", "student/width": "width", "prune/method": "prune_method",
               "prune/at": "prune_at", "kd/loss": "kd_loss", "kd/beta": "beta", "kd/temperature": "temperature",
               "kd/schedule": "schedule", "kd/stage1_fraction": "stage1_fraction",
-              "kd/align_teacher": "align_teacher", "kd/curriculum": "curriculum", "train/lr": "lr"}
+              "kd/align_teacher": "align_teacher", "kd/curriculum": "curriculum", "train/lr": "lr",
+              "student/init": "init", "student/blocks": "blocks", "prune/steps": "prune_steps",
+              "kd/alpha": "kd_alpha", "train/finetune_lr": "finetune_lr"}
     return getattr(c, fields[name])
 
 
@@ -68,7 +70,7 @@ def test_shipped_prune_keys_exist_in_every_student(name):
     from autokd.prune import prunable_groups
 
     space = load_space(name)
-    keys = {n.removeprefix("prune/") for n in space.distributions} - {"method", "at"}
+    keys = {n.removeprefix("prune/") for n in space.distributions} - {"method", "at", "steps"}
     keys = {k for k in keys if not k.startswith(("student/", "kd/", "train/"))}
     assert keys
     for arch in space.distributions["student/arch"].choices:
@@ -138,7 +140,9 @@ def test_suggest_on_a_plain_trial_and_a_fixed_trial():
 def test_min_cost_candidates_are_the_cheap_corners():
     space = load_space("resnet56_to_resnet")
     corners = space.min_cost_candidates()
-    assert [c["student/arch"] for c in corners] == ["resnet20", "resnet32", "resnet44"]
+    # every architecture, inherited and from scratch (the shipped space offers both)
+    assert [(c["student/arch"], c["student/init"]) for c in corners] == [
+        (a, i) for a in ("resnet20", "resnet32", "resnet44", "resnet56") for i in ("teacher", "scratch")]
     for c in corners:
         assert c["student/width"] == 0.25
         assert {k: v for k, v in c.items() if k.startswith("prune/")} == \

@@ -97,12 +97,17 @@ def export(
         "--under", help="most accurate with MACs <= 30% / 0.3 of the teacher's, or with FLOPs <= 10M")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder (default students/STUDY-tN)")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="train again for this many epochs")] = None,
+    finetune_epochs: Annotated[int, typer.Option(
+        help="keep training the chosen student this many epochs, with its trial's distillation settings")] = 0,
+    train_subset: Annotated[Optional[int], option(
+        SearchConfig, "train_subset", help="for the fine-tune; default: the whole training split")] = None,
     device: Annotated[str, option(SearchConfig, "device", help="where to train")] = default(SearchConfig, "device"),
 ) -> None:
     """Export one student: safetensors bundle, TorchScript, ONNX (checked against PyTorch) and a card."""
     if sum([best, trial is not None, under is not None]) > 1:
         raise UserError("choose one of --best, --trial N, --under COST")
     folder = export_student(study, best=best, trial=trial, under=under, out=out_dir, epochs=epochs,
+                            finetune_epochs=finetune_epochs, train_subset=train_subset,
                             device=resolve_device(device), printer=lambda m: out.print(m, highlight=False),
                             progress=epoch_printer("student"))
     card = json.loads((folder / "card.json").read_text())
@@ -111,4 +116,8 @@ def export(
               f"val {100 * card['val_accuracy']:.2f}%  MACs {card['macs']:,} ({card['flops']:,} FLOPs)  "
               f"params {card['params']:,}  CPU latency {lat['student']:.3f} ms (teacher {lat['teacher']:.3f} ms)",
               highlight=False)
+    ft = card.get("finetune") or {}
+    if ft.get("epochs"):
+        out.print(f"fine-tuned {ft['epochs']} epochs on {ft['train_images']:,} images: test accuracy "
+                  f"{100 * ft['test_accuracy_before']:.2f}% -> {100 * ft['test_accuracy_after']:.2f}%", highlight=False)
     out.print(f"wrote {folder}: {', '.join(card['files'])}", highlight=False)

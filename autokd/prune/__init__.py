@@ -5,10 +5,10 @@
   ``channels``   prune_model: remove channels in place, ranked by a criterion (CRITERIA)
   ``gates``      ChannelGates: learned masks for pruning during distillation (PDD)
 """
-from .channels import CRITERIA, Criterion, copy_into, prune_model
+from .channels import CRITERIA, Criterion, copy_into, prune_model, prune_to_plan
 from .cost import predict_cost
 from .gates import ChannelGates
-from .structure import MAX_RATIO, RatioSpec, n_pruned, prunable_groups, resolve_ratios
+from .structure import MAX_RATIO, RatioSpec, layout, n_pruned, prunable_groups, resolve_ratios, target_plan
 
 __all__ = ["CRITERIA", "Criterion", "ChannelGates", "MAX_RATIO", "RatioSpec", "n_pruned", "prunable_groups",
-           "resolve_ratios", "prune_model", "copy_into", "predict_cost"]
+           "resolve_ratios", "prune_model", "prune_to_plan", "copy_into", "predict_cost", "target_plan", "layout"]

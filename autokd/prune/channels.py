@@ -88,8 +88,15 @@ def prune_model(model: nn.Module, ratios: RatioSpec, *, criterion: str | Criteri
     and ``create_model(model.arch, **model.build_args, plan=channel_plan(model))`` rebuilds
     its exact shapes. Parameters are replaced: build the optimizer after pruning.
     """
-    crit = CRITERIA.get(criterion) if isinstance(criterion, str) else criterion
     target = target_plan(layout(model), channel_plan(model), resolve_ratios(model, ratios), round_to)
+    return prune_to_plan(model, target, criterion=criterion, input_shape=input_shape, loss_fn=loss_fn)
+
+
+def prune_to_plan(model: nn.Module, target: Mapping[str, int], *, criterion: str | Criterion = "l1",
+                  input_shape: tuple[int, ...], loss_fn: Callable[[nn.Module], torch.Tensor] | None = None) -> nn.Module:
+    """Remove output channels in place until ``channel_plan(model) == target`` (each group's count
+    from a plan that ``target_plan`` made, e.g. one step of gradual pruning); see :func:`prune_model`."""
+    crit = CRITERIA.get(criterion) if isinstance(criterion, str) else criterion
     if crit.needs_grad:
         _fill_grads(model, loss_fn)
     dg = trace(model, input_shape)
@@ -97,7 +104,7 @@ def prune_model(model: nn.Module, ratios: RatioSpec, *, criterion: str | Criteri
         dg.get_pruning_group(root, fn, idxs).prune()
     model.zero_grad(set_to_none=True)
     got = channel_plan(model)
-    if got != target:  # the counting rule is the contract predict_cost relies on
+    if got != dict(target):  # the counting rule is the contract predict_cost relies on
         bad = {k: (got.get(k), v) for k, v in target.items() if got.get(k) != v}
         raise RuntimeError(f"pruning reached a different plan than predicted (got, want): {bad}")
     return model

@@ -52,17 +52,20 @@ def _analytic_macs(model: nn.Module, positions: Mapping[str, int]) -> int:
 
 
 def predict_cost(arch: str, *, num_classes: int, in_channels: int, width: float, ratios_spec: RatioSpec,
-                 input_shape: tuple[int, ...], round_to: int = 1) -> tuple[dict[str, int], Cost]:
+                 input_shape: tuple[int, ...], round_to: int = 1,
+                 plan: Mapping[str, int] | None = None) -> tuple[dict[str, int], Cost]:
     """Channel plan and exact :class:`Cost` of ``arch`` at ``width`` after pruning with
     ``ratios_spec``, without pruning anything: counts follow :func:`n_pruned`, which does not
     depend on weights or criterion, so this equals ``measure(prune_model(...))`` for every
     criterion. Layout and output positions are cached per (arch, classes, in_channels, input
     shape); a warm call takes about 30 ms for resnet56 on 3x32x32 (2-core CPU). The first call
-    per input shape checks the analytic MAC count against ``count_macs`` once.
+    per input shape checks the analytic MAC count against ``count_macs`` once. ``plan``: the
+    channels before pruning, when they are not ``arch``'s at ``width`` (a student that inherits a
+    pruned teacher's layers).
     """
     args = dict(num_classes=num_classes, in_channels=in_channels, width=width)
     st = structure(arch, num_classes, in_channels)
-    base = _base_plan(arch, num_classes, in_channels, width)
+    base = dict(plan) if plan is not None else _base_plan(arch, num_classes, in_channels, width)
     plan = target_plan(st, base, resolve_spec(st, ratios_spec, arch), round_to)
     positions = _positions(arch, num_classes, in_channels, tuple(input_shape))
     if positions is None:

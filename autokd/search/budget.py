@@ -15,9 +15,9 @@ from ..bundle import load_bundle
 from ..candidate import Candidate
 from ..errors import UserError
 from ..measure import count_macs, flops_from_macs, macs_from_flops
-from ..models import MODELS, create_model
-from ..prune import predict_cost
+from ..models import MODELS, channel_plan, create_model
 from ..space import SearchSpace, params_to_candidate
+from ..trial import predict_student_cost
 
 SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
@@ -61,26 +61,40 @@ def parse_budget(text: str, teacher_macs: int) -> Budget:
     return Budget(macs, text, macs / teacher_macs)
 
 
-def teacher_arch_and_macs(spec: str, input_shape: tuple[int, ...], num_classes: int) -> tuple[str, int]:
-    """The teacher's architecture and MACs, known without training it."""
+@dataclass(frozen=True)
+class TeacherShape:
+    """What the budget and inherited students need to know of the teacher, without training it."""
+
+    arch: str
+    macs: int
+    plan: dict[str, int]   # its channel plan (a bundle's may be pruned)
+    width: float
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+def teacher_shape(spec: str, input_shape: tuple[int, ...], num_classes: int) -> TeacherShape:
+    """The teacher's architecture, MACs and channel plan, known without training it."""
     if spec in MODELS and not Path(spec).exists():
         model = create_model(spec, num_classes=num_classes, in_channels=input_shape[0])
-        return spec, count_macs(model, input_shape)
-    if not Path(spec).exists():
+    elif Path(spec).exists():
+        model, _ = load_bundle(spec)
+    else:
         raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
                         + ", ".join(MODELS.names()))
-    model, _ = load_bundle(spec)
-    return model.arch, count_macs(model, input_shape)
+    return TeacherShape(model.arch, count_macs(model, input_shape), channel_plan(model),
+                        float(model.build_args.get("width", 1.0)), num_classes, tuple(input_shape))
 
 
-def predict_macs(cand: Candidate, num_classes: int, input_shape: tuple[int, ...]) -> int:
-    """The exact MACs of ``cand``'s student after pruning, from its architecture and ratios alone."""
-    _, cost = predict_cost(cand.student, num_classes=num_classes, in_channels=input_shape[0],
-                           width=cand.width, ratios_spec=cand.prune or 0.0, input_shape=input_shape)
-    return cost.macs
+def predict_macs(cand: Candidate, teacher: TeacherShape) -> int:
+    """The exact MACs of ``cand``'s student after pruning, from its architecture and ratios alone
+    (an inherited student's from the teacher's plan)."""
+    return predict_student_cost(cand, teacher_arch=teacher.arch, teacher_plan=teacher.plan,
+                                teacher_width=teacher.width, num_classes=teacher.num_classes,
+                                in_channels=teacher.input_shape[0], input_shape=teacher.input_shape).macs
 
 
-def cheapest_macs(space: SearchSpace, base: Candidate, num_classes: int, input_shape: tuple[int, ...]) -> int:
+def cheapest_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) -> int:
     """The least a candidate of ``space`` can cost (its cheapest corners, ``min_cost_candidates``)."""
-    return min(predict_macs(params_to_candidate(p, fixed=space.fixed, base=base), num_classes, input_shape)
+    return min(predict_macs(params_to_candidate(p, fixed=space.fixed, base=base), teacher)
                for p in space.min_cost_candidates())

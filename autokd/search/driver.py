@@ -64,7 +64,7 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
     c, b = store.counts(study), plan.budget
     say(f"study {cfg.study}: {c['trained']} of {cfg.trials} trials trained so far; budget "
         f"{b.macs / 1e6:.3f} M MACs ({b.flops / 1e6:.3f} M FLOPs, "
-        f"{100 * b.share_of_teacher:.0f}% of teacher {plan.teacher_arch})")
+        f"{100 * b.share_of_teacher:.0f}% of teacher {plan.teacher.arch})")
     if cfg.reference and not study.user_attrs.get("references"):
         study.set_user_attr("references", [reference_student(plan, say)])
     stopper = ParetoStopper(default_rungs(cfg.epochs), cfg.min_dominators, cfg.stop_margin) if cfg.early_stopping else None
@@ -77,14 +77,14 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
 def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict, seed: int) -> None:
     cfg, budget = plan.cfg, plan.budget
     record = {"search": cfg.as_dict(), "space": {"name": plan.space.name, "path": str(plan.space.path)},
-              "teacher": {"spec": cfg.teacher, "arch": plan.teacher_arch, "macs": plan.teacher_macs,
+              "teacher": {"spec": cfg.teacher, "arch": plan.teacher.arch, "macs": plan.teacher.macs,
                           "test_accuracy": tcard.get("test_accuracy"), "val_accuracy": tcard.get("val_accuracy"),
                           "bundle": tcard.get("cached_at", cfg.teacher)},
               "budget": budget.as_dict(), "sampler": {"name": cfg.sampler, "seed": seed},
               "objectives": {"values": list(store.OBJECTIVES), "directions": list(store.DIRECTIONS)},
               "cost_unit": COST_UNIT, "provenance": provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    attrs = {**budget.as_dict(), "teacher": cfg.teacher, "teacher_arch": plan.teacher_arch,
-             "teacher_macs": plan.teacher_macs, "dataset": cfg.dataset, "space": plan.space.name,
+    attrs = {**budget.as_dict(), "teacher": cfg.teacher, "teacher_arch": plan.teacher.arch,
+             "teacher_macs": plan.teacher.macs, "dataset": cfg.dataset, "space": plan.space.name,
              "objectives": list(store.OBJECTIVES), "cost_unit": COST_UNIT, "input_shape": list(plan.shape),
              "num_classes": plan.data.num_classes}
     for key, value in attrs.items():

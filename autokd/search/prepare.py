@@ -15,9 +15,10 @@ import optuna
 from ..candidate import Candidate
 from ..data import DataSplits, load_dataset
 from ..errors import UserError
+from ..inherit import check_inheritable
 from ..space import SearchSpace, default_space_for, load_space
 from . import store
-from .budget import Budget, cheapest_macs, parse_budget, teacher_arch_and_macs
+from .budget import Budget, TeacherShape, cheapest_macs, parse_budget, teacher_shape
 from .config import SearchConfig, check_config, default_study_name
 from .stopping import ParetoStopper
 
@@ -31,8 +32,7 @@ class Plan:
     cfg: SearchConfig            # with its study name resolved
     data: DataSplits
     shape: tuple[int, int, int]  # the input (C, H, W)
-    teacher_arch: str
-    teacher_macs: int
+    teacher: TeacherShape        # architecture, MACs and plan, known before it is trained
     budget: Budget
     space: SearchSpace
     base: Candidate              # what every sample starts from (the trial epochs, a fixed lr)
@@ -59,18 +59,36 @@ def prepare(cfg: SearchConfig) -> Plan:
     check_config(cfg)
     data = load_dataset(cfg.dataset, seed=cfg.seed, train_subset=cfg.train_subset)
     shape = (data.in_channels, *data.image_size)
-    teacher_arch, teacher_macs = teacher_arch_and_macs(cfg.teacher, shape, data.num_classes)
-    budget = parse_budget(cfg.flops_budget, teacher_macs)
-    space = _space(cfg, teacher_arch)
+    teacher = teacher_shape(cfg.teacher, shape, data.num_classes)
+    budget = parse_budget(cfg.flops_budget, teacher.macs)
+    space = _space(cfg, teacher.arch)
+    check_inheritable_space(space, teacher.arch)
     base = Candidate(epochs=cfg.epochs) if cfg.lr is None else Candidate(epochs=cfg.epochs, lr=cfg.lr)
-    floor = cheapest_macs(space, base, data.num_classes, shape)
+    floor = cheapest_macs(space, base, teacher)
     if floor > budget.macs:
         raise UserError(f"no candidate of space {space.name!r} fits the budget: the cheapest costs "
                         f"{floor:,} MACs, the budget is {budget.macs:,} MACs ({cfg.flops_budget}); "
                         "raise --flops-budget or use a space with smaller students")
     if store.exists(cfg.study):
         check_resume(cfg, store.read_config(cfg.study))
-    return Plan(cfg, data, shape, teacher_arch, teacher_macs, budget, space, base)
+    return Plan(cfg, data, shape, teacher, budget, space, base)
+
+
+def check_inheritable_space(space: SearchSpace, teacher_arch: str) -> None:
+    """A space that may sample ``student/init: teacher`` offers only students of the teacher's family."""
+    def choices(name: str, fallback: object) -> tuple:
+        if name in space.fixed:
+            return (space.fixed[name],)
+        dist = space.distributions.get(name)
+        return tuple(dist.choices) if dist is not None else (fallback,)
+
+    if "teacher" not in choices("student/init", Candidate().init):
+        return
+    for arch in choices("student/arch", Candidate().student):
+        try:
+            check_inheritable(teacher_arch, arch)
+        except UserError as e:
+            raise UserError(f"space {space.name!r} offers student/init teacher: {e}") from None
 
 
 def _space(cfg: SearchConfig, teacher_arch: str) -> SearchSpace:

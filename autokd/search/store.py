@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -68,7 +69,9 @@ def create(name: str, sampler=None):
     study = optuna.create_study(study_name=name, storage=storage_url(name), directions=list(DIRECTIONS),
                                 sampler=sampler, load_if_exists=True)
     if study.metric_names != list(OBJECTIVES):
-        study.set_metric_names(list(OBJECTIVES))
+        with warnings.catch_warnings():  # experimental since Optuna 3.2 and unchanged since; the dashboard reads it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
     return study
 
 

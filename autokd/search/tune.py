@@ -131,7 +131,7 @@ class OptunaSearcher(Searcher):
         for _ in range(cfg.max_rejections):
             trial = self.study.ask(plan.space.distributions)
             cand = replace(suggest(trial, plan.space, plan.base), seed=trial_seed(cfg.seed, trial.number))
-            macs = predict_macs(cand, plan.data.num_classes, plan.shape)
+            macs = predict_macs(cand, plan.teacher)
             trial.set_user_attr("candidate", cand.as_dict())
             trial.set_user_attr("macs", macs)
             if macs > plan.budget.macs:
