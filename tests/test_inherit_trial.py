@@ -143,3 +143,13 @@ def test_the_block_rules_are_one_list():
     from autokd import candidate, inherit
 
     assert candidate.BLOCK_RULES == inherit.BLOCK_RULES
+
+
+def test_learned_masks_prune_an_inherited_student_to_the_predicted_cost(teacher, digits):
+    """PDD's gates, learned while the inherited student distils, then cut: the same exact cost."""
+    model, _ = teacher
+    c = Candidate(student="resnet20", init="teacher", prune={"*": 0.5}, prune_method="learned-mask",
+                  prune_at="during", epochs=2)
+    r = run_trial(c, _ctx(teacher, digits))
+    assert r.macs == _predicted(c, model) < r.macs_before_pruning
+    assert [h["epoch"] for h in r.history] == [0, 1, 2]

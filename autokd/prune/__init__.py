@@ -4,6 +4,8 @@
   ``cost``       predict_cost: the exact plan and MACs of a pruned architecture, before training
   ``channels``   prune_model: remove channels in place, ranked by a criterion (CRITERIA)
   ``gates``      ChannelGates: learned masks for pruning during distillation (PDD)
+  ``projection`` project_to_budget: a pruning shape scaled by bisection to land on a MAC target
+                 (for candidates exactly on the budget; not yet used by the search, issue 15)
 """
 from .channels import CRITERIA, Criterion, copy_into, prune_model, prune_to_plan
 from .cost import predict_cost

@@ -7,6 +7,8 @@
   ``tune``      the Ray Tune side: worker trainable, Optuna-backed searcher, scheduler, progress
   ``stopping``  the two-objective stop-if-dominated rule at rungs (pure Python)
   ``front``     Pareto dominance and hypervolume (pure Python)
+  ``ladder``    MO-ASHA promotion on rung tables (pure Python; not yet the search's scheduler, issue 15)
+  ``ray_start`` a loopback-only local Ray, or the cluster at --address
   ``store``     studies on disk: Optuna storage, the lock, counts
 """
 from .config import SAMPLERS, SearchConfig
