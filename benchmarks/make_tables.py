@@ -284,7 +284,7 @@ def page(found: dict[tuple[str, str], list[tuple[str, dict]]], results: Path) ->
             for name, d in files:
                 lines += [f"### Protocol `{p}` (`{name}`)", ""] + provenance(d) + [""] + RENDER[part](d) + [""]
     full = [p for p in protocols if p.startswith("full")]
-    lines += ["## 5. GPU protocols", "",
+    lines += ["## 5. Full protocol (GPU)", "",
               "`bash benchmarks/full_protocol.sh` runs every part under the `full` protocol (resnet56 teacher, "
               "full-width students, all training images, on CUDA; hours on one GPU). `bash benchmarks/device_protocol.sh` "
               "runs the `device` protocol, sized to one lent H200 session (about 8 minutes of run time), in the device "
