@@ -135,39 +135,37 @@ def fit(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, loss_fn: LossFn
     if channels_last:  # in place: the optimizer's parameters stay the same objects
         model.to(memory_format=torch.channels_last)
     history: list[dict] = []
-    try:
-        for epoch in range(start_epoch, end_epoch):
-            # on CUDA a generator there: shuffling and augmentation draw on the GPU (another stream
-            # of numbers than the CPU's, equally seeded); on CPU exactly the generator of before
-            gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-            model.train()
-            total = torch.zeros((), dtype=torch.float64, device=device)  # float64: the sum .item() gave
-            n = 0
-            for step, (x, y) in enumerate(batches(train_x, train_y, batch_size, shuffle=True,
-                                                  generator=gen, augment=data.augment)):
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(cfg, (epoch * steps_per_epoch + step) / total_steps)
-                with _amp(cfg, device):
-                    loss, _ = loss_fn(x, y)
-                # CPU: stop at the first bad step; CUDA: at the epoch's end (a per-step check is a
-                # host sync that stalls the queue of kernels; a NaN makes the epoch's sum NaN)
-                if not cuda and not torch.isfinite(loss):
-                    raise Diverged(f"loss became {loss.item()} at epoch {epoch + 1}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach().double() * len(y)
-                n += len(y)
-            if not torch.isfinite(total):
-                raise Diverged(f"loss became {total.item()} in epoch {epoch + 1}")
-            record = {"epoch": epoch + 1, "loss": total.item() / max(1, n),
-                      "val_accuracy": evaluate(model, val_x, val_y)}
-            history.append(record)
-            if progress:
-                progress(epoch + 1, end_epoch, record)
-            if on_epoch_end and on_epoch_end(epoch + 1, record):
-                break
-    finally:
-        if channels_last:  # callers prune, save and export plain NCHW weights
-            model.to(memory_format=torch.contiguous_format)
+    for epoch in range(start_epoch, end_epoch):
+        # on CUDA a generator there: shuffling and augmentation draw on the GPU (another stream
+        # of numbers than the CPU's, equally seeded); on CPU exactly the generator of before
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+        model.train()
+        total = torch.zeros((), dtype=torch.float64, device=device)  # float64: the sum .item() gave
+        n = 0
+        for step, (x, y) in enumerate(batches(train_x, train_y, batch_size, shuffle=True,
+                                              generator=gen, augment=data.augment)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, (epoch * steps_per_epoch + step) / total_steps)
+            with _amp(cfg, device):
+                loss, _ = loss_fn(x, y)
+            # CPU: stop at the first bad step; CUDA: at the epoch's end (a per-step check is a
+            # host sync that stalls the queue of kernels; a NaN makes the epoch's sum NaN)
+            if not cuda and not torch.isfinite(loss):
+                raise Diverged(f"loss became {loss.item()} at epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach().double() * len(y)
+            n += len(y)
+        if not torch.isfinite(total):
+            raise Diverged(f"loss became {total.item()} in epoch {epoch + 1}")
+        record = {"epoch": epoch + 1, "loss": total.item() / max(1, n),
+                  "val_accuracy": evaluate(model, val_x, val_y)}
+        history.append(record)
+        if progress:
+            progress(epoch + 1, end_epoch, record)
+        if on_epoch_end and on_epoch_end(epoch + 1, record):
+            break
+    if channels_last:  # callers prune, save and export plain NCHW weights (after an exception the
+        model.to(memory_format=torch.contiguous_format)  # weights stay NHWC: every save copies them contiguous)
     return history
