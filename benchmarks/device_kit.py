@@ -137,18 +137,6 @@ class Piece:
         return self.wheel if self.whole else f"{self.wheel}.{self.index:02d}"
 
 
-def fashion_mnist_files() -> list[Path]:
-    """Fashion-MNIST's four .gz files on this machine; SystemExit naming how to get them if absent."""
-    sys.path.insert(0, str(REPO))
-    from autokd.data import IDX_MIRRORS, data_root  # imports torch: the CPU machine has it
-
-    for folder in (data_root() / FASHION_DEST, IDX_MIRRORS["FashionMNIST"]):
-        if all((folder / f).is_file() for f in FASHION_FILES):
-            return [folder / f for f in FASHION_FILES]
-    raise SystemExit("device kit: Fashion-MNIST's .gz files not found; `apt-get install dataset-fashion-mnist` "
-                     "(Debian), or run `AUTOKD_OFFLINE=0 autokd datasets` where autokd can download it")
-
-
 def plan_parts(sizes: dict[str, int], limit: int) -> list[list[Piece]]:
     """Files (name -> bytes, in priority order) into parts of at most ``limit`` bytes each: a file
     goes whole into the current part if it fits, else whole into a new part; one larger than a part
@@ -374,6 +362,18 @@ def download(wheels: Path) -> None:
     for f in wheels.glob("*.whl"):  # a wheel of an older pin or of a name no longer listed stays home
         if _wheel_key(f.name) not in set(want.items()):
             f.unlink()
+
+
+def fashion_mnist_files() -> list[Path]:
+    """Fashion-MNIST's four .gz files on this machine; SystemExit naming how to get them if absent."""
+    sys.path.insert(0, str(REPO))
+    from autokd.data import IDX_MIRRORS, data_root  # imports torch: the CPU machine has it
+
+    for folder in (data_root() / FASHION_DEST, IDX_MIRRORS["FashionMNIST"]):
+        if all((folder / f).is_file() for f in FASHION_FILES):
+            return [folder / f for f in FASHION_FILES]
+    raise SystemExit("device kit: Fashion-MNIST's .gz files not found; `apt-get install dataset-fashion-mnist` "
+                     "(Debian), or run `AUTOKD_OFFLINE=0 autokd datasets` where autokd can download it")
 
 
 def main(argv: list[str] | None = None) -> int:
