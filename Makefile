@@ -7,7 +7,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo faults bench bench-smoke clean
+.PHONY: install test test-fast test-device-torch demo faults bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 # Skip the tests marked slow (a quick loop while editing).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The training path's tests under the lent GPU machine's PyTorch (2.11), in a throwaway venv (.ci/torch_device.sh).
+test-device-torch: $(STAMP)
+	bash .ci/torch_device.sh
 
 # Only the fault-injection tests (kills, bad input, cluster failures).
 faults: $(STAMP)
@@ -51,4 +55,4 @@ bench-smoke: $(STAMP)
 	bash benchmarks/run_all.sh smoke
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-torch-device .pytest_cache

@@ -353,6 +353,9 @@ def batches(x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool,
     """Minibatches covering every sample exactly once (last partial batch kept).
 
     Shuffling and augmentation draw only from ``generator``, which they therefore require.
+    Batches are gathered on ``x``'s device: with ``x``, ``y`` and ``generator`` on one GPU nothing
+    is copied to or from the host (``fit`` does that); a CPU generator with GPU tensors costs one
+    copy of the order per epoch and, with augmentation, of the offsets per batch.
     """
     _check_augment(augment)
     if batch_size < 1 or len(x) != len(y):

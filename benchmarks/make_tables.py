@@ -19,7 +19,9 @@ PARTS = {  # file stem -> (section title, the command that writes it)
     "overheads": ("3. Overheads", "benchmarks/run.py overheads --protocol {p}"),
     "latency": ("4. Cost vs latency", "benchmarks/run.py latency --protocol {p}"),
 }
-PROTOCOL_ORDER = ("cpu", "full", "smoke")
+# parts only the device protocols write: shown in section 5, never as "not run yet" for the others
+DEVICE_PARTS = {"gpu_throughput": "Table 3's GPU rows", "device_estimate": "How the device protocol was sized"}
+PROTOCOL_ORDER = ("cpu", "full", "device", "smoke")
 
 
 # ------------------------------------------------------------------ formatting helpers
@@ -192,7 +194,55 @@ def latency(d: dict) -> list[str]:
     return lines + table(["model", "kind", "MACs (M)", "params (M)", "PyTorch ms", "ONNX Runtime ms"], rows)
 
 
-RENDER = {"search_quality": search_quality, "claims": claims, "overheads": overheads, "latency": latency}
+# ------------------------------------------------------------------ section 5: the device protocol
+def ray_tune_throughput(search: dict) -> str:
+    """Table 1's searches as a throughput row: trained epochs x training images / trials' span."""
+    runs = search["results"]["runs"]
+    if not runs or "train_images" not in runs[0]:
+        return ""
+    images = sum(r["epochs_spent"] * r["train_images"] for r in runs)
+    span = sum(r["wall_s"] for r in runs)
+    gpus = runs[0].get("gpus_per_trial")
+    return (f"Through Ray Tune (table 1's {len(runs)} searches, {runs[0]['parallel']} trials at once, "
+            f"{gpus:g} GPU each): {images / span:,.0f} training images/s over the trials' spans "
+            f"(validation, early stopping and trial start-up included; n = {len(runs)} searches)." if span else "")
+
+
+def gpu_throughput(d: dict) -> list[str]:
+    r = d["results"]
+    gpu = d["machine"]["device_name"]
+    lines = [f"Trial: {r['trial']}. Teacher `{r['teacher']['arch']}` (test accuracy "
+             f"{num(r['teacher']['test_accuracy'], '.2f', 100)} %). Device: {gpu}. Images/s of the timed epoch "
+             "(its validation pass included); K at once: K processes released together, whole GPU = "
+             "K x images / span of their timed epochs. Validation accuracy after the probe's epochs, same seed.", ""]
+    rows = []
+    for row in r["rows"]:
+        per = row["per_trial_images_per_s"]
+        accs = [x["val_accuracy"] for x in row["runs"]]
+        rows.append([row["what"], "on" if row["amp"] else "off", row["trials_at_once"],
+                     f"{row['whole_gpu_images_per_s']:,.0f}",
+                     f"{sum(per) / len(per):,.0f}" + (f" (min {min(per):,.0f})" if len(per) > 1 else ""),
+                     f"{100 * sum(accs) / len(accs):.2f}", len(per)])
+    return lines + table(["row", "bf16 autocast", "trials at once", "whole GPU images/s", "per trial images/s",
+                          "val. acc. (%)", "n"], rows)
+
+
+def device_estimate(d: dict) -> list[str]:
+    r = d["results"]
+    lines = [f"**An estimate, not a measurement** (`{d['command']}`, {d['date']}, on {d['machine']['cpu_model']}): "
+             f"host cost {r['host_us_per_op_here']:.1f} us per op measured here + {r['launch_us']:g} us per CUDA "
+             f"launch (assumed); GPU at {100 * r['achieved_fraction']:g} % of the datasheet's dense TF32 rate "
+             f"({r['tf32_dense_flops'] / 1e12:.0f} TFLOP/s; assumed). The model is in benchmarks/device_estimate.py.",
+             ""]
+    order = ("install", "tests", "teacher", "gpu", "search", "latency")
+    rows = [[name, f"{r['parts'][name]['s']:.0f}"] for name in sorted(r["parts"], key=lambda n: (n not in order,
+                                                                                            order.index(n) if n in order else 0, n))]
+    lines += table(["step", "estimated s"], rows + [["**total**", f"**{r['total_s']:.0f}** of {r['budget_s']}"]])
+    return lines
+
+
+RENDER = {"search_quality": search_quality, "claims": claims, "overheads": overheads, "latency": latency,
+          "gpu_throughput": gpu_throughput, "device_estimate": device_estimate}
 
 
 # ------------------------------------------------------------------ the page
@@ -204,7 +254,7 @@ def load(results: Path) -> dict[tuple[str, str], list[tuple[str, dict]]]:
             d = json.loads(path.read_text())
         except ValueError:
             continue
-        if d.get("part") in PARTS:
+        if d.get("part") in PARTS or d.get("part") in DEVICE_PARTS:
             out.setdefault((d["part"], d["protocol"]), []).append((path.name, d))
     return out
 
@@ -224,23 +274,33 @@ def page(found: dict[tuple[str, str], list[tuple[str, dict]]], results: Path) ->
              "    bash benchmarks/run_all.sh smoke         # every part, tiny: proves the pipeline runs",
              "    bash benchmarks/full_protocol.sh         # the GPU protocol (section 5)",
              "    .venv/bin/python benchmarks/make_tables.py   # this page, from the JSON files", ""]
-    protocols = sorted({p for _, p in found} | {"cpu"}, key=_protocol_key)
+    protocols = sorted({p for part, p in found if part in PARTS} | {"cpu"}, key=_protocol_key)
     for part, (title, command) in PARTS.items():
         lines += [f"## {title}", ""]
         for p in protocols:
             files = found.get((part, p), [])
-            if not files:
+            if not files and not p.startswith("device"):  # the device protocols skip tables 2 and 3's CPU rows
                 lines += [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
             for name, d in files:
                 lines += [f"### Protocol `{p}` (`{name}`)", ""] + provenance(d) + [""] + RENDER[part](d) + [""]
     full = [p for p in protocols if p.startswith("full")]
     lines += ["## 5. Full protocol (GPU)", "",
               "`bash benchmarks/full_protocol.sh` runs every part under the `full` protocol (resnet56 teacher, "
-              "full-width students, all training images, on CUDA) and regenerates this page; "
-              "`bash benchmarks/full_protocol.sh cifar10` does the same on CIFAR-10 (needs the dataset or internet).",
-              ""]
+              "full-width students, all training images, on CUDA; hours on one GPU). `bash benchmarks/device_protocol.sh` "
+              "runs the `device` protocol, sized to one lent H200 session (about 8 minutes of run time), in the device "
+              "calls that benchmarks/README.md lists; its tables 1 and 4 appear above under protocol `device`.", ""]
     if not any((part, p) in found for part in PARTS for p in full):
         lines += ["No full-protocol results yet: it has not been run on a GPU.", ""]
+    for part, title in DEVICE_PARTS.items():
+        for p in sorted({p for q, p in found if q == part}, key=_protocol_key):
+            for name, d in found[(part, p)]:
+                lines += [f"### {title}: protocol `{p}` (`{name}`)", ""]
+                lines += (provenance(d) + [""] if part != "device_estimate" else []) + RENDER[part](d) + [""]
+                if part == "gpu_throughput" and ("search_quality", p) in found:
+                    lines += [ray_tune_throughput(found[("search_quality", p)][0][1]), ""]
+    if not any(q == "gpu_throughput" and p == "device" for q, p in found):
+        lines += ["No GPU numbers yet: no session has been lent a device since the device protocol exists; "
+                  "the estimate above is what sized it.", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -5,6 +5,11 @@
   full   the GPU protocol: full-width models, the full training set, enough epochs to rank well.
   smoke  every part end to end in a couple of minutes (digits, 1-2 trials, 1 epoch, n = 1): it
          proves the pipeline runs, its numbers mean nothing.
+  device what one lent H200 session can record in about 8 minutes of run time
+         (benchmarks/device_protocol.sh): the resnet56 teacher on all of Fashion-MNIST, table 1's arms
+         at n = 1, the GPU rows of table 3 (images/s of 1, 4 and 8 trials at once), table 4.
+  device-dry  the same script on a CPU in a few minutes (digits, 1 epoch, 2 trials): CI runs it,
+         so the session lent a device spends its minutes on numbers, not on fixing the script.
 
 Every JSON a benchmark writes carries its protocol's ``as_dict()``, and every table says what the
 protocol reduced (``reduced``), so a number is never read without its setting.
@@ -29,6 +34,8 @@ class Protocol:
     teacher_width: float = 1.0
     teacher_epochs: int = 6
     teacher_subset: int | None = None  # training images the teacher sees (None: all)
+    teacher_batch: int | None = None   # None: TrainConfig's rule (128 on Fashion-MNIST)
+    teacher_lr: float = 0.05           # TrainConfig's, for batch 128; scaled with the batch where larger
     # ---- table 1: search quality
     spaces: dict[str, str] = field(default_factory=dict)  # space role -> YAML in spaces/ or a shipped name
     budget: str = "40%"               # of the teacher's MACs, the issue's setting
@@ -59,6 +66,10 @@ class Protocol:
     latency_repeats: int = 30         # autokd.measure.cpu_latency_ms's default
     latency_warmup: int = 5
     latency_models: tuple[str, ...] | None = None  # None: the whole zoo
+    # ---- table 3's GPU rows (benchmarks/gpu_throughput.py; the device protocols only)
+    gpu_trials_at_once: tuple[int, ...] = (1, 4, 8)  # trials training at once on the one GPU
+    gpu_probe_epochs: int = 2         # the second epoch is timed (the first warms up CUDA and cuDNN)
+    gpu_probe_subset: int | None = None  # training images per probe trial (None: all)
 
     def space(self, role: str) -> str:
         """A space role ("joint", "prune_only", "distill_only") as a path or a shipped name."""
@@ -107,4 +118,35 @@ SMOKE = Protocol(
     efficiency_subset=100, latency_repeats=3, latency_warmup=1, latency_models=("resnet20", "convverytiny"),
 )
 
-PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE)}
+_FULL_SPACES = {"joint": "resnet56_to_resnet", "prune_only": "full_prune_only.yaml",
+                "distill_only": "full_distill_only.yaml"}
+
+# Sized by benchmarks/device_estimate.py (an estimate from this CPU's measured per-op cost and the
+# H200's datasheet rates; README.md beside this file): about 5 minutes of run time, 8 the ceiling.
+DEVICE = Protocol(
+    name="device", dataset="fashion-mnist", device="cuda",
+    reduced=("one lent H200 session (about 8 minutes of run time): resnet56 teacher trained 10 epochs at batch 256 "
+             "on all 54,000 training images; table 1 at n = 1 seed, 8 trials of 2 epochs on a 20,000-image "
+             "subset per search, 8 trials at once on the GPU (an eighth each); table 3's GPU rows only; no "
+             "table 2; the full protocol: 30 teacher epochs, 40 trials of 15 epochs, n = 3"),
+    teacher="resnet56", teacher_width=1.0, teacher_epochs=10, teacher_subset=None, teacher_batch=256, teacher_lr=0.1,
+    spaces=_FULL_SPACES, trials=8, epochs=2, train_subset=20_000, seeds=1, parallel=8,
+    cpus_per_trial=1.0, gpus_per_trial=0.125,
+    claims_student="resnet20", claims_width=1.0, claims_epochs=2, claims_subset=None,
+    gpu_trials_at_once=(1, 4, 8), gpu_probe_epochs=2, gpu_probe_subset=None,
+    latency_models=("resnet20", "resnet32", "resnet56"),
+)
+
+DEVICE_DRY = Protocol(
+    name="device-dry", dataset="digits", device="cpu",
+    reduced=("dry run of the device protocol on a CPU (digits 1x8x8, resnet56 teacher 1 epoch, 2 trials of 1 "
+             "epoch on 200 images per arm, probes of 1 and 2 trials at once, n = 1): proves the script runs "
+             "end to end; its numbers mean nothing"),
+    teacher="resnet56", teacher_width=1.0, teacher_epochs=1, teacher_subset=None,
+    spaces=_FULL_SPACES, trials=2, epochs=1, train_subset=200, seeds=1, parallel=2,
+    claims_student="resnet20", claims_width=0.25, claims_epochs=2, claims_subset=None,
+    gpu_trials_at_once=(1, 2), gpu_probe_epochs=2, gpu_probe_subset=200,
+    latency_repeats=3, latency_warmup=1, latency_models=("resnet20",),
+)
+
+PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE, DEVICE, DEVICE_DRY)}

@@ -158,7 +158,8 @@ def teacher_bundle(protocol, results_dir: Path, say=print) -> Path:
                 f"{p.dataset}, {subset} images, {p.teacher_epochs} epochs -> {folder}")
             data = load_dataset(p.dataset, seed=0, train_subset=p.teacher_subset)
             t0 = time.perf_counter()
-            model, card = train_model(p.teacher, data, TrainConfig(epochs=p.teacher_epochs, seed=0),
+            cfg = TrainConfig(epochs=p.teacher_epochs, seed=0, lr=p.teacher_lr, batch_size=p.teacher_batch)
+            model, card = train_model(p.teacher, data, cfg,
                                       width=p.teacher_width, device=p.device)
             card["train_wall_s"] = round(time.perf_counter() - t0, 1)
             save_bundle(model, folder, card)

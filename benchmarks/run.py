@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run.py claims    --protocol cpu   # table 2: the seeds' claims
     .venv/bin/python benchmarks/run.py overheads --protocol cpu   # table 3
     .venv/bin/python benchmarks/run.py latency   --protocol cpu   # table 4 (after table 1 for its students)
+    .venv/bin/python benchmarks/run.py gpu       --protocol device # table 3's GPU rows (device protocols)
     .venv/bin/python benchmarks/run.py all       --protocol smoke # every part, tiny, in a couple of minutes
     .venv/bin/python benchmarks/make_tables.py                    # BENCHMARKS.md from results/*.json
 
@@ -28,15 +29,16 @@ sys.path.insert(0, str(HERE))
 from protocols import PROTOCOLS  # noqa: E402
 from record import RESULTS, default_out, say, teacher_bundle, teacher_folder, write_json  # noqa: E402
 
-PARTS = ("search", "claims", "overheads", "latency")
-FILES = {"search": "search_quality", "claims": "claims", "overheads": "overheads", "latency": "latency"}
+PARTS = ("search", "claims", "overheads", "latency")  # 'all'; gpu runs only when asked (device protocols)
+FILES = {"search": "search_quality", "claims": "claims", "overheads": "overheads", "latency": "latency",
+         "gpu": "gpu_throughput"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     from search_quality import ARMS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=(*PARTS, "all", "teacher"))
+    ap.add_argument("part", choices=(*PARTS, "gpu", "all", "teacher"))
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cpu")
     ap.add_argument("--seeds", type=int, help="n seeds (0..n-1) for tables 1 and 2; default: the protocol's")
     ap.add_argument("--out", type=Path,
@@ -76,6 +78,10 @@ def run_part(part: str, protocol, args, results_dir: Path) -> Path:
         import claims
 
         data = claims.run(protocol, results_dir=results_dir, seeds=seeds, workers=args.workers)
+    elif part == "gpu":
+        import gpu_throughput
+
+        data = gpu_throughput.run(protocol, results_dir=results_dir)
     elif part == "overheads":
         import overheads
 
@@ -98,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.dataset and args.dataset != protocol.dataset:  # its own name: own studies, teacher and files
         protocol = dataclasses.replace(protocol, dataset=args.dataset,
                                        name=f"{protocol.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', args.dataset)[:40]}")
-    results_dir = args.results or (RESULTS / "smoke" if protocol.name == "smoke" else RESULTS)
+    scratch = protocol.name == "smoke" or protocol.name.endswith("-dry")
+    results_dir = args.results or (RESULTS / protocol.name if scratch else RESULTS)
     if args.part == "teacher":
         teacher_bundle(protocol, results_dir, say=say)
         return

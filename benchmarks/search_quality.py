@@ -46,6 +46,14 @@ ARMS = {
 }
 
 
+def arm_budget(protocol, arm: str) -> tuple[int, int]:
+    """(trained trials, epochs per trial) of one arm's search: the protocol's, the same for every arm.
+
+    The hook for the equal-compute ladder (the search issue): an arm whose trials cost less (prune-only
+    never runs the teacher) would get more trials or epochs here, for the same compute per arm."""
+    return protocol.trials, protocol.epochs
+
+
 def study_name(protocol, arm: str, seed: int) -> str:
     return f"{protocol.name}-{arm}-s{seed}"
 
@@ -57,6 +65,13 @@ def _test_split(dataset: str):
 
     data = load_dataset(dataset, seed=0)  # the test split does not depend on the seed
     return data.test_x, data.test_y
+
+
+@lru_cache(maxsize=4)
+def _train_split(dataset: str, seed: int, subset: int | None):
+    from autokd.data import load_dataset
+
+    return load_dataset(dataset, seed=seed, train_subset=subset).train_y
 
 
 def _epochs_run(trial) -> int:
@@ -115,9 +130,10 @@ def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, par
     if fresh and studies.study_dir(name).exists():
         shutil.rmtree(studies.study_dir(name))
     before = studies.counts(studies.load(name))["trained"] if studies.exists(name) else 0
+    trials, epochs = arm_budget(protocol, arm)
     cfg = SearchConfig(teacher=teacher, dataset=protocol.dataset, flops_budget=protocol.budget,
-                       space=protocol.space(spec.space), study=name, trials=protocol.trials, parallel=parallel,
-                       epochs=protocol.epochs, sampler=spec.sampler, seed=seed, early_stopping=spec.early_stopping,
+                       space=protocol.space(spec.space), study=name, trials=trials, parallel=parallel,
+                       epochs=epochs, sampler=spec.sampler, seed=seed, early_stopping=spec.early_stopping,
                        train_subset=protocol.train_subset, cpus_per_trial=protocol.cpus_per_trial,
                        gpus_per_trial=protocol.gpus_per_trial, reference=False)
     t0 = time.perf_counter()
@@ -125,7 +141,9 @@ def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, par
     wall = time.perf_counter() - t0
     info = pareto_info(study, importances=False)
     trained = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
-    return {"arm": arm, "seed": seed, "study": name, "parallel": parallel, "hypervolume": info.hypervolume,
+    return {"arm": arm, "seed": seed, "study": name, "parallel": parallel, "trials": trials, "epochs": epochs,
+            "train_images": len(_train_split(protocol.dataset, seed, protocol.train_subset)),
+            "gpus_per_trial": protocol.gpus_per_trial, "hypervolume": info.hypervolume,
             "budget_macs": info.budget_macs, "counts": info.counts(),
             "epochs_spent": sum(_epochs_run(t) for t in trained),
             "hypervolume_vs_epochs": hypervolume_vs_epochs(study, info.hypervolume_reference_macs),

@@ -153,3 +153,12 @@ def test_learned_masks_prune_an_inherited_student_to_the_predicted_cost(teacher,
     r = run_trial(c, _ctx(teacher, digits))
     assert r.macs == _predicted(c, model) < r.macs_before_pruning
     assert [h["epoch"] for h in r.history] == [0, 1, 2]
+
+
+def test_a_star_ratio_with_a_stage_key_is_priced_as_the_trial_prunes(teacher, digits):
+    """``prune/*`` with a stage key (search_spaces/README.md allows both): the search's price of the
+    candidate equals the pruned student's MACs (the key wins over '*' on its stage)."""
+    model, _ = teacher
+    c = Candidate(student="resnet20", width=0.5, prune={"*": 0.3, "layer2": 0.6}, epochs=1)
+    run = TrialRun(c, _ctx(teacher, digits))
+    assert count_macs(run.student, SHAPE) == _predicted(c, model)

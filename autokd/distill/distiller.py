@@ -12,9 +12,10 @@ modules that live only for the duration of one forward pass, so neither model ke
 
 Teacher outputs: the teacher runs in eval mode under ``no_grad``. Given ``cache_x`` (the training
 images, for datasets without augmentation) its logits and the features the pairs need are
-computed once for every image and looked up by the image's exact bytes; a batch with any image
+computed once for every image and looked up by the image's exact values; a batch with any image
 not found (or an estimated cache above CACHE_BUDGET_BYTES) runs the teacher live. Both paths give
-the same eval-mode outputs, up to float rounding of the batch size.
+the same eval-mode outputs, up to float rounding of the batch size. The cache lives on the device
+of its first lookup (the GPU's memory when training there) and a lookup copies nothing to the host.
 """
 from __future__ import annotations
 
@@ -52,34 +53,56 @@ def _module_key(pair: str) -> str:  # "t3->s2" -> "t3_s2" (ModuleDict keys may n
     return f"t{i}_s{j}"
 
 
+def _fingerprints(x: Tensor, weights: Tensor) -> Tensor:
+    """One int64 per image from its exact float32 bits: sum of bits x fixed random weights.
+
+    Integer sums are exact in any order, so equal images give equal keys on any device; two
+    different images share a key only by a rare coincidence, and every hit is checked against the
+    stored images anyway. ``weights`` are small enough (see ``TeacherCache``) that nothing overflows.
+    """
+    return (x.detach().float().flatten(1).view(torch.int32).to(torch.int64) * weights).sum(1)
+
+
 class TeacherCache:
-    """Eval-mode teacher outputs of a fixed image set, looked up by each image's bytes."""
+    """Eval-mode teacher outputs of a fixed image set, looked up by each image's exact values.
+
+    Filled at the first lookup, on that batch's device: images, outputs and a sorted table of
+    per-image fingerprints all stay there, so a lookup is a search on the device plus one check
+    (the one value read back: hit or miss) instead of a copy of the batch to the host.
+    """
 
     def __init__(self, run: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]], images: Tensor) -> None:
-        self._run, self.images = run, images.detach().cpu()
-        self._index: dict[int, int] | None = None
+        self._run, self.images = run, images.detach()
+        self._keys: Tensor | None = None  # sorted fingerprints of self.images, and their rows
+        self._rows: Tensor | None = None
         self.logits: Tensor | None = None
         self.feats: dict[str, Tensor] = {}
         self.hits = self.misses = 0
+        per_image = max(1, self.images[:1].numel())
+        # |bits| < 2^31, so weights below 2^(31 - log2(values per image)) keep every sum in int64
+        bits = max(1, 31 - per_image.bit_length())
+        self._weights = torch.randint(1, 2 ** bits, (per_image,), generator=torch.Generator().manual_seed(0))
 
     def _fill(self, device: torch.device) -> None:
-        outs = [self._run(self.images[i:i + _CHUNK].to(device)) for i in range(0, len(self.images), _CHUNK)]
+        self.images, self._weights = self.images.to(device), self._weights.to(device)
+        outs = [self._run(self.images[i:i + _CHUNK]) for i in range(0, len(self.images), _CHUNK)]
         self.logits = torch.cat([lo for lo, _ in outs])
         self.feats = {n: torch.cat([f[n] for _, f in outs]) for n in outs[0][1]}
-        rows = self.images.flatten(1).numpy()
-        self._index = {hash(r.tobytes()): k for k, r in enumerate(rows)}
+        self._keys, self._rows = torch.sort(_fingerprints(self.images, self._weights))
 
     def lookup(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]] | None:
-        if self._index is None:
+        if self._keys is None:
             self._fill(x.device)
-        xc = x.detach().cpu()
-        idx = [self._index.get(hash(r.tobytes()), -1) for r in xc.flatten(1).numpy()]
-        if min(idx, default=-1) < 0 or not torch.equal(self.images[idx], xc):
+        if len(x) == 0 or x.shape[1:] != self.images.shape[1:]:
+            self.misses += 1
+            return None
+        pos = torch.searchsorted(self._keys, _fingerprints(x, self._weights)).clamp_(max=len(self._keys) - 1)
+        idx = self._rows[pos]
+        if not torch.equal(self.images[idx], x.detach()):  # an image not cached, or a coincidence
             self.misses += 1
             return None
         self.hits += 1
-        sel = torch.tensor(idx, device=self.logits.device)
-        return self.logits[sel], {n: f[sel] for n, f in self.feats.items()}
+        return self.logits[idx], {n: f[idx] for n, f in self.feats.items()}
 
 
 class Distiller(nn.Module):
