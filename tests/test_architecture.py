@@ -233,3 +233,10 @@ def test_a_study_names_its_two_objectives(home):
     store.study_dir("named").mkdir(parents=True)  # what the driver's lock makes
     study = store.create("named")
     assert study.metric_names == ["val_accuracy", "macs"]  # what optuna-dashboard labels the axes
+
+
+def test_one_trial_from_the_cli_to_fit_crosses_five_files():
+    """`autokd search` -> the driver -> the Ray Tune side -> the trial -> the training loop."""
+    graph = import_graph()
+    path = ["autokd.cli.app", "autokd.search.driver", "autokd.search.tune", "autokd.trial", "autokd.train"]
+    assert all(b in graph[a] for a, b in zip(path, path[1:]))

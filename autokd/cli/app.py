@@ -22,7 +22,7 @@ from ..models import MODELS, create_model
 from ..pareto import pareto_info
 from ..provenance import resolve_device
 from ..search import SearchConfig
-from ..search import search as run_search
+from ..search.driver import search as run_search
 from ..search import store
 from ..teacher import cache_dir, get_teacher, train_model
 from ..train import TrainConfig
