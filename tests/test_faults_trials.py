@@ -13,6 +13,7 @@ from fault_tools import SPACE, World, train_teacher
 from optuna.trial import TrialState
 
 from autokd.search import SearchConfig, search
+from autokd.search import tune as tune_side  # `autokd.search` the attribute is the function
 from autokd.search.tune import OptunaSearcher, Tally, trainable
 
 pytestmark = pytest.mark.faults
@@ -81,7 +82,7 @@ def test_a_trial_out_of_memory_is_recorded_failed_with_the_reason(monkeypatch, e
     def out_of_memory(candidate, ctx):
         raise error
 
-    monkeypatch.setattr("autokd.search.tune.run_trial", out_of_memory)
+    monkeypatch.setattr(tune_side, "run_trial", out_of_memory)  # what the worker function calls
     teacher = create_model("resnet20", num_classes=10, in_channels=1)
     blob = (plan_of(teacher), teacher.state_dict())
     trainable({"candidate": {"student": "resnet20"}, "threads": 1}, data=None, teacher_blob=blob)
