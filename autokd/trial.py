@@ -187,8 +187,11 @@ class TrialRun:
         c = self.c
         if self.ctx.student is not None:
             return copy.deepcopy(self.ctx.student)
-        if c.init == "teacher":
-            return inherit_student(self.teacher, c.student, rule=c.blocks)
+        if c.init == "teacher":  # fewer blocks than the teacher: the kept ones see other inputs, re-estimate
+            student = inherit_student(self.teacher, c.student, rule=c.blocks)
+            if c.student != self.teacher.arch:
+                recalibrate_bn(student, self.data.train_x[:RECALIBRATION_IMAGES].to(self.ctx.device))
+            return student
         return seeded_model(c.student, self.seeds["init"], num_classes=self.data.num_classes,
                             in_channels=self.data.in_channels, width=c.width)
 
@@ -227,7 +230,7 @@ class TrialRun:
             prune_to_plan(self.student, plan, criterion=self.c.prune_method, input_shape=self.shape,
                           loss_fn=lambda m: F.cross_entropy(m(self.probe_x), self.probe_y))
         if self.inherited:  # the inherited layers' statistics no longer hold: re-estimate them
-            recalibrate_bn(self.student, self.data.train_x[:RECALIBRATION_IMAGES])
+            recalibrate_bn(self.student, self.data.train_x[:RECALIBRATION_IMAGES].to(self.ctx.device))
         self.macs = measure(self.student, self.shape).macs
         if self.distiller is not None:  # new student widths: new regressors, same teacher cache
             self.distiller = self._distiller(cache=self.distiller.cache)

@@ -162,3 +162,13 @@ def test_a_star_ratio_with_a_stage_key_is_priced_as_the_trial_prunes(teacher, di
     c = Candidate(student="resnet20", width=0.5, prune={"*": 0.3, "layer2": 0.6}, epochs=1)
     run = TrialRun(c, _ctx(teacher, digits))
     assert count_macs(run.student, SHAPE) == _predicted(c, model)
+
+
+def test_a_shallower_inherited_student_is_recalibrated_before_its_epoch_zero_score(teacher, digits):
+    """Dropping blocks is a structural change too: resnet20 from resnet32, no pruning, is scored
+    after its BN statistics were re-estimated (the stale ones score near chance on digits)."""
+    model, _ = teacher
+    run = TrialRun(Candidate(student="resnet20", init="teacher", epochs=1), _ctx(teacher, digits))
+    # layer3.0 is the teacher's layer3.0, but its inputs come through fewer blocks: new statistics
+    assert not torch.equal(run.student.layer3[0].bn1.running_mean, model.layer3[0].bn1.running_mean)
+    assert run.history[0]["val_accuracy"] > 0.5

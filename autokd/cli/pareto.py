@@ -42,16 +42,16 @@ def _write_text(path: Path, text: str) -> None:
 
 def front_table(info) -> Table:
     table = Table(title=f"Pareto front of {info.study} ({COST_UNIT_TITLE})")
-    for col in ("trial", "val acc %", "MACs (M)", "% of teacher", "params (M)", "student", "width",
+    for col in ("trial", "val acc %", "MACs (M)", "% of teacher", "params (M)", "student", "init", "width",
                 "prune", "β", "T", "schedule"):
-        table.add_column(col, justify="right" if col not in ("student", "prune", "schedule") else "left")
+        table.add_column(col, justify="right" if col not in ("student", "init", "prune", "schedule") else "left")
     for p in info.front:
         c = p["candidate"]
         prune = ",".join(f"{k}={float(v):g}" for k, v in (c.get("prune") or {}).items())
         table.add_row(str(p["number"]), f"{100 * p['val_accuracy']:.2f}", f"{p['macs'] / 1e6:.4f}",
                       "-" if p["share_of_teacher"] is None else f"{100 * p['share_of_teacher']:.1f}",
                       "-" if not p["params"] else f"{p['params'] / 1e6:.4f}", str(c.get("student", "?")),
-                      f"{c.get('width', 1):g}", f"{c.get('prune_method', '')} {prune}".strip(),
+                      str(c.get("init", "scratch")), f"{c.get('width', 1):g}", f"{c.get('prune_method', '')} {prune}".strip(),
                       f"{float(c.get('beta', 0)):.2f}", f"{float(c.get('temperature', 0)):.2f}",
                       str(c.get("schedule", "")))
     return table
