@@ -344,8 +344,9 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     space can serve students of different depths. Numbers are rounded to 12 significant digits,
     so a stepped sample reads 0.15, not 0.15000000000000002 (which can cut one channel less at a
     rounding edge). ``prune/method: learned-mask`` implies ``prune_at = "during"`` whatever
-    ``prune/at`` says (the masks are learned while distilling), and ``prune_at = "during"`` implies
-    ``prune_steps = 1``. Pure: touches no tensors.
+    ``prune/at`` says (the masks are learned while distilling); ``student/init: teacher`` with any
+    other method implies ``prune_at = "start"`` (an inherited student is pruned, then fine-tuned);
+    ``prune_at = "during"`` implies ``prune_steps = 1``. Pure: touches no tensors.
     """
     changes: dict[str, Any] = {}
     dicts: dict[str, dict[str, float]] = {"prune": {}, "lambdas": {}}
@@ -361,6 +362,11 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     changes.update({f: d for f, d in dicts.items() if d})
     if changes.get("prune_method", base.prune_method) == "learned-mask":
         changes["prune_at"] = "during"  # PDD's masks are learned while distilling: "start" cannot apply
+    inherited = changes.get("init", base.init) == "teacher"
+    if inherited and changes.get("prune_method", base.prune_method) != "learned-mask":
+        # an inherited student is pruned, then fine-tuned: cut mid-way it has only the schedule's tail
+        # to recover (make demo, 2026-12-01: four inherited trials at 94-97 % by epoch 3 fell to 29-81 %)
+        changes["prune_at"] = "start"
     if changes.get("prune_at", base.prune_at) == "during":
         changes["prune_steps"] = 1  # gradual steps start at epoch 0: pruning mid-training is one step
     return replace(base, **changes)

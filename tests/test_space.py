@@ -289,3 +289,15 @@ def test_kd_alpha_is_a_space_parameter():
 
     c = params_to_candidate({"kd/alpha": 0.0, "kd/beta": 1.0}, fixed={}, base=Candidate())
     assert (c.kd_alpha, c.beta) == (0.0, 1.0)
+
+
+def test_an_inherited_student_is_pruned_before_it_is_fine_tuned():
+    base = Candidate()
+    inherited = params_to_candidate({"student/init": "teacher", "prune/at": "during", "prune/method": "l1"},
+                                    fixed={}, base=base)
+    assert inherited.prune_at == "start"
+    masks = params_to_candidate({"student/init": "teacher", "prune/at": "start", "prune/method": "learned-mask",
+                                 "prune/steps": 2}, fixed={}, base=base)
+    assert (masks.prune_at, masks.prune_steps) == ("during", 1)  # PDD's masks are learned while distilling
+    scratch = params_to_candidate({"student/init": "scratch", "prune/at": "during"}, fixed={}, base=base)
+    assert scratch.prune_at == "during"
