@@ -47,3 +47,17 @@ def test_margin_protects_near_ties():
     stopper.observe(1, 1, 0.81, 100)
     assert stopper.observe(2, 1, 0.78, 100) is False  # within the margin of both
     assert stopper.observe(3, 1, 0.70, 100) is True
+
+
+def test_trials_are_compared_within_their_group_only():
+    """Two inherited trials far ahead at rung 1 do not stop a scratch trial (their head start
+    says nothing about its end); two scratch trials ahead of it do."""
+    from autokd.search.stopping import ParetoStopper
+
+    stopper = ParetoStopper(rungs=[1], min_dominators=2)
+    assert not stopper.observe(0, 1, 0.95, 100, "teacher")
+    assert not stopper.observe(1, 1, 0.96, 100, "teacher")
+    assert not stopper.observe(2, 1, 0.60, 200, "scratch")   # dominated by 0 and 1, another group
+    assert not stopper.observe(3, 1, 0.70, 100, "scratch")
+    assert not stopper.observe(4, 1, 0.72, 150, "scratch")   # more accurate than 2 and 3: no dominator
+    assert stopper.observe(5, 1, 0.50, 300, "scratch")       # dominated by 2, 3 and 4

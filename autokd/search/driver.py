@@ -114,7 +114,8 @@ def _preload_rungs(study: optuna.Study, stopper: ParetoStopper) -> None:
     for t in study.get_trials(deepcopy=False, states=states):
         for epoch, acc in t.user_attrs.get("epoch_val_accuracy", {}).items():
             if int(epoch) in stopper.rungs:
-                stopper.record(RungResult(t.number, int(epoch), float(acc), int(t.user_attrs.get("macs", 0))))
+                group = t.user_attrs.get("candidate", {}).get("init", "scratch")
+                stopper.record(RungResult(t.number, int(epoch), float(acc), int(t.user_attrs.get("macs", 0)), group))
 
 
 def run_trials(session: Session, say: Say) -> None:

@@ -11,7 +11,11 @@ one of the two. Why: a trial dominated at the same training stage by several oth
 no more expensive can only join the final front by overtaking every one of them in accuracy
 over its remaining epochs; requiring two dominators (not one) keeps a single lucky early trial
 from killing the rest, as the median rule needs a population. MACs do not change during
-training, so the test is exactly Pareto dominance at equal training effort.
+training, so the test is exactly Pareto dominance at equal training effort. Trials are compared
+within their *group* only (the search's group is the candidate's ``init``): a student that
+inherits the teacher starts near its final accuracy, one from scratch does not, so an epoch of
+the one says nothing about the other's end (``make demo``, 2026-12-01: inherited trials at rung 1
+stopped the scratch trial that was the best student the run before).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class RungResult:
     rung: int
     val_accuracy: float
     macs: int
+    group: str = ""  # results are compared within one group (the candidate's init)
 
 
 def default_rungs(epochs: int) -> list[int]:
@@ -62,11 +67,11 @@ class ParetoStopper:
         rows[:] = [r for r in rows if r.trial != result.trial]
         rows.append(result)
 
-    def observe(self, trial: int, epoch: int, acc: float, macs: int) -> bool:
+    def observe(self, trial: int, epoch: int, acc: float, macs: int, group: str = "") -> bool:
         """Record a trial's result at ``epoch``; True means: stop this trial now."""
         if epoch not in self.rungs:
             return False
-        earlier = [r for r in self.table.get(epoch, []) if r.trial != trial]
+        earlier = [r for r in self.table.get(epoch, []) if r.trial != trial and r.group == group]
         stop = should_stop(earlier, acc, macs, min_dominators=self.min_dominators, margin=self.margin)
-        self.record(RungResult(trial, epoch, acc, macs))
+        self.record(RungResult(trial, epoch, acc, macs, group))
         return stop

@@ -223,8 +223,9 @@ class ParetoScheduler(FIFOScheduler):
     def on_trial_result(self, controller, trial, result):
         if result.get("final") or "epoch" not in result:
             return TrialScheduler.CONTINUE
-        number = trial.config["trial_number"]
-        if self.stopper.observe(number, int(result["epoch"]), float(result["val_accuracy"]), int(result["macs"])):
+        number, group = trial.config["trial_number"], trial.config["candidate"].get("init", "scratch")
+        if self.stopper.observe(number, int(result["epoch"]), float(result["val_accuracy"]), int(result["macs"]),
+                                group):
             self.searcher.stopped.add(trial.trial_id)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
