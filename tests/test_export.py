@@ -181,3 +181,20 @@ def test_a_format_mismatch_is_loud_and_leaves_nothing(env, monkeypatch):
     with pytest.raises(export_mod.ExportMismatch, match="nothing was written"):
         export_mod.export_student(STUDY, best=True, out=env / "new" / "t0")
     assert list(env.iterdir()) == []  # neither the folder, nor its temp sibling, nor the parent
+
+
+def test_export_fine_tunes_the_chosen_point_on_the_whole_training_split(env, world, digits):
+    """--finetune-epochs N: the trial's own weights keep training N epochs on every training image
+    (not the search's subset), with the trial's distillation settings; the card says before/after."""
+    from autokd.export import export_student
+
+    _, _, result = world
+    folder = export_student(STUDY, best=True, out=env / "ft", finetune_epochs=1)
+    card = json.loads((folder / "card.json").read_text())
+    ft = card["finetune"]
+    assert ft["epochs"] == 1 and ft["train_images"] == len(digits.train_y)
+    assert 0.0 <= ft["test_accuracy_before"] <= 1.0 and ft["test_accuracy_after"] == card["test_accuracy"]
+    assert card["macs"] == result.macs  # fine-tuning prunes nothing: the point's cost
+    same_logits(folder, digits.val_x[:16])
+    small = export_student(STUDY, best=True, out=env / "ft200", finetune_epochs=1, train_subset=200)
+    assert json.loads((small / "card.json").read_text())["finetune"]["train_images"] == 200
