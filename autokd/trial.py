@@ -202,19 +202,18 @@ class TrialRun:
         per_layer = pruning_ratios(c, self.student) if self.ctx.student is None else {}
         if not any(r > 0 for r in per_layer.values()):
             return []
-        self.spec = per_layer
         base = channel_plan(self.student)
-        final = target_plan(layout(self.student), base, per_layer, 1)
-        _, target = predict_cost(self.student.arch, num_classes=self.data.num_classes,
-                                 in_channels=self.data.in_channels, width=self.student.build_args["width"],
-                                 ratios_spec=per_layer, input_shape=self.shape, plan=base)
+        final, target = predict_cost(self.student.arch, num_classes=self.data.num_classes,
+                                     in_channels=self.data.in_channels, width=self.student.build_args["width"],
+                                     ratios_spec=per_layer, input_shape=self.shape, plan=base)
         self.target_macs = target.macs
+        during = min(c.epochs, max(1, int(PRUNE_FRACTION * c.epochs + 0.5)))  # P, the mid-training cut
         if c.prune_method == LEARNED_MASK:
             self.gates = ChannelGates(self.student, per_layer, self.shape)
-            return [(min(c.epochs, max(1, int(PRUNE_FRACTION * c.epochs + 0.5))), None)]
+            return [(during, None)]
         CRITERIA.get(c.prune_method)
         if c.prune_at == "during":
-            return [(min(c.epochs, max(1, int(PRUNE_FRACTION * c.epochs + 0.5))), final)]
+            return [(during, final)]
         k = c.prune_steps  # gradual: step i (epoch i) reaches the share (i + 1) / k of every ratio
         steps = [(i, target_plan(layout(self.student), base, {n: r * (i + 1) / k for n, r in per_layer.items()}, 1))
                  for i in range(k - 1)] + [(k - 1, final)]

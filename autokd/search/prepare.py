@@ -16,6 +16,7 @@ from ..candidate import Candidate
 from ..data import DataSplits, load_dataset
 from ..errors import UserError
 from ..inherit import check_inheritable
+from ..provenance import resolve_device
 from ..space import SearchSpace, default_space_for, load_space
 from . import store
 from .budget import Budget, TeacherShape, cheapest_macs, parse_budget, teacher_shape
@@ -57,6 +58,7 @@ def prepare(cfg: SearchConfig) -> Plan:
     """Check ``cfg`` and resolve everything a search needs but the teacher's weights; see the module doc."""
     cfg = replace(cfg, study=cfg.study or default_study_name(cfg))
     check_config(cfg)
+    resolve_device(cfg.device)  # an unknown name, or cuda without a GPU: before the study's folder is made
     data = load_dataset(cfg.dataset, seed=cfg.seed, train_subset=cfg.train_subset)
     shape = (data.in_channels, *data.image_size)
     teacher = teacher_shape(cfg.teacher, shape, data.num_classes)
