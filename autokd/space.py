@@ -346,7 +346,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     rounding edge). ``prune/method: learned-mask`` implies ``prune_at = "during"`` whatever
     ``prune/at`` says (the masks are learned while distilling); ``student/init: teacher`` with any
     other method implies ``prune_at = "start"`` (an inherited student is pruned, then fine-tuned);
-    ``prune_at = "during"`` implies ``prune_steps = 1``. Pure: touches no tensors.
+    ``prune_at = "during"`` implies ``prune_steps = 1``, and ``prune_steps`` is capped at the
+    candidate's epochs (one step an epoch). Pure: touches no tensors.
     """
     changes: dict[str, Any] = {}
     dicts: dict[str, dict[str, float]] = {"prune": {}, "lambdas": {}}
@@ -369,6 +370,9 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
         changes["prune_at"] = "start"
     if changes.get("prune_at", base.prune_at) == "during":
         changes["prune_steps"] = 1  # gradual steps start at epoch 0: pruning mid-training is one step
+    epochs = changes.get("epochs", base.epochs)
+    if isinstance(epochs, int) and epochs >= 1 and changes.get("prune_steps", base.prune_steps) > epochs:
+        changes["prune_steps"] = epochs  # one step an epoch: a 1-epoch search of a 1-2 step space prunes at once
     return replace(base, **changes)
 
 

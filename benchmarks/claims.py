@@ -15,6 +15,7 @@ and does not reproduce when mean(d) <= 0; "no worse" reproduces when mean(d) >= 
 from __future__ import annotations
 
 import copy
+import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
-from record import envelope, mean_std, paired, say, teacher_bundle, teacher_summary
+from record import command_line, envelope, mean_std, paired, read_json, say, teacher_bundle, teacher_summary
 
 PAIRED_SIGMAS = 2.0  # a difference counts as reproduced beyond 2 standard errors of the paired mean
 
@@ -42,6 +43,22 @@ RUNS: dict[str, tuple[str, dict]] = {
     "aligned": ("matching pairs with the teacher narrowed to the student's widths, no regressor (InDistill)",
                 dict(pairs="diag", align_teacher=True)),
     "fitnet-diag": ("KD + FitNet regressors over matching pairs, lambda 1", dict(pairs="diag", kd_loss="fitnet")),
+    # ---- the same claims on the pruned *trained* teacher (init teacher: its own layers, then pruned)
+    "teacher-recovery-kd": ("the trained teacher L1-pruned at recovery_ratio, fine-tuned recovery_epochs with "
+                            "Hinton KD (logits only, T 4, alpha 0.5)",
+                            dict(pairs="none", on="teacher", prune="recovery", epochs="recovery", beta=1.0)),
+    "teacher-recovery-ce": ("teacher-recovery-kd, fine-tuned on the labels only (no teacher)",
+                            dict(pairs="none", on="teacher", prune="recovery", epochs="recovery", beta=1.0,
+                                 kd_alpha=0.0)),
+    "teacher-arch-alone": ("the teacher's architecture at teacher-recovery-kd's channel plan, from random weights, "
+                           "trained alone on the labels (claims_epochs)",
+                           dict(pairs="none", on="teacher", init="scratch", prune="recovery", beta=1.0,
+                                kd_alpha=0.0)),
+    "teacher-pdd": ("the trained teacher, its channel masks learned with the distillation loss (PDD, matching "
+                    "pairs), cut at half the epochs to prune_ratio",
+                    dict(pairs="diag", on="teacher", prune="ratio", prune_method="learned-mask", prune_at="during")),
+    "teacher-l1": ("the trained teacher L1-pruned to prune_ratio at the start, then distilled (matching pairs)",
+                   dict(pairs="diag", on="teacher", prune="ratio", prune_method="l1", prune_at="start")),
 }
 RECOVERY_RUNS = {
     "alone": "the student trained alone on the labels (cross-entropy), same init and data order",
@@ -81,6 +98,14 @@ CLAIMS = (
           "on labels", "recovery-kd", "recovery-ce", "better", "pruned ResNet18 restored to 77.8 %"),
     Claim("pruned-vs-alone", "000", "The pruned, distilled student beats the unpruned student trained alone",
           "recovery-kd", "alone", "better", "77.8 %, above the unpruned student alone"),
+    Claim("teacher-recovery", "000", "After aggressive pruning of the trained teacher, distillation recovers more "
+          "than fine-tuning on labels", "teacher-recovery-kd", "teacher-recovery-ce", "better",
+          "pruned ResNet18 restored to 77.8 % with KD"),
+    Claim("teacher-pruned-vs-alone", "000", "The pruned, distilled teacher beats the same architecture trained alone",
+          "teacher-recovery-kd", "teacher-arch-alone", "better", "77.8 %, above the same student trained alone"),
+    Claim("teacher-pdd", "002", "On the inherited student, masks learned during distillation beat L1 "
+          "prune-then-fine-tune at equal MACs", "teacher-pdd", "teacher-l1", "better",
+          "resnet56 -> resnet20, 39.5 % fewer FLOPs, +0.17 points"),
     Claim("aligned-vs-fitnet", "003", "Teacher alignment (no regressor) is no worse than a FitNet regressor",
           "aligned", "fitnet-diag", "no worse", "InDistill beats regressor-based hints (CIFAR-10, Fashion-MNIST)"),
     Claim("aligned-vs-vid", "003", "Teacher alignment (no regressor) is no worse than a VID regressor",
@@ -119,10 +144,16 @@ def _candidate(protocol, name: str, seed: int, n_teacher: int, n_student: int):
     diag = make_pairs("diag", n_teacher, n_student)
     weight = len(diag) / (n_teacher * n_student) if kind == "all" else 1.0
     lambdas = make_pairs(kind, n_teacher, n_student, weight)
-    if changes.pop("prune", None):
-        changes["prune"] = {"*": protocol.prune_ratio}
-    return Candidate(student=protocol.claims_student, width=protocol.claims_width, epochs=protocol.claims_epochs,
-                     seed=seed, lambdas=lambdas, **changes)
+    prune = changes.pop("prune", None)
+    if prune:
+        changes["prune"] = {"*": protocol.recovery_ratio if prune == "recovery" else protocol.prune_ratio}
+    epochs = protocol.recovery_epochs if changes.pop("epochs", None) == "recovery" else protocol.claims_epochs
+    if changes.pop("on", None) == "teacher":  # the teacher's own architecture: its trained layers, or its shape
+        init = changes.pop("init", "teacher")      # width 1 on an inherited student: no uniform pruning
+        changes = {"student": protocol.teacher, "init": init,
+                   "width": 1.0 if init == "teacher" else protocol.teacher_width, **changes}
+    student = dict(student=protocol.claims_student, width=protocol.claims_width)
+    return Candidate(**{**student, **changes}, epochs=epochs, seed=seed, lambdas=lambdas)
 
 
 def _measured(model, data, seconds: float) -> dict:
@@ -143,6 +174,8 @@ def run_candidate(protocol, name: str, seed: int, teacher_path: str) -> dict[str
     teacher, card = _teacher(teacher_path, protocol.device)
     n_student = len(create_model(protocol.claims_student, num_classes=data.num_classes,
                                  in_channels=data.in_channels).points)
+    cand = _candidate(protocol, name, seed, len(teacher.points), n_student)
+    n_student = len(create_model(cand.student, num_classes=data.num_classes, in_channels=data.in_channels).points)
     cand = _candidate(protocol, name, seed, len(teacher.points), n_student)
     t0 = time.perf_counter()
     r = run_trial(cand, TrialContext(teacher=teacher, data=data, teacher_card=card, device=protocol.device,
@@ -232,18 +265,36 @@ def _collect(results: list[tuple[int, dict[str, dict]]]) -> dict[str, dict]:
     return runs
 
 
-def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
+UNITS = ("alone+recovery", *RUNS)  # what one worker runs; the longest first: better packing
+
+
+def _kept(old: dict | None, protocol, names: list[str], seeds: int) -> list[tuple[int, dict[str, dict]]]:
+    """Earlier per-seed records in the same file that this command does not rerun (same protocol only)."""
+    if not old or old.get("settings") != json.loads(json.dumps(protocol.as_dict())):
+        return []
+    rerun = {n for name in names for n in (("alone", *RECOVERY_RUNS) if name == "alone+recovery" else (name,))}
+    return [(int(seed), {name: rec}) for name, r in old["results"]["runs"].items() if name not in rerun
+            for seed, rec in r["per_seed"].items() if int(seed) < seeds]
+
+
+def run(protocol, *, results_dir: Path, seeds: int, workers: int, names: list[str] | None = None,
+        out: Path | None = None) -> dict:
+    """Every unit of ``names`` (default all) for seeds 0..n-1; with ``names``, the other runs already in
+    ``out`` (same protocol) are kept, with the commands that made them."""
     t0 = time.perf_counter()
     teacher = str(teacher_bundle(protocol, results_dir, say=say))
-    names = ["alone+recovery", *RUNS]  # the longest unit first: better packing over the workers
+    names = list(names or UNITS)
+    old = read_json(out) if out and names != list(UNITS) else None
+    kept = _kept(old, protocol, names, seeds)
     units = [(protocol, name, seed, teacher) for name in names for seed in range(seeds)]
     threads = 1  # one core per run: n runs on n cores, and no thread fights on a busy machine
     say(f"table 2: {len(units)} runs on {workers} worker(s), {threads} torch thread(s) each")
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,)) as pool:
         results = list(pool.map(_unit, *zip(*units)))
-    runs = _collect(results)
-    res = {"teacher": teacher_summary(Path(teacher)), "workers": workers, "threads_per_worker": threads,
+    runs = _collect(kept + results)
+    commands = ([c for c in old["results"].get("commands", [old["command"]]) if c != command_line()] if kept else [])
+    res = {"teacher": teacher_summary(Path(teacher)), "commands": commands + [command_line()], "workers": workers, "threads_per_worker": threads,
            "student": {"arch": protocol.claims_student, "width": protocol.claims_width,
                        "epochs": protocol.claims_epochs, "train_subset": protocol.claims_subset,
                        "prune_ratio": protocol.prune_ratio, "recovery_ratio": protocol.recovery_ratio,

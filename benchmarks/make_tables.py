@@ -14,6 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PARTS = {  # file stem -> (section title, the command that writes it)
+    "exported": ("The exported student (headline)", "benchmarks/run.py exported --protocol {p}"),
     "search_quality": ("1. Search quality", "benchmarks/run.py search --protocol {p}"),
     "claims": ("2. The seeds' claims", "benchmarks/run.py claims --protocol {p}"),
     "overheads": ("3. Overheads", "benchmarks/run.py overheads --protocol {p}"),
@@ -91,11 +92,57 @@ def search_quality(d: dict) -> list[str]:
     ranked = sorted(((v["hypervolume"]["mean"], arm) for arm, v in r["by_arm"].items()
                      if v["hypervolume"]["mean"] is not None), reverse=True)
     lines += ["", "Arms by mean hypervolume: " + " > ".join(f"`{arm}` {hv:.4f}" for hv, arm in ranked) + "."]
+    gap = r.get("teacher_gap")
+    if gap:
+        pts = ", ".join(f"`{a}` {g:.2f}" for a, g in gap["points"].items() if g is not None)
+        above = gap["joint_minus_torch_pruning_points"]
+        lines += ["", f"Gap to the teacher's test accuracy (points, teacher minus the arm's mean best test): {pts}. "
+                  f"Best searching arm (joint or inherit) within {gap['target_points']:g} points at the search's own "
+                  f"epochs: {yes(gap['met'])} ({num(gap['best_searched'], '.2f')} points)."
+                  + ("" if above is None else f" Joint minus torch-pruning: {above:+.2f} points.")]
     es = r["by_arm"].get("joint"), r["by_arm"].get("joint-no-es")
     if all(es):
         lines += ["", f"Early stopping: with it, hypervolume {ms(es[0]['hypervolume'], 1, '.4f')} for "
                   f"{ms(es[0]['epochs_spent'], 1, '.1f')} training epochs; without, "
                   f"{ms(es[1]['hypervolume'], 1, '.4f')} for {ms(es[1]['epochs_spent'], 1, '.1f')} epochs."]
+    return lines
+
+
+# ------------------------------------------------------------------ the headline
+def exported(d: dict) -> list[str]:
+    r = d["results"]
+    t, rows, tg = r["teacher"], r["rows"], r["targets"]
+    n = rows["autokd"]["test_accuracy"]["n"]
+    lines = [f"Budget {r['budget']} of the teacher's MACs. Export: `{r['export_command']}` (N = "
+             f"{r['finetune_epochs']}, the teacher's own epochs, on {r['train_images'] or 'all'} training images) "
+             f"after a search whose trials trained {r['search_epochs']} epochs; torch-pruning and alone train "
+             f"{r['search_epochs']} + {r['finetune_epochs']} epochs on the same images. Test accuracy in %, mean ± std "
+             f"over n = {n} seeds; MACs = conv + linear multiply-accumulates (FLOPs = 2 x MACs); latency: batch 1, "
+             "1 thread, ONNX Runtime, median ms.", ""]
+    trow = [["teacher", f"`{t['arch']}`", num(t["test_accuracy"], ".2f", 100), mega(t["macs"]), "100.0",
+             f"{t['onnx_latency_ms']:.3f}", t["epochs"], 1]]
+    what = {"torch-pruning": "Torch-Pruning (global group-norm), fine-tuned on labels",
+            "autokd": "`autokd search` + `autokd export --best --finetune-epochs N`",
+            "alone": "the exported student's architecture, trained alone"}
+    for kind, label in what.items():
+        v = rows[kind]
+        if not v["per_seed"]:
+            continue
+        share = [100 * u["macs"] / t["macs"] for u in v["per_seed"]]
+        trow.append([label, ", ".join(sorted({f"`{u.get('init') or '-'}`" for u in v["per_seed"]})) if kind == "autokd"
+                     else "", ms(v["test_accuracy"]), ms(v["macs"], 1e-6, ".3f"), f"{sum(share) / len(share):.1f}",
+                     ms(v["onnx_latency_ms"], 1, ".3f"), v["per_seed"][0]["epochs"], v["test_accuracy"]["n"]])
+    lines += table(["row", "arch / init", "test acc. (%)", "MACs (M)", "% of teacher MACs", "ONNX ms", "epochs", "n"],
+                   trow)
+    gap = r["gap_to_teacher_points_per_seed"]
+    above = r["autokd_minus_torch_pruning_points"]
+    lines += ["", f"Exported student before the export fine-tune: {ms(rows['autokd'].get('test_accuracy_before_finetune'))} %; "
+              f"after: {ms(rows['autokd']['test_accuracy'])} %. **gap_to_teacher_points: {num(r['gap_to_teacher_points'], '.2f')}** "
+              f"({ms(gap, 1, '.2f')} over seeds).",
+              "", f"Targets: after the export fine-tune at least the teacher's test accuracy: {yes(tg['at_least_teacher'])}; "
+              f"at least {tg['above_torch_pruning_points']:g} point above torch-pruning at equal epochs: "
+              f"{yes(tg['above_torch_pruning'])} (difference {ms(above, 1, '.2f')} points, paired by seed); every "
+              f"exported student within the budget: {yes(tg['within_budget'])}."]
     return lines
 
 
@@ -241,7 +288,7 @@ def device_estimate(d: dict) -> list[str]:
     return lines
 
 
-RENDER = {"search_quality": search_quality, "claims": claims, "overheads": overheads, "latency": latency,
+RENDER = {"exported": exported, "search_quality": search_quality, "claims": claims, "overheads": overheads, "latency": latency,
           "gpu_throughput": gpu_throughput, "device_estimate": device_estimate}
 
 

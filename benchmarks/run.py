@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run.py claims    --protocol cpu   # table 2: the seeds' claims
     .venv/bin/python benchmarks/run.py overheads --protocol cpu   # table 3
     .venv/bin/python benchmarks/run.py latency   --protocol cpu   # table 4 (after table 1 for its students)
+    .venv/bin/python benchmarks/run.py exported  --protocol cpu   # the headline table (after table 1's joint arm)
     .venv/bin/python benchmarks/run.py gpu       --protocol device # table 3's GPU rows (device protocols)
     .venv/bin/python benchmarks/run.py all       --protocol smoke # every part, tiny, in a couple of minutes
     .venv/bin/python benchmarks/make_tables.py                    # BENCHMARKS.md from results/*.json
@@ -29,12 +30,13 @@ sys.path.insert(0, str(HERE))
 from protocols import PROTOCOLS  # noqa: E402
 from record import RESULTS, default_out, say, teacher_bundle, teacher_folder, write_json  # noqa: E402
 
-PARTS = ("search", "claims", "overheads", "latency")  # 'all'; gpu runs only when asked (device protocols)
+PARTS = ("search", "claims", "overheads", "latency", "exported")  # 'all'; gpu runs only when asked (device protocols)
 FILES = {"search": "search_quality", "claims": "claims", "overheads": "overheads", "latency": "latency",
-         "gpu": "gpu_throughput"}
+         "exported": "exported", "gpu": "gpu_throughput"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    from claims import UNITS
     from search_quality import ARMS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +52,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="table 2: runs at once, one process with 1 torch thread each; default: the CPU count")
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="table 1: arms to run")
+    ap.add_argument("--runs", nargs="+", choices=list(UNITS), help="table 2: rerun only these runs and keep the "
+                    "others already in the file (same protocol); default: all")
     ap.add_argument("--fresh", action="store_true", help="table 1: delete this protocol's studies of the arms first")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of this process (teacher training, tables 3-4); default 1: on a busy "
@@ -77,11 +81,16 @@ def run_part(part: str, protocol, args, results_dir: Path) -> Path:
     elif part == "claims":
         import claims
 
-        data = claims.run(protocol, results_dir=results_dir, seeds=seeds, workers=args.workers)
+        data = claims.run(protocol, results_dir=results_dir, seeds=seeds, workers=args.workers, names=args.runs,
+                          out=out)
     elif part == "gpu":
         import gpu_throughput
 
         data = gpu_throughput.run(protocol, results_dir=results_dir)
+    elif part == "exported":
+        import exported
+
+        data = exported.run(protocol, results_dir=results_dir, seeds=seeds, workers=args.workers)
     elif part == "overheads":
         import overheads
 

@@ -32,7 +32,9 @@ $PY benchmarks/run.py teacher   --protocol "$P" --threads "${TEACHER_THREADS:-1}
 search joint random
 search prune-only distill-only
 search joint-no-es
+search inherit torch-pruning
 $PY benchmarks/run.py claims    --protocol "$P" --workers "$WORKERS"
+$PY benchmarks/run.py exported  --protocol "$P" --workers "$WORKERS"   # after the joint arm: it exports its best
 $PY benchmarks/run.py overheads --protocol "$P"
 $PY benchmarks/run.py latency   --protocol "$P"
 if [ "$P" = smoke ]; then

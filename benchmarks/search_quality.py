@@ -11,6 +11,11 @@ study under ``results/studies/<protocol>-<arm>-s<seed>`` (resumed if it exists).
   epochs spent  training epochs over all trained trials (early-stopped ones count the epochs they ran).
 
 ``hypervolume_ratio_vs_random`` = mean hypervolume of ``joint`` / mean of ``random``.
+
+Two arms are not plain searches of the protocol's spaces: ``inherit`` searches the joint space with
+every student built from the trained teacher, and ``torch-pruning`` is no search at all but the
+outside baseline of benchmarks/torch_pruning_baseline.py (Torch-Pruning's own API on the trained
+teacher), scored the same way from its five fine-tuned models.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from record import (command_line, envelope, isolate, machine, mean_std, read_jso
                     teacher_summary)
 
 TARGET_RATIO = 1.25  # the issue's target: joint >= 1.25 x random search's hypervolume
+TARGET_GAP_POINTS = 2.0  # issue #14: the best searched student within 2 points of the teacher (test accuracy)
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,24 @@ ARMS = {
     "prune-only": Arm("prune_only", "tpe", True, "pruning only, no distillation (TPE)"),
     "distill-only": Arm("distill_only", "tpe", True, "distillation only, no pruning: width and depth (TPE)"),
     "joint-no-es": Arm("joint", "tpe", False, "joint search with early stopping off"),
+    "inherit": Arm("inherit", "tpe", True, "the joint space with student/init fixed to teacher: the trained teacher "
+                   "pruned (and made shallower where it can be), then distilled back (TPE)"),
+    "torch-pruning": Arm("teacher", "none", False, "outside baseline, no search: Torch-Pruning's MetaPruner (global "
+                         "group-norm magnitude) prunes the trained teacher to 100/80/60/40/20 % of the budget, each "
+                         "fine-tuned on labels for a trial's epochs (benchmarks/torch_pruning_baseline.py)"),
 }
+# the inherit arm's space: the protocol's joint space with student/init fixed to teacher
+INHERIT_SPACES = {"cpu_joint.yaml": "cpu_inherit.yaml", "resnet56_to_resnet": "full_inherit.yaml"}
+
+
+def arm_space(protocol, arm: str) -> str:
+    """The space (path or shipped name) an arm searches."""
+    role = ARMS[arm].space
+    if role != "inherit":
+        return protocol.space(role)
+    from protocols import SPACES
+
+    return str(SPACES / INHERIT_SPACES[protocol.spaces["joint"]])
 
 
 def arm_budget(protocol, arm: str) -> tuple[int, int]:
@@ -126,13 +149,17 @@ def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, par
 
     isolate(Path(results_dir))
     torch.set_num_threads(1)
+    if arm == "torch-pruning":  # no search: the outside baseline, scored like a study
+        import torch_pruning_baseline
+
+        return {**torch_pruning_baseline.run_table1(protocol, seed, teacher), "machine": machine(protocol.device)}
     name, spec = study_name(protocol, arm, seed), ARMS[arm]
     if fresh and studies.study_dir(name).exists():
         shutil.rmtree(studies.study_dir(name))
     before = studies.counts(studies.load(name))["trained"] if studies.exists(name) else 0
     trials, epochs = arm_budget(protocol, arm)
     cfg = SearchConfig(teacher=teacher, dataset=protocol.dataset, flops_budget=protocol.budget,
-                       space=protocol.space(spec.space), study=name, trials=trials, parallel=parallel,
+                       space=arm_space(protocol, arm), study=name, trials=trials, parallel=parallel,
                        epochs=epochs, sampler=spec.sampler, seed=seed, early_stopping=spec.early_stopping,
                        train_subset=protocol.train_subset, cpus_per_trial=protocol.cpus_per_trial,
                        gpus_per_trial=protocol.gpus_per_trial, reference=False)
@@ -190,6 +217,20 @@ def summarize(runs: list[dict]) -> dict:
             "target": target}
 
 
+def teacher_gap(by_arm: dict, teacher_test: float | None) -> dict:
+    """Issue #14's search-epochs target: per arm, teacher test accuracy minus the arm's mean best test
+    accuracy, in points; met when the best searching arm (joint or inherit) is within TARGET_GAP_POINTS."""
+    gaps = {arm: None if teacher_test is None or v["test_accuracy"]["mean"] is None
+            else 100 * (teacher_test - v["test_accuracy"]["mean"]) for arm, v in by_arm.items()}
+    searched = [g for a, g in gaps.items() if a in ("joint", "inherit") and g is not None]
+    tp, joint = by_arm.get("torch-pruning"), by_arm.get("joint")
+    above = None if not (tp and joint) or None in (tp["test_accuracy"]["mean"], joint["test_accuracy"]["mean"]) \
+        else 100 * (joint["test_accuracy"]["mean"] - tp["test_accuracy"]["mean"])
+    return {"points": gaps, "target_points": TARGET_GAP_POINTS, "best_searched": min(searched) if searched else None,
+            "met": None if not searched else min(searched) <= TARGET_GAP_POINTS,
+            "joint_minus_torch_pruning_points": above}
+
+
 def _merge(old: dict | None, protocol, new_runs: list[dict]) -> tuple[list[dict], list[str]]:
     """(runs, commands): earlier runs of other (arm, seed) pairs in the same file are kept, with the
     commands that made them, if the protocol is the same; this command's runs replace their own."""
@@ -213,10 +254,12 @@ def run(protocol, *, out: Path, results_dir: Path, seeds: int, arms: list[str], 
     else:
         runs = [run_study(*a) for a in args]
     runs, commands = _merge(read_json(out), protocol, runs)
+    summary = summarize(runs)
+    summary["teacher_gap"] = teacher_gap(summary["by_arm"], teacher_summary(teacher)["test_accuracy"])
     results = {"teacher": teacher_summary(teacher), "arm_definitions": {a: asdict(s) for a, s in ARMS.items()},
                "arm_order": list(ARMS), "commands": commands,
                "jobs": jobs,
-               "runs": runs, **summarize(runs)}
+               "runs": runs, **summary}
     data = envelope("search_quality", protocol, results, time.perf_counter() - t0)
     data["hypervolume_ratio_vs_random"] = results["hypervolume_ratio_vs_random"]
     return data

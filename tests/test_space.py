@@ -1,6 +1,8 @@
 """Search spaces: shipped files load and fit the models, sampling is seeded, bad files fail in one line."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import re
 import textwrap
 
@@ -301,3 +303,11 @@ def test_an_inherited_student_is_pruned_before_it_is_fine_tuned():
     assert (masks.prune_at, masks.prune_steps) == ("during", 1)  # PDD's masks are learned while distilling
     scratch = params_to_candidate({"student/init": "scratch", "prune/at": "during"}, fixed={}, base=base)
     assert scratch.prune_at == "during"
+
+
+def test_gradual_steps_are_capped_at_the_candidates_epochs():
+    """One pruning step an epoch: a 1-epoch search of a space offering 2 steps prunes in one (it failed
+    with 'prune_steps must be in [1, epochs=1]' in the smoke benchmark's inherit arm)."""
+    params = {"student/init": "teacher", "prune/method": "l1", "prune/steps": 2}
+    assert params_to_candidate(params, fixed={}, base=replace(Candidate(), epochs=1)).prune_steps == 1
+    assert params_to_candidate(params, fixed={}, base=replace(Candidate(), epochs=3)).prune_steps == 2
