@@ -138,3 +138,10 @@ def counts(study) -> dict[str, int]:
             c["running"] += 1
     c["trained"] = c["done"] + c["stopped"]
     return c
+
+
+def compute_spent(study) -> float:
+    """Epoch-equivalents the study's trials spent so far (their ``compute`` attrs; autokd.search.compute)."""
+    from .compute import spent
+
+    return spent(t.user_attrs for t in study.get_trials(deepcopy=False))
