@@ -113,6 +113,9 @@ _RULES = (
     _Rule("kd/curriculum", r"kd/curriculum", "curriculum", "bool"),
     _Rule("train/lr", r"train/lr", "lr", "number", low=0.0, open_low=True),
     _Rule("train/finetune_lr", r"train/finetune_lr", "finetune_lr", "number", low=0.0, open_low=True),
+    # a search parameter, not a Candidate field: the space's prune/<key> are a shape, put on this share
+    # of the budget by bisection (autokd.search.budget.project_candidate)
+    _Rule("budget/share", r"budget/share", "", "number", low=0.0, high=1.0, open_low=True),
 )
 
 
@@ -380,6 +383,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
         problem = rule.problem(value)
         if problem:
             raise SpaceError(f"{name}: {problem}")
+        if not rule.field:
+            continue  # a search parameter (budget/share): the search reads it, the candidate does not
         if rule.field in dicts:
             dicts[rule.field][str(key)] = _tidy(value)
         else:

@@ -155,3 +155,22 @@ def test_ladder_search_records_promotions(env):
             assert t.user_attrs["stopped_at_epoch"] == 1
         else:
             assert 1 in t.user_attrs["rungs_promoted"]
+
+
+@pytest.mark.slow
+def test_a_projected_space_rejects_nothing_and_lands_on_its_shares(env):
+    """The tiny space with width up to 1 (over a 25 % budget unpruned) and a budget/share band: every
+    sample is put on its share of the budget by bisection, none is rejected for cost, and each trained
+    student's MACs are at most its target (and so within the budget)."""
+    space = Path(env["space"]).read_text().replace("high: 0.75, step: 0.25", "high: 1.0, step: 0.25")
+    space = space.replace("\nfixed:", "\n  budget/share: {name: FloatDistribution, attributes: "
+                          "{low: 0.5, high: 1.0, step: null, log: false}}\nfixed:")
+    assert "budget/share" in space
+    path = env["tmp"] / "projected.yaml"
+    path.write_text(space)
+    study = search(config(env, space=str(path), trials=4, epochs=1, flops_budget="25%", study="proj"))
+    assert not [t for t in study.trials if t.user_attrs.get("rejected")]
+    budget = study.user_attrs["macs_budget"]
+    for t in trained(study):
+        assert t.user_attrs["macs"] <= t.user_attrs["target_macs"] <= budget
+        assert t.user_attrs["target_macs"] == int(t.params["budget/share"] * budget)

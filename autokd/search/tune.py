@@ -37,7 +37,7 @@ from ..space import suggest
 from ..inherit import RECALIBRATION_IMAGES
 from ..train import Diverged
 from ..trial import TrialContext, run_trial
-from .budget import predict_macs
+from .budget import SHARE, predict_macs, project_candidate
 from .compute import epochs_in, trial_compute
 from .front import pareto_front_points
 from .prepare import Session
@@ -154,6 +154,22 @@ class OptunaSearcher(Searcher):
         self.promoted.pop(trial_id, None)
         self.tally.compute += spent
 
+    def _project(self, trial, cand: Candidate) -> tuple[Candidate, str | None]:
+        """A projected space's candidate put on its share of the budget (``budget/share``): (candidate,
+        None), or (candidate, why) for a shape that cannot get there (recorded as rejected)."""
+        plan = self.session.plan
+        share = trial.params.get(SHARE, plan.space.fixed.get(SHARE))
+        if share is None:
+            return cand, None
+        target = max(1, int(float(share) * plan.budget.macs))
+        trial.set_user_attr("shape", dict(cand.prune))
+        trial.set_user_attr("target_macs", target)
+        try:
+            cand, _, _ = project_candidate(cand, plan.teacher, target)
+        except UserError as e:
+            return cand, str(e)
+        return cand, None
+
     def suggest(self, trial_id: str):
         plan, cfg = self.session.plan, self.session.cfg
         if self.full():
@@ -161,11 +177,14 @@ class OptunaSearcher(Searcher):
         for _ in range(cfg.max_rejections):
             trial = self.study.ask(plan.space.distributions)
             cand = replace(suggest(trial, plan.space, plan.base), seed=trial_seed(cfg.seed, trial.number))
+            cand, why = self._project(trial, cand)
             macs = predict_macs(cand, plan.teacher)
             trial.set_user_attr("candidate", cand.as_dict())
             trial.set_user_attr("macs", macs)
-            if macs > plan.budget.macs:
+            if why or macs > plan.budget.macs:
                 trial.set_user_attr("rejected", True)
+                if why:
+                    trial.set_user_attr("rejected_because", why)
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.tally.rejected += 1
                 continue
