@@ -244,10 +244,10 @@ def flat(pairs) -> list[float]:
     return [x for pair in pairs for x in pair]
 
 
-def spent_study(name: str = "spent") -> optuna.Study:
+def spent_study(name: str = "spent", storage=None) -> optuna.Study:
     from datetime import timedelta
 
-    study = hand_study(name, {})
+    study = hand_study(name, {}, storage=storage)
     for n, (state, acc, macs, compute, seconds, extra) in SPENT.items():
         t = trial_for(n, state, acc, macs)
         t.user_attrs.update(extra, **({} if compute is None else {"compute": compute}))
@@ -306,3 +306,27 @@ def test_promotions_by_rung():
     # an old study: trial 4 stopped at epoch 2, but no trial records rungs_promoted -> nothing to show
     assert pareto_info(hand_study(), CONFIG, importances=False).promotions == {}
     assert promotions([{"number": 1, "state": "stopped", "stopped_at_epoch": 2}]) == {}
+
+
+def test_cli_pareto_prints_compute_spent(tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from autokd.bundle import write_json
+    from autokd.cli.pareto import pareto
+    from autokd.search import store as studies
+
+    monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
+    monkeypatch.chdir(tmp_path)
+    for name, make in (("spent", spent_study), ("old", hand_study)):
+        studies.study_dir(name).mkdir(parents=True)
+        make(name, storage=studies.storage_url(name))
+        write_json(studies.study_dir(name) / "config.json", CONFIG)
+    app = typer.Typer()
+    app.command()(pareto)
+    app.command()(lambda: None)  # a second command, so `pareto` is a subcommand
+    r = CliRunner().invoke(app, ["pareto", "spent", "--no-html"])
+    assert r.exit_code == 0, r.output
+    assert "compute spent: 5.75 epoch-equivalents\n" in r.output  # 1.5 + 2 + 2 + 0.25, all recorded
+    r = CliRunner().invoke(app, ["pareto", "old", "--no-html"])
+    assert r.exit_code == 0 and "compute spent" not in r.output  # no compute and no epochs recorded: not known
