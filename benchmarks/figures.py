@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/figures.py [--results DIR]
 
 For every ``search_quality-<protocol>.json`` (table 1) it writes ``search_quality-<protocol>.png``
-next to it: hypervolume against compute, x = cumulative training epochs over a search's trained
-trials (each run's ``hypervolume_vs_epochs``, by trial number), per arm the mean over seeds as a
+next to it: hypervolume against compute, x = compute spent (each run's ``hypervolume_vs_compute``,
+epoch-equivalents in the order trials finished; older runs without it: ``hypervolume_vs_epochs``,
+cumulative training epochs by trial number), per arm the mean over seeds as a
 line and every seed faint. make_tables.py calls :func:`write_figures` before it renders the page
 (``--no-figures`` to skip), and shows a PNG in table 1's section when one exists.
 
@@ -45,8 +46,9 @@ def arm_curves(data: dict) -> dict[str, dict]:
     r = data["results"]
     by_arm: dict[str, dict[int, list[list[float]]]] = {}
     for run in sorted(r["runs"], key=lambda run: (run["arm"], run["seed"])):
-        if run.get("hypervolume_vs_epochs"):
-            by_arm.setdefault(run["arm"], {})[run["seed"]] = sorted(run["hypervolume_vs_epochs"])
+        curve = run.get("hypervolume_vs_compute") or run.get("hypervolume_vs_epochs")  # compute where recorded
+        if curve:
+            by_arm.setdefault(run["arm"], {})[run["seed"]] = sorted(curve)
     order = [a for a in r.get("arm_order", []) if a in by_arm] + sorted(set(by_arm) - set(r.get("arm_order", [])))
     out = {}
     for arm in order:
@@ -81,7 +83,7 @@ def search_quality_figure(data: dict):
     fig.update_layout(
         title=f"Table 1, protocol {data['protocol']}: hypervolume against compute ({n} seeds per arm; "
               "mean as a line, each seed faint)",
-        xaxis_title="compute spent: cumulative training epochs over the search's trained trials",
+        xaxis_title="compute spent (epoch-equivalents; older runs: cumulative training epochs)",
         yaxis_title="hypervolume of (val. accuracy, MACs / budget)", xaxis_rangemode="tozero", yaxis_rangemode="tozero",
         width=WIDTH, height=HEIGHT, template="plotly_white", legend=dict(x=1.0, xanchor="right", y=0.02,
                                                                          yanchor="bottom"))

@@ -81,22 +81,34 @@ def search_quality(d: dict) -> list[str]:
     parallel = r["runs"][0]["parallel"] if r["runs"] else s["parallel"]
     lines = [f"Teacher `{t['arch']}` (width {t['width']}, {mega(t['macs'])} M MACs, test accuracy "
              f"{num(t['test_accuracy'], '.2f', 100)} %); budget {s['budget']} of its MACs; "
-             f"{s['trials']} trained trials per search, {s['epochs']} epochs each, "
+             + (f"every arm the same compute, {r['compute_budget']:g} epoch-equivalents (what {s['trials']} trials of "
+                f"{s['epochs']} epochs cost without early stopping; `autokd search --compute`), trials of {s['epochs']} "
+                "epochs, " if r.get("compute_budget") else f"{s['trials']} trained trials per search, {s['epochs']} "
+                "epochs each, ") +
              f"{s['train_subset'] or 'all'} training images; {parallel} trials at once; n = {n} seeds. "
              "Hypervolume of (validation accuracy, MACs / budget) w.r.t. (0, budget), in [0, 1]; best test = "
              "test accuracy of the best-validation trial's saved weights. MACs = multiply-accumulates of conv + "
              "linear layers (FLOPs = 2 x MACs).", ""]
     defs = r["arm_definitions"]
-    rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", ms(v["hypervolume"], 1, ".4f"),
-             ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"), ms(v["wall_s"], 1, ".0f"), v["hypervolume"]["n"]]
+    rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", defs[arm].get("stopping", "—"),
+             ms(v["hypervolume"], 1, ".4f"), ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"),
+             ms(v.get("compute_spent"), 1, ".1f"), ms(v.get("trials"), 1, ".1f"), ms(v["wall_s"], 1, ".0f"),
+             v["hypervolume"]["n"]]
             for arm in r["arm_order"] if (v := r["by_arm"].get(arm))]
-    header = ["arm", "what", "sampler", "hypervolume", "best test acc. (%)", "epochs spent", "trials span (s)", "n"]
+    header = ["arm", "what", "sampler", "early stopping", "hypervolume", "best test acc. (%)", "epochs spent",
+              "compute spent (epoch-eq.)", "trained trials", "trials span (s)", "n"]
     lines += table(header, rows)
     ratio = r["hypervolume_ratio_vs_random"]
     per_seed = ms(r["ratio_per_seed"], 1, ".3f")
     lines += ["", f"**Joint / random hypervolume: {num(ratio, '.3f')}** (per seed {per_seed}); "
-              f"target >= {target['ratio_target']}: {yes(target['ratio_met'])}. Joint above every single-method "
-              f"arm (prune-only, distill-only): {yes(target['above_single_method'])}. "
+              f"target >= {target['ratio_target']}: {yes(target['ratio_met'])}"
+              + (f" (equal compute; over random search with the same ladder: "
+                 f"{num(r.get('hypervolume_ratio_vs_random_ladder'), '.3f')}, per seed "
+                 f"{ms(r.get('ratio_ladder_per_seed'), 1, '.3f')})" if "hypervolume_ratio_vs_random_ladder" in r else "")
+              + f". Joint above every single-method arm ({', '.join(r.get('single_method') or ['prune-only', 'distill-only'])}): "
+              f"{yes(target['above_single_method'])}. "
+              + (f"Joint with the ladder above joint without: {yes(target['ladder_helps'])}. "
+                 if "ladder_helps" in target else "") + 
               f"Both together: {yes(target['met'])}."]
     ranked = sorted(((v["hypervolume"]["mean"], arm) for arm, v in r["by_arm"].items()
                      if v["hypervolume"]["mean"] is not None), reverse=True)

@@ -31,8 +31,8 @@ search() {  # search ARM...: those arms' searches, at most JOBS at once, 2 trial
 
 $PY benchmarks/run.py teacher   --protocol "$P" --threads "${TEACHER_THREADS:-1}"
 search joint random
+search joint-no-ladder random-ladder
 search prune-only distill-only
-search joint-no-es
 search inherit torch-pruning
 $PY benchmarks/run.py claims    --protocol "$P" --workers "$WORKERS"
 $PY benchmarks/run.py exported  --protocol "$P" --workers "$WORKERS"   # after the joint arm: it exports its best

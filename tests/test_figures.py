@@ -51,7 +51,7 @@ def test_figure_names_protocol_and_n():
     means = [t for t in fig.data if t.showlegend is not False]
     assert [t.name for t in means] == ["joint (mean of n = 2)", "random (mean of n = 1)"]
     assert len(fig.data) == 2 + 3  # a faint line per seed
-    assert fig.layout.xaxis.title.text.startswith("compute spent: cumulative training epochs")
+    assert fig.layout.xaxis.title.text.startswith("compute spent (epoch-equivalents")
 
 
 def _kaleido_major() -> int:
