@@ -125,13 +125,15 @@ class OptunaSearcher(Searcher):
         self.stopped: set[str] = set()         # early-stopped by the scheduler
         self.committed: dict[str, float] = {}  # Tune trial id -> the compute it will spend if it runs to the end
         self.promoted: dict[str, list[int]] = {}  # Tune trial id -> rungs the scheduler let it pass
-        data = session.plan.data
-        self.sizes = {"train_images": len(data.train_y), "val_images": len(data.val_y)}
+        data = getattr(session.plan, "data", None)  # the split sizes price an evaluation pass
+        self.sizes = {"train_images": len(data.train_y), "val_images": len(data.val_y)} if data is not None else None
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
     def compute_of(self, epochs_trained: int, evaluations: int, scored_at_zero: bool) -> float:
+        if self.sizes is None:  # no data split known: training epochs only
+            return float(epochs_trained)
         return trial_compute(epochs_trained, evaluations, **self.sizes,
                              recalibration_images=RECALIBRATION_IMAGES if scored_at_zero else 0)
 
