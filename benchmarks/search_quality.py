@@ -109,8 +109,12 @@ def _train_split(dataset: str, seed: int, subset: int | None):
 
 
 def _epochs_run(trial) -> int:
+    """Training epochs a trial ran: its highest reported epoch (an inherited student's epoch-0 score
+    trains nothing), or its history's training epochs."""
     attrs = trial.user_attrs
-    return max(len(attrs.get("epoch_val_accuracy") or {}), len(attrs.get("history") or []))
+    reported = max((int(e) for e in attrs.get("epoch_val_accuracy") or {}), default=0)
+    history = sum(1 for h in attrs.get("history") or [] if h.get("epoch", 1) != 0)
+    return max(reported, history)
 
 
 def hypervolume_vs_epochs(study, reference_macs: int) -> list[list[float]]:

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-PARTS = ("search_quality", "claims", "overheads", "latency")
+PARTS = ("search_quality", "claims", "overheads", "latency", "exported")
 ENVELOPE = {"part", "protocol", "command", "date", "machine", "versions", "git_revision", "git_uncommitted",
             "settings", "wall_s", "results"}
 
@@ -44,7 +44,7 @@ def test_derived_spaces_load():
 @pytest.mark.slow
 def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     _run([str(BENCH / "run.py"), "all", "--protocol", "smoke", "--results", str(tmp_path), "--workers", "2",
-          "--arms", "joint", "random"], timeout=600)
+          "--arms", "joint", "random", "torch-pruning"], timeout=600)
     data = {part: json.loads((tmp_path / f"{part}-smoke.json").read_text()) for part in PARTS}
     for part, d in data.items():
         assert ENVELOPE <= set(d), part
@@ -54,7 +54,10 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     search = data["search_quality"]
     assert "hypervolume_ratio_vs_random" in search and "hypervolume_ratio_vs_random" in search["results"]
     runs = search["results"]["runs"]
-    assert sorted(r["arm"] for r in runs) == ["joint", "random"]
+    assert sorted(r["arm"] for r in runs) == ["joint", "random", "torch-pruning"]
+    tp = next(r for r in runs if r["arm"] == "torch-pruning")  # the outside baseline: 5 pruned teachers, all in budget
+    assert len(tp["models"]) == 5 and all(m["macs"] <= t * tp["budget_macs"] for m, t in
+                                          zip(tp["models"], (1.0, 0.8, 0.6, 0.4, 0.2)))
     for r in runs:
         assert 0.0 <= r["hypervolume"] <= 1.0 and r["counts"]["done"] >= 1
         assert 0.0 <= r["best"]["test_accuracy"] <= 1.0 and r["best"]["macs"] <= r["budget_macs"]
@@ -62,7 +65,10 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     assert {"ratio_met", "above_single_method", "met"} <= set(search["results"]["target"])
 
     claims = data["claims"]["results"]
-    assert {"alone", "kd", "vid-all", "pdd", "recovery-kd", "aligned"} <= set(claims["runs"])
+    assert {"alone", "kd", "vid-all", "pdd", "recovery-kd", "aligned", "teacher-recovery-kd", "teacher-recovery-ce",
+            "teacher-arch-alone", "teacher-pdd", "teacher-l1"} <= set(claims["runs"])
+    teacher_pdd = {c["key"]: c for c in claims["claims"]}["teacher-pdd"]
+    assert teacher_pdd["macs_a"] == teacher_pdd["macs_b"]  # on the inherited student too
     assert all(c["verdict"] and c["difference"]["n"] == 1 for c in claims["claims"])
     pdd = {c["key"]: c for c in claims["claims"]}["pdd"]
     assert pdd["macs_a"] == pdd["macs_b"]  # learned masks vs L1: equal MACs by construction
@@ -77,10 +83,56 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     assert kinds.count("zoo") == 2 and kinds.count("teacher") == 1 and lat["table1_students"] == 2
     assert all(r["torch"]["median_ms"] > 0 and r["onnxruntime"]["median_ms"] > 0 for r in lat["rows"])
 
+    exp = data["exported"]["results"]
+    assert exp["finetune_epochs"] == 1 and "--finetune-epochs 1" in exp["export_command"]
+    auto = exp["rows"]["autokd"]["per_seed"][0]
+    assert auto["finetune"]["epochs"] == 1 and auto["macs"] <= 0.4 * exp["teacher"]["macs"]
+    assert exp["gap_to_teacher_points"] == pytest.approx(100 * (exp["teacher"]["test_accuracy"] - auto["test_accuracy"]))
+    assert data["exported"]["gap_to_teacher_points"] == exp["gap_to_teacher_points"]
+
     page = tmp_path / "BENCHMARKS.md"
     _run([str(BENCH / "make_tables.py"), "--results", str(tmp_path), "--out", str(page)], timeout=60)
     text = page.read_text()
     for title in ("## 1. Search quality", "## 2. The seeds' claims", "## 3. Overheads", "## 4. Cost vs latency",
-                  "## 5. Full protocol (GPU)", "### Protocol `smoke`", "Joint / random hypervolume"):
+                  "## 5. Full protocol (GPU)", "### Protocol `smoke`", "Joint / random hypervolume",
+                  "## The exported student (headline)", "gap_to_teacher_points"):
         assert title in text, title
-    assert text.count("run.py all --protocol smoke") == 4  # every table names its command
+    assert text.count("run.py all --protocol smoke") == 5  # every table names its command
+
+
+def test_torch_pruning_baseline_lands_at_or_under_each_target():
+    """The outside baseline prunes through Torch-Pruning's MetaPruner until each target is met, and
+    its models still run (counted with autokd's one MAC rule)."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    from torch_pruning_baseline import prune_to
+
+    from autokd.measure import count_macs
+    from autokd.models import create_model
+
+    torch.manual_seed(0)
+    teacher = create_model("resnet20", num_classes=10, in_channels=1)
+    full = count_macs(teacher, (1, 8, 8))
+    targets = [int(0.4 * full), int(0.2 * full)]
+    out = prune_to(teacher, (1, 8, 8), targets)
+    assert [m for _, m in out] == [count_macs(model, (1, 8, 8)) for model, _ in out]
+    assert all(macs <= t for (_, macs), t in zip(out, targets))
+    assert all(macs >= 0.8 * t for (_, macs), t in zip(out, targets))  # close to the target, not far under
+    assert out[1][0](torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert count_macs(teacher, (1, 8, 8)) == full  # the teacher itself is untouched
+
+
+def test_claims_keep_the_runs_a_partial_rerun_does_not_redo():
+    sys.path.insert(0, str(BENCH))
+    from claims import _kept
+    from protocols import PROTOCOLS
+
+    p = PROTOCOLS["smoke"]
+    old = {"settings": json.loads(json.dumps(p.as_dict())),
+           "results": {"runs": {"kd": {"per_seed": {"0": {"test_accuracy": 0.5}}},
+                                "alone": {"per_seed": {"0": {"test_accuracy": 0.4}}},
+                                "pdd": {"per_seed": {"0": {"test_accuracy": 0.3}, "1": {"test_accuracy": 0.3}}}}}}
+    kept = _kept(old, p, ["alone+recovery", "kd"], seeds=1)
+    assert kept == [(0, {"pdd": {"test_accuracy": 0.3}})]  # rerun names dropped, seeds beyond n dropped
+    assert _kept({**old, "settings": {}}, p, ["kd"], seeds=1) == []  # another protocol: nothing kept
