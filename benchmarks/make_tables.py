@@ -74,6 +74,13 @@ def provenance(d: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------ table 1
+def measured(runs: list[dict], arm: str) -> str:
+    """The day(s) an arm's runs were measured: a file's arms may come from commands days apart
+    (run.py search merges them when the protocol is the same), and the page says so."""
+    days = sorted({str(r.get("date", ""))[:10] for r in runs if r["arm"] == arm} - {""})
+    return "—" if not days else days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+
+
 def search_quality(d: dict) -> list[str]:
     r, s = d["results"], d["settings"]
     t, target = r["teacher"], r["target"]
@@ -93,10 +100,10 @@ def search_quality(d: dict) -> list[str]:
     rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", defs[arm].get("stopping", "—"),
              ms(v["hypervolume"], 1, ".4f"), ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"),
              ms(v.get("compute_spent"), 1, ".1f"), ms(v.get("trials"), 1, ".1f"), ms(v["wall_s"], 1, ".0f"),
-             v["hypervolume"]["n"]]
+             measured(r["runs"], arm), v["hypervolume"]["n"]]
             for arm in r["arm_order"] if (v := r["by_arm"].get(arm))]
     header = ["arm", "what", "sampler", "early stopping", "hypervolume", "best test acc. (%)", "epochs spent",
-              "compute spent (epoch-eq.)", "trained trials", "trials span (s)", "n"]
+              "compute spent (epoch-eq.)", "trained trials", "trials span (s)", "measured", "n"]
     lines += table(header, rows)
     ratio = r["hypervolume_ratio_vs_random"]
     per_seed = ms(r["ratio_per_seed"], 1, ".3f")
@@ -123,7 +130,8 @@ def search_quality(d: dict) -> list[str]:
                   + ("" if above is None else f" Joint minus torch-pruning: {above:+.2f} points.")]
     es = r["by_arm"].get("joint"), r["by_arm"].get("joint-no-es")
     if all(es):
-        lines += ["", f"Early stopping: with it, hypervolume {ms(es[0]['hypervolume'], 1, '.4f')} for "
+        lines += ["", f"Early stopping (`joint` measured {measured(r['runs'], 'joint')}, `joint-no-es` "
+                  f"{measured(r['runs'], 'joint-no-es')}): with it, hypervolume {ms(es[0]['hypervolume'], 1, '.4f')} for "
                   f"{ms(es[0]['epochs_spent'], 1, '.1f')} training epochs; without, "
                   f"{ms(es[1]['hypervolume'], 1, '.4f')} for {ms(es[1]['epochs_spent'], 1, '.1f')} epochs."]
     return lines

@@ -101,7 +101,7 @@ def run_table1(protocol, seed: int, teacher_path: str, compute: float | None = N
     return {"arm": "torch-pruning", "seed": seed, "study": None, "parallel": 1, "trials": len(models),
             "epochs": epochs, "train_images": len(data.train_y), "gpus_per_trial": 0.0,
             "hypervolume": hypervolume_2d(points, budget), "budget_macs": budget,
-            "counts": {"completed": len(models)}, "epochs_spent": len(models) * epochs,
+            "counts": {"done": len(models), "stopped": 0, "rejected": 0, "failed": 0}, "epochs_spent": len(models) * epochs,
             "compute_budget": compute, "compute_spent": float(len(models) * epochs),  # + 5 validation passes
             "hypervolume_vs_epochs": curve, "hypervolume_vs_compute": curve, "front": [[m["val_accuracy"], m["macs"], m["number"]] for m in front],
             "models": models, "best": {"trial": best["number"], "val_accuracy": best["val_accuracy"],
