@@ -4,7 +4,8 @@ A study has two objectives, ``values = [val_accuracy, macs]`` (maximize, minimiz
 becomes one *point*, a plain dict::
 
     {"number", "state", "val_accuracy", "macs", "flops", "params", "share_of_teacher",
-     "candidate", "trial_params", "stopped_at_epoch", "failure", "weights"}
+     "candidate", "trial_params", "stopped_at_epoch", "failure", "weights",
+     "compute", "compute_recorded", "finished", "rungs_promoted"}
 
 ``macs`` are conv+linear multiply-accumulates, ``flops = 2 * macs`` (:mod:`autokd.measure`),
 ``params`` the student's parameter count, ``trial_params`` the Optuna parameters as sampled
@@ -16,6 +17,15 @@ Hypervolume, in [0, 1]: the area that the front dominates between itself and the
 (accuracy 0, MACs = budget), with MACs divided by the budget: each point (a, m) dominates the box
 [m / budget, 1] x [0, a]. ``hypervolume_history`` is that area over the completed trials with a
 number up to n, for each completed trial n.
+
+Compute, in epoch-equivalents (one training epoch over the trial's training set = 1; an
+evaluation-only pass counts a fraction): a trial's user attr ``compute`` where the search recorded
+it, else the training epochs it ran (:func:`compute_of`). Completed, stopped and failed trials all
+spend it; rejected ones (over budget, never trained) spend none. ``hypervolume_by_compute`` is
+(compute spent so far, hypervolume of the completed trials so far) after each trial that spent
+compute, in the order they finished, with the same reference as ``hypervolume_history``.
+``promotions`` is, per rung of the fidelity ladder (an epoch), the trials it let go on and those it
+stopped there; empty for a study that records no ``rungs_promoted`` (one from before the ladder).
 """
 from __future__ import annotations
 
@@ -58,6 +68,9 @@ class ParetoInfo:
     importances: dict[str, float] = field(default_factory=dict)  # param -> share of accuracy variance
     importances_note: str = ""         # why importances are empty, if they are
     references: list[dict] = field(default_factory=list)  # extra reference points {label, val_accuracy, macs}
+    hypervolume_by_compute: list[tuple[float, float]] = field(default_factory=list)  # (epoch-equivalents, hv)
+    compute_from_epochs: int = 0       # trials that recorded no `compute`, counted as their training epochs
+    promotions: dict[int, dict[str, list[int]]] = field(default_factory=dict)  # rung epoch -> promoted/stopped
 
     @property
     def completed(self) -> list[dict]:
@@ -66,6 +79,11 @@ class ParetoInfo:
     @property
     def hypervolume(self) -> float:
         return self.hypervolume_history[-1][1] if self.hypervolume_history else 0.0
+
+    @property
+    def compute_spent(self) -> float:
+        """Epoch-equivalents spent by every finished trial (0 when none spent any)."""
+        return self.hypervolume_by_compute[-1][0] if self.hypervolume_by_compute else 0.0
 
     def counts(self) -> dict[str, int]:
         return {"done": len(self.front) + len(self.dominated), "front": len(self.front),
@@ -76,6 +94,8 @@ class ParetoInfo:
         d = asdict(self)
         d["hypervolume_history"] = [[n, hv] for n, hv in self.hypervolume_history]
         d["hypervolume"] = self.hypervolume
+        d["hypervolume_by_compute"] = [[c, hv] for c, hv in self.hypervolume_by_compute]
+        d["compute_spent"] = self.compute_spent
         d["counts"] = self.counts()
         return d
 
@@ -88,6 +108,53 @@ def hypervolume_history(completed: list[dict], reference_macs: float | None) -> 
         seen.append((p["val_accuracy"], p["macs"]))
         out.append((p["number"], hypervolume_2d(seen, reference_macs or 0)))
     return out
+
+
+SPENDING = ("complete", "stopped", "failed")  # the states whose trials spent compute (not "rejected")
+
+
+def compute_of(attrs: dict) -> float:
+    """A trial's compute in epoch-equivalents: its ``compute`` user attr, or else the training epochs
+    it ran: the largest epoch of ``epoch_val_accuracy`` ({"0": acc, "1": acc, ...}; "0" is a score
+    before any training, so no epoch) or the length of ``history``, whichever is larger; 0 if none."""
+    if attrs.get("compute") is not None:
+        return float(attrs["compute"])
+    epochs = [int(k) for k in (attrs.get("epoch_val_accuracy") or {}) if str(k).isdigit()]
+    return float(max(max(epochs, default=0), len(attrs.get("history") or [])))
+
+
+def finish_order(points: list[dict]) -> list[dict]:
+    """The points that spent compute (completed, stopped, failed), in the order they finished:
+    ``finished`` (ISO time, fixed width, so it sorts as text), then trial number."""
+    spent = [p for p in points if p["state"] in SPENDING]
+    return sorted(spent, key=lambda p: (p.get("finished") is None, p.get("finished") or "", p["number"]))
+
+
+def hypervolume_vs_compute(points: list[dict], reference_macs: float | None) -> list[tuple[float, float]]:
+    """(compute spent so far, hypervolume of the completed trials so far) after each trial that
+    spent compute, in the order they finished (:func:`finish_order`); rejected points are skipped."""
+    out, seen, spent = [], [], 0.0
+    for p in finish_order(points):
+        spent += p.get("compute") or 0.0
+        if p["state"] == "complete":
+            seen.append((p["val_accuracy"], p["macs"]))
+        out.append((spent, hypervolume_2d(seen, reference_macs or 0)))
+    return out
+
+
+def promotions(points: list[dict]) -> dict[int, dict[str, list[int]]]:
+    """{rung epoch: {"promoted": [trial numbers], "stopped": [trial numbers]}}, rungs ascending:
+    a trial is promoted at every rung of its ``rungs_promoted`` and stopped at its
+    ``stopped_at_epoch`` (stopped points only). {} when no point records ``rungs_promoted``."""
+    if not any(p.get("rungs_promoted") is not None for p in points):
+        return {}
+    rungs: dict[int, dict[str, list[int]]] = {}
+    for p in sorted(points, key=lambda p: p["number"]):
+        for rung in p.get("rungs_promoted") or []:
+            rungs.setdefault(int(rung), {"promoted": [], "stopped": []})["promoted"].append(p["number"])
+        if p["state"] == "stopped" and p.get("stopped_at_epoch") is not None:
+            rungs.setdefault(int(p["stopped_at_epoch"]), {"promoted": [], "stopped": []})["stopped"].append(p["number"])
+    return dict(sorted(rungs.items()))
 
 
 def lambda_matrix(candidate: dict, n_teacher: int = 0, n_student: int = 0) -> list[list[float]]:
@@ -129,6 +196,9 @@ def _point(t, state: str, teacher_macs: int | None) -> dict:
         "candidate": dict(attrs.get("candidate") or {}), "trial_params": dict(t.params),
         "stopped_at_epoch": attrs.get("stopped_at_epoch"), "failure": attrs.get("failure"),
         "weights": attrs.get("weights"),
+        "compute": 0.0 if state == "rejected" else compute_of(attrs), "compute_recorded": "compute" in attrs,
+        "finished": t.datetime_complete.isoformat(timespec="microseconds") if t.datetime_complete else None,
+        "rungs_promoted": None if attrs.get("rungs_promoted") is None else [int(r) for r in attrs["rungs_promoted"]],
     }
 
 
@@ -194,6 +264,7 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True) 
     on_front = {p["number"] for p in front}
     reference = budget_macs or teacher["macs"] or max((p["macs"] for p in completed), default=None)
     imp, note = param_importances(study, len(completed)) if importances else ({}, "not computed")
+    spent = finish_order(completed + groups["stopped"] + groups["failed"])
     return ParetoInfo(
         study=study.study_name, front=front,
         dominated=[p for p in completed if p["number"] not in on_front],
@@ -204,6 +275,9 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True) 
         dataset=(config.get("search") or {}).get("dataset", attrs.get("dataset")),
         budget_text=budget.get("budget_text", attrs.get("budget_text")),
         importances=imp, importances_note=note,
+        hypervolume_by_compute=hypervolume_vs_compute(spent, reference),
+        compute_from_epochs=sum(not p["compute_recorded"] for p in spent),
+        promotions=promotions(spent),
         references=[dict(r) for r in attrs.get("references") or [] if r.get("macs") and r.get("val_accuracy") is not None])
 
 

@@ -1,9 +1,11 @@
 """Figures only: :class:`autokd.pareto.ParetoInfo` in, plotly figures and one HTML page out.
 
 Nothing here reads a study or computes a front; :mod:`autokd.pareto` does. The page is
-self-contained (plotly.js inlined once, no CDN, no network) and has five views with stable ids:
-``accuracy-vs-macs``, ``hypervolume``, ``lambda-heatmap`` (with the kept-channel bars of the
-selected front member), ``importances`` and ``parallel-coordinates``.
+self-contained (plotly.js inlined once, no CDN, no network) and has seven views with stable ids:
+``accuracy-vs-macs``, ``hypervolume`` (by trial number), ``hypervolume-vs-compute`` (by compute
+spent), ``promotions`` (an HTML table: per rung, the trials that went on and those stopped),
+``lambda-heatmap`` (with the kept-channel bars of the selected front member), ``importances`` and
+``parallel-coordinates``.
 """
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ import html
 from typing import TYPE_CHECKING
 
 from .measure import COST_UNIT_TITLE, flops_from_macs
-from .pareto import ParetoInfo, kept_ratios, lambda_matrix
+from .pareto import ParetoInfo, finish_order, kept_ratios, lambda_matrix
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-VIEWS = ("accuracy-vs-macs", "hypervolume", "lambda-heatmap", "importances", "parallel-coordinates")
+VIEWS = ("accuracy-vs-macs", "hypervolume", "hypervolume-vs-compute", "promotions", "lambda-heatmap", "importances",
+         "parallel-coordinates")
 FRONT, DOMINATED, STOPPED, REJECTED, TEACHER = "#1f77b4", "#9ecae1", "#ff7f0e", "#d62728", "#2ca02c"
 CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -129,6 +132,41 @@ def hypervolume(info: ParetoInfo) -> "go.Figure":
         xaxis=dict(range=[min(xs, default=0) - 0.5, max(xs, default=0) + 0.5], tick0=0,
                    dtick=max(1, (max(xs, default=0) + 9) // 10)))  # whole trial numbers, none clipped
     return fig
+
+
+def hypervolume_by_compute(info: ParetoInfo) -> "go.Figure":
+    """Hypervolume of the completed trials against the compute every finished trial spent, from
+    (0, 0), one step per trial in the order they finished (stopped and failed ones spend, too)."""
+    import plotly.graph_objects as go
+
+    steps = info.hypervolume_by_compute
+    done = finish_order(info.completed + info.stopped + info.failed)  # the order of `steps`
+    xs, ys = [0.0, *(c for c, _ in steps)], [0.0, *(hv for _, hv in steps)]
+    text = ["start"] + [f"after trial {p['number']} ({p['state']}, {p['compute']:.3g} epoch-equivalents)"
+                        for p in done]
+    fig = go.Figure(go.Scatter(x=xs, y=ys, text=text, mode="lines+markers", line=dict(shape="hv", color=FRONT),
+                               hovertemplate="%{text}<br>%{x:.3g} spent: hypervolume %{y:.4f}<extra></extra>"))
+    note = (f"; {info.compute_from_epochs} trial(s) without recorded compute counted as their training epochs"
+            if info.compute_from_epochs else "")
+    fig.update_layout(title=f"Hypervolume against compute spent ({info.compute_spent:.4g} epoch-equivalents in all{note})",
+                      xaxis_title="compute spent (epoch-equivalents)", yaxis_title="hypervolume",
+                      xaxis_rangemode="tozero", yaxis_range=[0, 1], height=380)
+    return fig
+
+
+def _trials(numbers: list[int]) -> str:
+    return f"{len(numbers)}: " + ", ".join(map(str, numbers)) if numbers else "0"
+
+
+def promotions_table(info: ParetoInfo) -> str:
+    """Per rung of the fidelity ladder (an epoch): the trials it let go on and those it stopped."""
+    if not info.promotions:
+        return ('<div id="promotions"><p class="note">This study records no rung promotions (a study from '
+                "before the fidelity ladder, or no trial promoted yet).</p></div>")
+    rows = "".join(f"<tr><td>{rung}</td><td>{_trials(r['promoted'])}</td><td>{_trials(r['stopped'])}</td></tr>"
+                   for rung, r in info.promotions.items())
+    return ('<div id="promotions"><table><thead><tr><th>rung (epoch)</th><th>went on (trials)</th>'
+            f"<th>stopped there (trials)</th></tr></thead><tbody>{rows}</tbody></table></div>")
 
 
 # ------------------------------------------------------------------ (c) lambda_ij and kept channels
@@ -253,15 +291,18 @@ code, td:last-child {{ font-family: ui-monospace, monospace; }}
 
 
 def dashboard_html(info: ParetoInfo) -> str:
-    """One self-contained HTML page (plotly.js inlined once, no CDN) with the five views."""
+    """One self-contained HTML page (plotly.js inlined once, no CDN) with the seven views."""
     figures = [("accuracy-vs-macs", "Accuracy vs MACs", accuracy_vs_macs(info)),
                ("hypervolume", "Hypervolume over trials", hypervolume(info)),
+               ("hypervolume-vs-compute", "Hypervolume against compute spent", hypervolume_by_compute(info)),
+               ("promotions", "Rung promotions", promotions_table(info)),
                ("lambda-heatmap", "λ_ij and kept channels of a front member", lambda_heatmap(info)),
                ("importances", "Parameter importances", importances(info)),
                ("parallel-coordinates", "Parameters vs accuracy", parallel_coordinates(info))]
     views = []
     for i, (div_id, title, fig) in enumerate(figures):
-        body = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=div_id, config=CONFIG)
+        body = fig if isinstance(fig, str) else fig.to_html(full_html=False, include_plotlyjs=(i == 0),
+                                                            div_id=div_id, config=CONFIG)
         views.append(f'<section id="section-{div_id}"><h2>{html.escape(title)}</h2>{body}</section>')
     c = info.counts()
     t = info.teacher
@@ -272,6 +313,7 @@ def dashboard_html(info: ParetoInfo) -> str:
                + f". Trials: {c['done']} done ({c['front']} on the front), {c['stopped']} stopped early, "
                f"{c['rejected']} rejected (over budget), {c['failed']} failed"
                + (f", {c['running']} running" if c["running"] else "")
-               + f". Hypervolume {info.hypervolume:.4f}.")
+               + f". Hypervolume {info.hypervolume:.4f}"
+               + (f", compute spent {info.compute_spent:.4g} epoch-equivalents" if info.compute_spent else "") + ".")
     return PAGE.format(study=html.escape(info.study), summary=summary, unit=html.escape(COST_UNIT_TITLE),
                        table=_front_table(info), views="\n".join(views))

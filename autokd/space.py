@@ -26,7 +26,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from numbers import Real
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,7 +40,7 @@ from .errors import UserError
 from .candidate import BLOCK_RULES, INITS, MAX_RATIO, PRUNE_AT, Candidate
 
 SPACES_ENV = "AUTOKD_SPACES"  # os.pathsep-separated folders searched before the shipped one
-TOP_LEVEL = ("description", "teacher", "params", "fixed")
+TOP_LEVEL = ("description", "teacher", "params", "fixed", "warm_start")
 # Kept here as data (not imported from the registries) so that loading a space stays light;
 # tests/test_space.py checks they match autokd.prune.CRITERIA, autokd.distill's registries.
 PRUNE_METHODS = ("l1", "bn", "taylor", "learned-mask")
@@ -113,6 +113,9 @@ _RULES = (
     _Rule("kd/curriculum", r"kd/curriculum", "curriculum", "bool"),
     _Rule("train/lr", r"train/lr", "lr", "number", low=0.0, open_low=True),
     _Rule("train/finetune_lr", r"train/finetune_lr", "finetune_lr", "number", low=0.0, open_low=True),
+    # a search parameter, not a Candidate field: the space's prune/<key> are a shape, put on this share
+    # of the budget by bisection (autokd.search.budget.project_candidate)
+    _Rule("budget/share", r"budget/share", "", "number", low=0.0, high=1.0, open_low=True),
 )
 
 
@@ -145,6 +148,7 @@ class SearchSpace:
     description: str
     distributions: dict[str, BaseDistribution]       # sampled; what `study.ask` takes
     fixed: dict[str, object]                         # constants, applied over every sample
+    warm_start: dict[str, dict[str, object]] = field(default_factory=dict)  # name -> params, enqueued first
 
     def min_cost_candidates(self) -> list[dict]:
         """Params dicts of the cheapest corners: for each student/arch (and student/init) choice,
@@ -262,8 +266,31 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
         if problem:
             raise SpaceError(f"{path}: fixed: {name}: {problem}")
     dists = {k: v for k, v in dists.items() if k not in fixed}
+    warm = _warm_start(data.get("warm_start"), dists, f"{path}: warm_start: ")
     return SearchSpace(name=path.stem, path=str(path), teacher=teacher, description=description,
-                       distributions=dists, fixed=dict(fixed))
+                       distributions=dists, fixed=dict(fixed), warm_start=warm)
+
+
+def _warm_start(entries: object, dists: dict[str, BaseDistribution], where: str) -> dict[str, dict[str, object]]:
+    """``warm_start: {NAME: {param: value, ...}}``: settings enqueued as a new study's first trials
+    (the parameters they leave out are sampled). Each value must be one its distribution can take."""
+    if entries is None:
+        return {}
+    if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+        raise SpaceError(f"{where}expected a mapping of name -> {{parameter: value}}")
+    out: dict[str, dict[str, object]] = {}
+    for name, params in entries.items():
+        for key, value in params.items():
+            if key not in dists:
+                raise SpaceError(f"{where}{name}: {key} is not a sampled parameter of this space")
+            try:
+                ok = dists[key]._contains(dists[key].to_internal_repr(value))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise SpaceError(f"{where}{name}: {key}={value!r} is outside its distribution")
+        out[str(name)] = dict(params)
+    return out
 
 
 def _parse_distribution(entry: object, rule: _Rule, where: str) -> BaseDistribution:
@@ -356,6 +383,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
         problem = rule.problem(value)
         if problem:
             raise SpaceError(f"{name}: {problem}")
+        if not rule.field:
+            continue  # a search parameter (budget/share): the search reads it, the candidate does not
         if rule.field in dicts:
             dicts[rule.field][str(key)] = _tidy(value)
         else:

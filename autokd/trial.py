@@ -121,6 +121,13 @@ def predict_student_cost(c: Candidate, *, teacher_arch: str, teacher_plan: dict[
                          num_classes: int, in_channels: int, input_shape: tuple[int, ...]) -> Cost:
     """The exact cost of ``c``'s student after pruning, before anything is built or trained: a
     scratch student from its architecture and width, an inherited one from the teacher's plan."""
+    return predict_student(c, teacher_arch=teacher_arch, teacher_plan=teacher_plan, teacher_width=teacher_width,
+                           num_classes=num_classes, in_channels=in_channels, input_shape=input_shape)[1]
+
+
+def predict_student(c: Candidate, *, teacher_arch: str, teacher_plan: dict[str, int], teacher_width: float,
+                    num_classes: int, in_channels: int, input_shape: tuple[int, ...]) -> tuple[dict[str, int], Cost]:
+    """(channel plan, cost) of ``c``'s student after pruning: :func:`predict_student_cost` with the plan."""
     if c.init == "teacher":
         check_inheritable(teacher_arch, c.student)
         width, base = teacher_width, inherited_plan(teacher_arch, teacher_plan, c.student, c.blocks)
@@ -128,9 +135,8 @@ def predict_student_cost(c: Candidate, *, teacher_arch: str, teacher_plan: dict[
         width, base = c.width, None
     with torch.device("meta"):  # shapes only: what pruning_ratios reads
         student = create_model(c.student, num_classes=num_classes, in_channels=in_channels, width=width, plan=base)
-    _, cost = predict_cost(c.student, num_classes=num_classes, in_channels=in_channels, width=width,
-                           ratios_spec=pruning_ratios(c, student), input_shape=input_shape, plan=base)
-    return cost
+    return predict_cost(c.student, num_classes=num_classes, in_channels=in_channels, width=width,
+                        ratios_spec=pruning_ratios(c, student), input_shape=input_shape, plan=base)
 
 
 def ratio_spec(model: nn.Module, prune: dict[str, float]) -> float | dict[str, float]:

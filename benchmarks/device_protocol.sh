@@ -113,7 +113,7 @@ fi
 if [ "$HAVE_WHEELS" = 1 ] && [ "$HAVE_DATA" = 1 ]; then
   # table 1's five search arms (sized for them; inherit and torch-pruning wait for a longer lease), one
   # search after the other, each with `parallel` trials on the GPU at once
-  step search 180 $PY "${RUN[@]}" search --jobs 1 --arms joint random prune-only distill-only joint-no-es
+  step search 180 $PY "${RUN[@]}" search --jobs 1 --arms joint random random-ladder prune-only distill-only
   step latency 40 $PY "${RUN[@]}" latency
   $PY benchmarks/make_tables.py --results "$RESULTS" --out "$RESULTS/BENCHMARKS-$P.md"
   copy_out

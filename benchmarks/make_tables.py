@@ -1,16 +1,25 @@
 """Write BENCHMARKS.md from the JSON files in benchmarks/results/; the page is never edited by hand.
 
-    .venv/bin/python benchmarks/make_tables.py [--results DIR] [--out FILE]
+    .venv/bin/python benchmarks/make_tables.py [--results DIR] [--out FILE] [--no-figures]
 
 Each ``<part>-<protocol>.json`` (written by benchmarks/run.py) becomes one table with the command
 that produced it, its date, machine, protocol, n and mean ± std. A part with no file says which
 command would make it. Pure formatting: nothing here measures or recomputes a number.
+
+Figures: before rendering, ``main`` (re)draws every PNG of benchmarks/figures.py from the same
+JSON files (``--no-figures`` skips that; where plotly cannot write images it says why on stderr and
+goes on). Table 1's section shows ``search_quality-<protocol>.png`` when it exists and is not older
+than its JSON, linked relative to the page.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
+
+from figures import png_path, write_figures
 
 HERE = Path(__file__).resolve().parent
 PARTS = {  # file stem -> (section title, the command that writes it)
@@ -65,6 +74,13 @@ def provenance(d: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------ table 1
+def measured(runs: list[dict], arm: str) -> str:
+    """The day(s) an arm's runs were measured: a file's arms may come from commands days apart
+    (run.py search merges them when the protocol is the same), and the page says so."""
+    days = sorted({str(r.get("date", ""))[:10] for r in runs if r["arm"] == arm} - {""})
+    return "—" if not days else days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+
+
 def search_quality(d: dict) -> list[str]:
     r, s = d["results"], d["settings"]
     t, target = r["teacher"], r["target"]
@@ -72,22 +88,34 @@ def search_quality(d: dict) -> list[str]:
     parallel = r["runs"][0]["parallel"] if r["runs"] else s["parallel"]
     lines = [f"Teacher `{t['arch']}` (width {t['width']}, {mega(t['macs'])} M MACs, test accuracy "
              f"{num(t['test_accuracy'], '.2f', 100)} %); budget {s['budget']} of its MACs; "
-             f"{s['trials']} trained trials per search, {s['epochs']} epochs each, "
+             + (f"every arm the same compute, {r['compute_budget']:g} epoch-equivalents (what {s['trials']} trials of "
+                f"{s['epochs']} epochs cost without early stopping; `autokd search --compute`), trials of {s['epochs']} "
+                "epochs, " if r.get("compute_budget") else f"{s['trials']} trained trials per search, {s['epochs']} "
+                "epochs each, ") +
              f"{s['train_subset'] or 'all'} training images; {parallel} trials at once; n = {n} seeds. "
              "Hypervolume of (validation accuracy, MACs / budget) w.r.t. (0, budget), in [0, 1]; best test = "
              "test accuracy of the best-validation trial's saved weights. MACs = multiply-accumulates of conv + "
              "linear layers (FLOPs = 2 x MACs).", ""]
     defs = r["arm_definitions"]
-    rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", ms(v["hypervolume"], 1, ".4f"),
-             ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"), ms(v["wall_s"], 1, ".0f"), v["hypervolume"]["n"]]
+    rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", defs[arm].get("stopping", "—"),
+             ms(v["hypervolume"], 1, ".4f"), ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"),
+             ms(v.get("compute_spent"), 1, ".1f"), ms(v.get("trials"), 1, ".1f"), ms(v["wall_s"], 1, ".0f"),
+             measured(r["runs"], arm), v["hypervolume"]["n"]]
             for arm in r["arm_order"] if (v := r["by_arm"].get(arm))]
-    header = ["arm", "what", "sampler", "hypervolume", "best test acc. (%)", "epochs spent", "trials span (s)", "n"]
+    header = ["arm", "what", "sampler", "early stopping", "hypervolume", "best test acc. (%)", "epochs spent",
+              "compute spent (epoch-eq.)", "trained trials", "trials span (s)", "measured", "n"]
     lines += table(header, rows)
     ratio = r["hypervolume_ratio_vs_random"]
     per_seed = ms(r["ratio_per_seed"], 1, ".3f")
     lines += ["", f"**Joint / random hypervolume: {num(ratio, '.3f')}** (per seed {per_seed}); "
-              f"target >= {target['ratio_target']}: {yes(target['ratio_met'])}. Joint above every single-method "
-              f"arm (prune-only, distill-only): {yes(target['above_single_method'])}. "
+              f"target >= {target['ratio_target']}: {yes(target['ratio_met'])}"
+              + (f" (equal compute; over random search with the same ladder: "
+                 f"{num(r.get('hypervolume_ratio_vs_random_ladder'), '.3f')}, per seed "
+                 f"{ms(r.get('ratio_ladder_per_seed'), 1, '.3f')})" if "hypervolume_ratio_vs_random_ladder" in r else "")
+              + f". Joint above every single-method arm ({', '.join(r.get('single_method') or ['prune-only', 'distill-only'])}): "
+              f"{yes(target['above_single_method'])}. "
+              + (f"Joint with the ladder above joint without: {yes(target['ladder_helps'])}. "
+                 if "ladder_helps" in target else "") + 
               f"Both together: {yes(target['met'])}."]
     ranked = sorted(((v["hypervolume"]["mean"], arm) for arm, v in r["by_arm"].items()
                      if v["hypervolume"]["mean"] is not None), reverse=True)
@@ -102,10 +130,24 @@ def search_quality(d: dict) -> list[str]:
                   + ("" if above is None else f" Joint minus torch-pruning: {above:+.2f} points.")]
     es = r["by_arm"].get("joint"), r["by_arm"].get("joint-no-es")
     if all(es):
-        lines += ["", f"Early stopping: with it, hypervolume {ms(es[0]['hypervolume'], 1, '.4f')} for "
+        lines += ["", f"Early stopping (`joint` measured {measured(r['runs'], 'joint')}, `joint-no-es` "
+                  f"{measured(r['runs'], 'joint-no-es')}): with it, hypervolume {ms(es[0]['hypervolume'], 1, '.4f')} for "
                   f"{ms(es[0]['epochs_spent'], 1, '.1f')} training epochs; without, "
                   f"{ms(es[1]['hypervolume'], 1, '.4f')} for {ms(es[1]['epochs_spent'], 1, '.1f')} epochs."]
     return lines
+
+
+def search_quality_figure(json_path: Path, page_dir: Path) -> list[str]:
+    """Table 1's figure (benchmarks/figures.py) as a Markdown image, or a line saying how to draw it."""
+    png = png_path(json_path)
+    if not png.exists() or (json_path.exists() and png.stat().st_mtime < json_path.stat().st_mtime):
+        return [f"No figure of `{json_path.name}` yet: `.venv/bin/python benchmarks/figures.py` draws it "
+                "(needs `pip install -e \".[bench]\"` and a Chromium)."]
+    return [f"![hypervolume against compute]({Path(os.path.relpath(png, page_dir)).as_posix()})", "",
+            "Hypervolume against compute: x = training epochs spent so far over a search's trained trials, "
+            "in trial-number order (each run's `hypervolume_vs_epochs`); per arm the mean over its seeds as a line "
+            "(up to the seed that spent the fewest epochs), each seed faint. Drawn by "
+            f"`.venv/bin/python benchmarks/figures.py` from `{json_path.name}`."]
 
 
 # ------------------------------------------------------------------ the headline
@@ -311,7 +353,8 @@ def _protocol_key(p: str) -> tuple[int, str]:
     return (PROTOCOL_ORDER.index(base) if base in PROTOCOL_ORDER else len(PROTOCOL_ORDER), p)
 
 
-def page(found: dict[tuple[str, str], list[tuple[str, dict]]], results: Path) -> str:
+def page(found: dict[tuple[str, str], list[tuple[str, dict]]], results: Path, page_dir: Path = HERE) -> str:
+    """The Markdown page; ``page_dir`` is where it will be written (figures are linked relative to it)."""
     shown = results.resolve().relative_to(HERE.parent) if results.resolve().is_relative_to(HERE.parent) else results
     lines = ["# autokd benchmarks", "",
              f"Generated by `.venv/bin/python benchmarks/make_tables.py` from `{shown}/*.json`; do not edit by hand.",
@@ -330,6 +373,8 @@ def page(found: dict[tuple[str, str], list[tuple[str, dict]]], results: Path) ->
                 lines += [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
             for name, d in files:
                 lines += [f"### Protocol `{p}` (`{name}`)", ""] + provenance(d) + [""] + RENDER[part](d) + [""]
+                if part == "search_quality":
+                    lines += search_quality_figure(results / name, page_dir) + [""]
     full = [p for p in protocols if p.startswith("full")]
     lines += ["## 5. Full protocol (GPU)", "",
               "`bash benchmarks/full_protocol.sh` runs every part under the `full` protocol (resnet56 teacher, "
@@ -355,8 +400,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=HERE / "results")
     ap.add_argument("--out", type=Path, default=HERE / "BENCHMARKS.md")
+    ap.add_argument("--no-figures", action="store_true", help="do not (re)draw benchmarks/figures.py's PNGs")
     args = ap.parse_args(argv)
-    args.out.write_text(page(load(args.results), args.results))
+    if not args.no_figures:
+        written, problems = write_figures(args.results)
+        for line in [f"wrote {p}" for p in written] + problems:
+            print(line, file=sys.stderr if not line.startswith("wrote") else sys.stdout)
+    args.out.write_text(page(load(args.results), args.results, args.out.resolve().parent))
     print(f"wrote {args.out}")
 
 

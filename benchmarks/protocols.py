@@ -86,8 +86,9 @@ _CPU_SPACES = {"joint": "cpu_joint.yaml", "prune_only": "cpu_prune_only.yaml",
 CPU = Protocol(
     name="cpu", dataset="fashion-mnist",
     reduced=("Fashion-MNIST 1x28x28; teacher resnet20 at width 1 (31.0 M MACs) trained 6 epochs on 12,000 "
-             "training images; students resnet20/resnet32 at width 0.25-0.5; trials train on a 3,000-image "
-             "subset for 2 epochs, 10 trials per search; table 2 trains resnet20 at width 0.5 on 4,000 images "
+             "training images; students resnet20 from scratch (width 0.25-1) or inherited from the teacher (distill-only: "
+             "resnet20/resnet32 at width 0.25-0.5); trials train on a 3,000-image subset for 2 epochs, every arm "
+             "20 epoch-equivalents of compute (what 10 trials of 2 epochs cost); table 2 trains resnet20 at width 0.5 on 4,000 images "
              "for 4 epochs; the full protocol uses resnet56, full widths, all 54,000 images"),
     teacher="resnet20", teacher_width=1.0, teacher_epochs=6, teacher_subset=12_000,
     spaces=_CPU_SPACES, trials=10, epochs=2, train_subset=3_000, seeds=3, parallel=2,

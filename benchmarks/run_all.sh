@@ -11,7 +11,8 @@
 # Table-1 commands merge their runs into one JSON (same protocol settings), so any split works.
 # Knobs: JOBS (table 1 searches at once, default cores / 2, at most the command's searches), WORKERS
 # (table 2 runs at once, default cores), TEACHER_THREADS (torch threads for the one teacher, default 1).
-# The GPU protocol has its own script: benchmarks/full_protocol.sh.
+# The GPU protocol has its own script: benchmarks/full_protocol.sh. make_tables.py, last, also redraws
+# the figures (benchmarks/figures.py: table 1's hypervolume against compute, a PNG next to its JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +31,8 @@ search() {  # search ARM...: those arms' searches, at most JOBS at once, 2 trial
 
 $PY benchmarks/run.py teacher   --protocol "$P" --threads "${TEACHER_THREADS:-1}"
 search joint random
+search joint-no-ladder random-ladder
 search prune-only distill-only
-search joint-no-es
 search inherit torch-pruning
 $PY benchmarks/run.py claims    --protocol "$P" --workers "$WORKERS"
 $PY benchmarks/run.py exported  --protocol "$P" --workers "$WORKERS"   # after the joint arm: it exports its best

@@ -1,8 +1,10 @@
 """Table 1, search quality: autokd's joint search against random search and single-method arms.
 
 Every arm searches with the same teacher (the protocol's bundle), the same budget (40 % of the
-teacher's MACs), the same number of trained trials and the same seeds; each (arm, seed) is one
-study under ``results/studies/<protocol>-<arm>-s<seed>`` (resumed if it exists). Per study:
+teacher's MACs), the same **compute** (``compute_budget``: trials x epochs of the protocol, in
+epoch-equivalents, ``autokd search --compute``; a search that stops trials early spends the rest on
+more trials) and the same seeds; each (arm, seed) is one study under
+``results/studies/<protocol>-<arm>-s<seed>`` (resumed if it exists). Per study:
 
   hypervolume   of (validation accuracy, MACs) over the completed trials, MACs divided by the
                 budget, reference (accuracy 0, MACs = budget): ``autokd.pareto.pareto_info``;
@@ -10,7 +12,9 @@ study under ``results/studies/<protocol>-<arm>-s<seed>`` (resumed if it exists).
                 its saved weights (``trials/NNNN`` bundle) evaluated once on the test set;
   epochs spent  training epochs over all trained trials (early-stopped ones count the epochs they ran).
 
-``hypervolume_ratio_vs_random`` = mean hypervolume of ``joint`` / mean of ``random``.
+``hypervolume_ratio_vs_random`` = mean hypervolume of ``joint`` / mean of ``random`` (today's random
+search, no ladder) at equal compute; ``hypervolume_ratio_vs_random_ladder`` the same over random
+search with the ladder (which isolates the sampler and the warm start).
 
 Two arms are not plain searches of the protocol's spaces: ``inherit`` searches the joint space with
 every student built from the trained teacher, and ``torch-pruning`` is no search at all but the
@@ -37,24 +41,39 @@ TARGET_GAP_POINTS = 2.0  # issue #14: the best searched student within 2 points 
 
 @dataclass(frozen=True)
 class Arm:
-    space: str             # the protocol's space role: joint | prune_only | distill_only
+    space: str             # the protocol's space role: joint | prune_only | distill_only | inherit | teacher
     sampler: str           # autokd.search.SAMPLERS
-    early_stopping: bool   # autokd.search.stopping's two-objective rule
+    stopping: str          # early stopping: ladder (MO-ASHA) | dominated (the stop-if-dominated rule) | none
+    warm_start: bool       # the space's warm_start settings enqueued first
     what: str
 
 
 ARMS = {
-    "joint": Arm("joint", "tpe", True, "autokd's joint search: TPE over the whole space, early stopping on"),
-    "random": Arm("joint", "random", True, "random search over the same space, early stopping on"),
-    "prune-only": Arm("prune_only", "tpe", True, "pruning only, no distillation (TPE)"),
-    "distill-only": Arm("distill_only", "tpe", True, "distillation only, no pruning: width and depth (TPE)"),
-    "joint-no-es": Arm("joint", "tpe", False, "joint search with early stopping off"),
-    "inherit": Arm("inherit", "tpe", True, "the joint space with student/init fixed to teacher: the trained teacher "
-                   "pruned (and made shallower where it can be), then distilled back (TPE)"),
-    "torch-pruning": Arm("teacher", "none", False, "outside baseline, no search: Torch-Pruning's MetaPruner (global "
-                         "group-norm magnitude) prunes the trained teacher to 100/80/60/40/20 % of the budget, each "
-                         "fine-tuned on labels for a trial's epochs (benchmarks/torch_pruning_baseline.py)"),
+    "joint": Arm("joint", "tpe", "ladder", True, "autokd's joint search: TPE, the fidelity ladder, warm start"),
+    "joint-no-ladder": Arm("joint", "tpe", "dominated", True, "the joint search with the stop-if-dominated rule "
+                           "instead of the ladder"),
+    "random-ladder": Arm("joint", "random", "ladder", False, "random search over the same space with the same "
+                         "ladder (isolates the sampler)"),
+    "random": Arm("joint", "random", "dominated", False, "random search, today's early stopping (no ladder)"),
+    "prune-only": Arm("prune_only", "tpe", "ladder", False, "pruning only, no distillation (TPE, ladder)"),
+    "distill-only": Arm("distill_only", "tpe", "ladder", False, "distillation only, no pruning: width and depth "
+                        "(TPE, ladder)"),
+    "inherit": Arm("inherit", "tpe", "ladder", False, "the joint space with student/init fixed to teacher: the "
+                   "trained teacher pruned, then distilled back (TPE, ladder)"),
+    "torch-pruning": Arm("teacher", "none", "none", False, "outside baseline, no search: Torch-Pruning's MetaPruner "
+                         "(global group-norm magnitude) prunes the trained teacher to 100/80/60/40/20 % of the "
+                         "budget, each fine-tuned on labels for a fifth of the compute "
+                         "(benchmarks/torch_pruning_baseline.py)"),
 }
+SINGLE_METHOD = ("prune-only", "distill-only", "torch-pruning")
+
+
+def compute_budget(protocol) -> float:
+    """Every arm's compute in epoch-equivalents (autokd.search.compute): what ``trials`` trials of
+    ``epochs`` epochs cost without early stopping, so a search may spend what it saves on more trials."""
+    return float(protocol.trials * protocol.epochs)
+
+
 # the inherit arm's space: the protocol's joint space with student/init fixed to teacher
 INHERIT_SPACES = {"cpu_joint.yaml": "cpu_inherit.yaml", "resnet56_to_resnet": "full_inherit.yaml"}
 
@@ -67,14 +86,6 @@ def arm_space(protocol, arm: str) -> str:
     from protocols import SPACES
 
     return str(SPACES / INHERIT_SPACES[protocol.spaces["joint"]])
-
-
-def arm_budget(protocol, arm: str) -> tuple[int, int]:
-    """(trained trials, epochs per trial) of one arm's search: the protocol's, the same for every arm.
-
-    The hook for the equal-compute ladder (the search issue): an arm whose trials cost less (prune-only
-    never runs the teacher) would get more trials or epochs here, for the same compute per arm."""
-    return protocol.trials, protocol.epochs
 
 
 def study_name(protocol, arm: str, seed: int) -> str:
@@ -122,6 +133,14 @@ def hypervolume_vs_epochs(study, reference_macs: int) -> list[list[float]]:
     return out
 
 
+def hypervolume_vs_compute(study, reference_macs: int) -> list[list[float]]:
+    """[compute spent so far (epoch-equivalents), hypervolume of the completed trials so far], in the
+    order trials finished (autokd.pareto.hypervolume_vs_compute, the dashboard's curve)."""
+    from autokd.pareto import pareto_info
+
+    return [[c, hv] for c, hv in pareto_info(study, importances=False).hypervolume_by_compute]
+
+
 def best_test(info) -> dict | None:
     """The best-validation completed point, its saved weights evaluated once on the test set."""
     from autokd import load_student
@@ -156,15 +175,17 @@ def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, par
     if arm == "torch-pruning":  # no search: the outside baseline, scored like a study
         import torch_pruning_baseline
 
-        return {**torch_pruning_baseline.run_table1(protocol, seed, teacher), "machine": machine(protocol.device)}
+        return {**torch_pruning_baseline.run_table1(protocol, seed, teacher, compute_budget(protocol)),
+                "machine": machine(protocol.device)}
     name, spec = study_name(protocol, arm, seed), ARMS[arm]
     if fresh and studies.study_dir(name).exists():
         shutil.rmtree(studies.study_dir(name))
     before = studies.counts(studies.load(name))["trained"] if studies.exists(name) else 0
-    trials, epochs = arm_budget(protocol, arm)
+    compute, epochs = compute_budget(protocol), protocol.epochs
     cfg = SearchConfig(teacher=teacher, dataset=protocol.dataset, flops_budget=protocol.budget,
-                       space=arm_space(protocol, arm), study=name, trials=trials, parallel=parallel,
-                       epochs=epochs, sampler=spec.sampler, seed=seed, early_stopping=spec.early_stopping,
+                       space=arm_space(protocol, arm), study=name, trials=None, compute=compute, parallel=parallel,
+                       epochs=epochs, sampler=spec.sampler, seed=seed, early_stopping=spec.stopping != "none",
+                       stopping=spec.stopping if spec.stopping != "none" else "dominated", warm_start=spec.warm_start,
                        train_subset=protocol.train_subset, cpus_per_trial=protocol.cpus_per_trial,
                        gpus_per_trial=protocol.gpus_per_trial, reference=False)
     t0 = time.perf_counter()
@@ -172,7 +193,9 @@ def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, par
     wall = time.perf_counter() - t0
     info = pareto_info(study, importances=False)
     trained = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
-    return {"arm": arm, "seed": seed, "study": name, "parallel": parallel, "trials": trials, "epochs": epochs,
+    return {"arm": arm, "seed": seed, "study": name, "parallel": parallel, "trials": len(trained), "epochs": epochs,
+            "compute_budget": compute, "compute_spent": studies.compute_spent(study),
+            "hypervolume_vs_compute": hypervolume_vs_compute(study, info.hypervolume_reference_macs),
             "train_images": len(_train_split(protocol.dataset, seed, protocol.train_subset)),
             "gpus_per_trial": protocol.gpus_per_trial, "hypervolume": info.hypervolume,
             "budget_macs": info.budget_macs, "counts": info.counts(),
@@ -203,22 +226,32 @@ def summarize(runs: list[dict]) -> dict:
     for r in sorted(runs, key=lambda r: (r["arm"], r["seed"])):
         by_arm.setdefault(r["arm"], []).append(r)
     arms = {arm: {key: mean_std([_value(r, key) for r in rs])
-                  for key in ("hypervolume", "test_accuracy", "epochs_spent", "wall_s")}
+                  for key in ("hypervolume", "test_accuracy", "epochs_spent", "compute_spent", "trials", "wall_s")}
             for arm, rs in by_arm.items()}
     hv = {arm: s["hypervolume"]["mean"] for arm, s in arms.items()}
-    ratio = hv["joint"] / hv["random"] if hv.get("joint") is not None and hv.get("random") else None
-    seeds = {r["seed"]: r["hypervolume"] for r in by_arm.get("random", []) if r["hypervolume"]}
-    per_seed = [r["hypervolume"] / seeds[r["seed"]] for r in by_arm.get("joint", []) if r["seed"] in seeds]
-    singles = {a: hv[a] for a in ("prune-only", "distill-only") if hv.get(a) is not None}
+    ratio, per_seed = _ratio(by_arm, hv, "random")
+    ratio_ladder, per_seed_ladder = _ratio(by_arm, hv, "random-ladder")
+    singles = {a: hv[a] for a in SINGLE_METHOD if hv.get(a) is not None}
     joint = hv.get("joint")
+    no_ladder = hv.get("joint-no-ladder")
     target = {"ratio_vs_random": ratio, "ratio_target": TARGET_RATIO,
               "ratio_met": None if ratio is None else ratio >= TARGET_RATIO,
               "above_single_method": None if joint is None or len(singles) < 2
-              else all(joint > v for v in singles.values())}
-    target["met"] = None if None in (target["ratio_met"], target["above_single_method"]) else \
-        bool(target["ratio_met"] and target["above_single_method"])
-    return {"by_arm": arms, "hypervolume_ratio_vs_random": ratio, "ratio_per_seed": mean_std(per_seed),
+              else all(joint > v for v in singles.values()),
+              "ladder_helps": None if None in (joint, no_ladder) else joint > no_ladder}
+    parts = (target["ratio_met"], target["above_single_method"], target["ladder_helps"])
+    target["met"] = None if None in parts else all(parts)
+    return {"by_arm": arms, "single_method": list(SINGLE_METHOD),
+            "hypervolume_ratio_vs_random": ratio, "ratio_per_seed": mean_std(per_seed),
+            "hypervolume_ratio_vs_random_ladder": ratio_ladder, "ratio_ladder_per_seed": mean_std(per_seed_ladder),
             "target": target}
+
+
+def _ratio(by_arm: dict, hv: dict, baseline: str) -> tuple[float | None, list[float]]:
+    """Mean joint hypervolume / mean ``baseline`` hypervolume, and the per-seed ratios."""
+    ratio = hv["joint"] / hv[baseline] if hv.get("joint") is not None and hv.get(baseline) else None
+    seeds = {r["seed"]: r["hypervolume"] for r in by_arm.get(baseline, []) if r["hypervolume"]}
+    return ratio, [r["hypervolume"] / seeds[r["seed"]] for r in by_arm.get("joint", []) if r["seed"] in seeds]
 
 
 def teacher_gap(by_arm: dict, teacher_test: float | None) -> dict:
@@ -241,7 +274,9 @@ def _merge(old: dict | None, protocol, new_runs: list[dict]) -> tuple[list[dict]
     if not old or old.get("settings") != json.loads(json.dumps(protocol.as_dict())):  # tuples read back as lists
         return new_runs, [command_line()]
     done = {(r["arm"], r["seed"]) for r in new_runs}
-    kept = [r for r in old["results"]["runs"] if (r["arm"], r["seed"]) not in done]
+    budget = compute_budget(protocol)  # runs searched by trial count (before the compute budget) are not kept
+    kept = [r for r in old["results"]["runs"] if (r["arm"], r["seed"]) not in done
+            and r.get("compute_budget") == budget and r["arm"] in ARMS]
     commands = old["results"].get("commands", [old["command"]]) if kept else []
     return kept + new_runs, [c for c in commands if c != command_line()] + [command_line()]
 
@@ -260,10 +295,12 @@ def run(protocol, *, out: Path, results_dir: Path, seeds: int, arms: list[str], 
     runs, commands = _merge(read_json(out), protocol, runs)
     summary = summarize(runs)
     summary["teacher_gap"] = teacher_gap(summary["by_arm"], teacher_summary(teacher)["test_accuracy"])
-    results = {"teacher": teacher_summary(teacher), "arm_definitions": {a: asdict(s) for a, s in ARMS.items()},
+    results = {"teacher": teacher_summary(teacher), "compute_budget": compute_budget(protocol),
+               "arm_definitions": {a: asdict(s) for a, s in ARMS.items()},
                "arm_order": list(ARMS), "commands": commands,
                "jobs": jobs,
                "runs": runs, **summary}
     data = envelope("search_quality", protocol, results, time.perf_counter() - t0)
     data["hypervolume_ratio_vs_random"] = results["hypervolume_ratio_vs_random"]
+    data["hypervolume_ratio_vs_random_ladder"] = results["hypervolume_ratio_vs_random_ladder"]
     return data

@@ -67,9 +67,10 @@ def finetune(model, data, epochs: int, seed: int, device: str):
     return model.eval()
 
 
-def run_table1(protocol, seed: int, teacher_path: str) -> dict:
-    """Table 1's ``torch-pruning`` arm for one seed: one model per target, each fine-tuned for a trial's
-    epochs on a trial's training subset; scored like a study (validation accuracy, MACs)."""
+def run_table1(protocol, seed: int, teacher_path: str, compute: float | None = None) -> dict:
+    """Table 1's ``torch-pruning`` arm for one seed: one model per target, each fine-tuned on a trial's
+    training subset for a trial's epochs, or (``compute``) for an equal share of that compute in
+    whole epochs; scored like a study (validation accuracy, MACs)."""
     import torch
 
     from autokd.bundle import load_bundle
@@ -86,21 +87,23 @@ def run_table1(protocol, seed: int, teacher_path: str) -> dict:
     shape = (data.in_channels, *data.image_size)
     teacher_macs = count_macs(teacher, shape)
     budget = int(float(protocol.budget.rstrip("%")) / 100 * teacher_macs)
+    epochs = protocol.epochs if compute is None else max(1, round(compute / len(TARGETS)))
     points, curve, models = [], [], []
     for k, (model, macs) in enumerate(prune_to(teacher, shape, [int(t * budget) for t in TARGETS])):
-        model = finetune(model, data, protocol.epochs, trial_seeds(seed)["data"] + k, protocol.device)
+        model = finetune(model, data, epochs, trial_seeds(seed)["data"] + k, protocol.device)
         val, test = evaluate(model, data.val_x, data.val_y), evaluate(model, data.test_x, data.test_y)
         points.append((val, macs))
         models.append({"number": k, "target_share_of_budget": TARGETS[k], "val_accuracy": val,
                        "test_accuracy": test, "macs": macs, "params": sum(p.numel() for p in model.parameters())})
-        curve.append([(k + 1) * protocol.epochs, hypervolume_2d(points, budget)])
+        curve.append([(k + 1) * epochs, hypervolume_2d(points, budget)])
     best = max(models, key=lambda m: m["val_accuracy"])
     front = sorted(models, key=lambda m: m["macs"])
     return {"arm": "torch-pruning", "seed": seed, "study": None, "parallel": 1, "trials": len(models),
-            "epochs": protocol.epochs, "train_images": len(data.train_y), "gpus_per_trial": 0.0,
+            "epochs": epochs, "train_images": len(data.train_y), "gpus_per_trial": 0.0,
             "hypervolume": hypervolume_2d(points, budget), "budget_macs": budget,
-            "counts": {"completed": len(models)}, "epochs_spent": len(models) * protocol.epochs,
-            "hypervolume_vs_epochs": curve, "front": [[m["val_accuracy"], m["macs"], m["number"]] for m in front],
+            "counts": {"done": len(models), "stopped": 0, "rejected": 0, "failed": 0}, "epochs_spent": len(models) * epochs,
+            "compute_budget": compute, "compute_spent": float(len(models) * epochs),  # + 5 validation passes
+            "hypervolume_vs_epochs": curve, "hypervolume_vs_compute": curve, "front": [[m["val_accuracy"], m["macs"], m["number"]] for m in front],
             "models": models, "best": {"trial": best["number"], "val_accuracy": best["val_accuracy"],
                                        "macs": best["macs"], "params": best["params"],
                                        "test_accuracy": best["test_accuracy"], "weights": None, "candidate": None},

@@ -1,4 +1,4 @@
-"""autokd.plots: one self-contained page with five views; rendered by headless Chromium if present."""
+"""autokd.plots: one self-contained page with seven views; rendered by headless Chromium if present."""
 from __future__ import annotations
 
 import re
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from autokd.pareto import pareto_info
-from autokd.plots import VIEWS, dashboard_html
-from test_pareto import CONFIG, TRIALS, hand_study
+from autokd.plots import VIEWS, dashboard_html, hypervolume_by_compute
+from test_pareto import CONFIG, TRIALS, hand_study, spent_study
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian package `chromium`
 
@@ -22,9 +22,10 @@ def page(tmp_path_factory) -> Path:
     return path
 
 
-def test_five_views_with_stable_ids(page):
+def test_seven_views_with_stable_ids(page):
     text = page.read_text()
-    assert VIEWS == ("accuracy-vs-macs", "hypervolume", "lambda-heatmap", "importances", "parallel-coordinates")
+    assert VIEWS == ("accuracy-vs-macs", "hypervolume", "hypervolume-vs-compute", "promotions", "lambda-heatmap",
+                     "importances", "parallel-coordinates")
     for view in VIEWS:
         assert f'id="{view}"' in text, view
     assert "autokd export hand --trial 7" in text                      # the export command of a front member
@@ -59,3 +60,23 @@ def test_renders_in_headless_chromium(page, tmp_path):
     assert not errors, "\n".join(errors[:5])
     assert shot.exists() and shot.stat().st_size > 50_000, run.stderr[-2000:]
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_compute_and_promotions_views():
+    """spent_study (test_pareto): trials finish 1, 2, 0, 4 spending 1.5, 2, 2, 0.25 epoch-equivalents;
+    rung 1 promoted trials 0 and 2 and stopped trial 1."""
+    info = pareto_info(spent_study("dash-spent"), CONFIG, importances=False)
+    fig = hypervolume_by_compute(info)
+    assert list(fig.data[0].x) == [0.0, 1.5, 3.5, 5.5, 5.75]            # from the origin, one step a trial
+    assert list(fig.data[0].y)[:3] == [0.0, 0.0, 0.45] and fig.layout.xaxis.title.text == \
+        "compute spent (epoch-equivalents)"
+    assert fig.data[0].text[1] == "after trial 1 (stopped, 1.5 epoch-equivalents)"
+    text = dashboard_html(info)
+    assert 'id="hypervolume-vs-compute"' in text and 'id="promotions"' in text
+    assert "<tr><td>1</td><td>2: 0, 2</td><td>1: 1</td></tr>" in text  # rung 1: went on, stopped
+    assert "compute spent 5.75 epoch-equivalents" in text
+
+
+def test_old_study_says_it_has_no_promotions(page):
+    text = page.read_text()
+    assert "records no rung promotions" in text and "counted as their training epochs" in text

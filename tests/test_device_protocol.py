@@ -37,8 +37,9 @@ def test_dry_run_of_the_device_protocol_writes_every_result(tmp_path):
     assert [(r["trials_at_once"], r["amp"]) for r in rows] == [(1, False), (1, True), (2, False)]
     assert all(len(r["runs"]) == r["trials_at_once"] and r["whole_gpu_images_per_s"] > 0 for r in rows)
     runs = parts["search_quality"]["results"]["runs"]
-    assert sorted(r["arm"] for r in runs) == sorted(parts["search_quality"]["results"]["arm_order"])
-    assert all(r["trials"] == 2 and r["epochs"] == 1 and r["counts"]["done"] >= 1 for r in runs)
+    assert sorted(r["arm"] for r in runs) == sorted(["joint", "random", "random-ladder", "prune-only", "distill-only"])
+    assert all(r["trials"] >= 1 and r["epochs"] == 1 and r["counts"]["done"] >= 1 for r in runs)
+    assert all(r["compute_budget"] == 2.0 and r["compute_spent"] >= 2.0 for r in runs)  # 2 trials x 1 epoch
     page = (tmp_path / "BENCHMARKS-device-dry.md").read_text()
     assert "Table 3's GPU rows: protocol `device-dry`" in page and "| n |" in page
     out = sorted(p.name for p in (tmp_path / "out").iterdir())

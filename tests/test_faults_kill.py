@@ -70,6 +70,14 @@ MOMENTS = [("while the teacher trains", _while_teacher_trains), ("while Ray star
            ("right after a trial was recorded", _right_after_a_trial_is_recorded)]
 
 
+def _kept(row: dict) -> tuple:
+    """What a kill must never change of a trained trial: its state and values, its rung scores (the
+    ladder's table on resume) and the compute it spent (the --compute total on resume)."""
+    attrs = row["attrs"]
+    return row["state"], row["values"], str(sorted((attrs.get("epoch_val_accuracy") or {}).items())), \
+        attrs.get("compute")
+
+
 def test_sigkill_at_five_moments_then_the_same_command_resumes(world):
     args = search_args(world.space, "k", trials=3, epochs=1)
     kept: dict[int, tuple] = {}       # every trained trial seen after any kill: (state, values)
@@ -86,8 +94,8 @@ def test_sigkill_at_five_moments_then_the_same_command_resumes(world):
         if world.db("k").exists():
             assert integrity(world.db("k")) == "ok", what
         for n, before in kept.items():
-            assert (rows[n]["state"], rows[n]["values"]) == before, f"trial {n} changed by the kill {what}"
-        kept.update({n: (r["state"], r["values"]) for n, r in trained(rows).items()})
+            assert _kept(rows[n]) == before, f"trial {n} changed by the kill {what}"
+        kept.update({n: _kept(r) for n, r in trained(rows).items()})
         stuck = {n for n, r in rows.items() if r["state"] == "RUNNING"}  # until the next run starts
         were_running |= stuck
     assert len(kept) < 3, "the kills came too late to test a resume"
@@ -101,7 +109,8 @@ def test_sigkill_at_five_moments_then_the_same_command_resumes(world):
     rows = trial_rows(world.db("k"))
     assert integrity(world.db("k")) == "ok"
     assert len(trained(rows)) == 3, {n: r["state"] for n, r in rows.items()}
-    assert {n: (rows[n]["state"], rows[n]["values"]) for n in kept} == kept  # 0 trained trials lost
+    assert {n: _kept(rows[n]) for n in kept} == kept  # 0 trained trials lost, nor their rungs and compute
+    assert all(r["attrs"]["compute"] > 0 and r["attrs"]["epoch_val_accuracy"] for r in trained(rows).values())
     assert not [n for n, r in rows.items() if r["state"] in ("RUNNING", "WAITING")]
     for n in were_running:
         assert rows[n]["state"] == "FAIL" and rows[n]["attrs"]["failure"].startswith("interrupted"), rows[n]

@@ -8,8 +8,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from autokd.errors import UserError
-from autokd.pareto import (ChooseError, choose, hypervolume_2d, kept_ratios, lambda_matrix, pareto_front_points,
-                           pareto_info)
+from autokd.pareto import (ChooseError, choose, compute_of, hypervolume_2d, hypervolume_vs_compute, kept_ratios,
+                           lambda_matrix, pareto_front_points, pareto_info, promotions)
 
 BUDGET, TEACHER_MACS = 100, 250  # MACs; hypervolume divides MACs by the budget
 DISTS = {"student/arch": CategoricalDistribution(["convtiny", "convverytiny"]),
@@ -226,3 +226,107 @@ def test_reference_points_come_from_the_study_attributes():
     study.set_user_attr("references", [ref, {"label": "no accuracy yet", "val_accuracy": None, "macs": 5}])
     assert pareto_info(study, CONFIG, importances=False).references == [ref]
     assert pareto_info(hand_study("norefs"), CONFIG, importances=False).references == []
+
+
+# ------------------------------------------------------------------ compute spent and rung promotions
+T0 = __import__("datetime").datetime(2026, 1, 1, 12, 0, 0)
+# number: (state, val_accuracy, macs, compute, seconds after T0 it finished, user attrs beyond trial_for's)
+SPENT = {
+    0: ("complete", 0.80, 20, 2.0, 30, {"rungs_promoted": [1]}),
+    1: ("stopped", 0.50, 30, 1.5, 10, {"stopped_at_epoch": 1}),   # stopped at the first rung: no rungs_promoted
+    2: ("complete", 0.90, 50, 2.0, 20, {"rungs_promoted": [1]}),
+    3: ("rejected", None, 150, None, 5, {}),                       # never trained: spends nothing
+    4: ("failed", None, 35, 0.25, 40, {}),
+}
+
+
+def flat(pairs) -> list[float]:
+    return [x for pair in pairs for x in pair]
+
+
+def spent_study(name: str = "spent", storage=None) -> optuna.Study:
+    from datetime import timedelta
+
+    study = hand_study(name, {}, storage=storage)
+    for n, (state, acc, macs, compute, seconds, extra) in SPENT.items():
+        t = trial_for(n, state, acc, macs)
+        t.user_attrs.update(extra, **({} if compute is None else {"compute": compute}))
+        t.datetime_start, t.datetime_complete = T0, T0 + timedelta(seconds=seconds)
+        study.add_trial(t)
+    return study
+
+
+def test_hypervolume_by_compute_by_hand():
+    """Finished in the order 1 (t+10 s), 2 (t+20 s), 0 (t+30 s), 4 (t+40 s); 3 is rejected (no compute).
+    With MACs / 100 as in test_hypervolume_by_hand:
+      1 stopped,  spent 1.5:             no completed trial                     -> 0
+      2 complete, spent 1.5 + 2 = 3.5:   (0.5, 0.90) -> 0.9 * 0.5                = 0.45
+      0 complete, spent 3.5 + 2 = 5.5:   + (0.2, 0.80) -> 0.8 * 0.3 + 0.9 * 0.5  = 0.69
+      4 failed,   spent 5.5 + 0.25 = 5.75: no new point                          -> 0.69
+    """
+    info = pareto_info(spent_study(), CONFIG, importances=False)
+    assert flat(info.hypervolume_by_compute) == pytest.approx([1.5, 0.0, 3.5, 0.45, 5.5, 0.69, 5.75, 0.69])
+    assert info.compute_spent == pytest.approx(5.75) and info.compute_from_epochs == 0
+    assert info.hypervolume_by_compute[-1][1] == pytest.approx(info.hypervolume)  # the same reference
+    assert [(p["number"], p["compute"]) for p in info.completed] == [(0, 2.0), (2, 2.0)]
+    assert info.rejected[0]["compute"] == 0.0 and info.failed[0]["compute"] == 0.25
+    assert info.as_dict()["compute_spent"] == pytest.approx(5.75)
+
+
+def test_finish_ties_go_by_trial_number():
+    points = [{"number": n, "state": "complete", "val_accuracy": a, "macs": m, "compute": 1.0, "finished": f}
+              for n, a, m, f in [(2, 0.9, 50, "2026-01-01T12:00:00.000000"), (0, 0.8, 20, None),
+                                 (1, 0.7, 40, "2026-01-01T12:00:00.000000")]]
+    # order 1, 2 (same time: by number), then 0 (no finish time: last). MACs / 100:
+    #   1: (0.4, 0.7) -> 0.7 * 0.6 = 0.42;  2: + (0.5, 0.9) -> 0.7 * 0.1 + 0.9 * 0.5 = 0.52
+    #   0: + (0.2, 0.8) -> 0.8 * 0.3 + 0.9 * 0.5 = 0.69
+    assert flat(hypervolume_vs_compute(points, 100)) == pytest.approx([1.0, 0.42, 2.0, 0.52, 3.0, 0.69])
+    assert hypervolume_vs_compute(points, None) == [(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)]
+
+
+def test_compute_of_old_trials_counts_training_epochs():
+    assert compute_of({"compute": 0.7, "history": [{}, {}, {}]}) == 0.7           # recorded wins
+    assert compute_of({"epoch_val_accuracy": {"0": 0.1, "1": 0.2, "2": 0.3}}) == 2.0  # epoch 0 trains nothing
+    assert compute_of({"epoch_val_accuracy": {"1": 0.2}, "history": [{}, {}, {}]}) == 3.0
+    assert compute_of({"history": []}) == 0.0 and compute_of({}) == 0.0
+    info = pareto_info(hand_study(), CONFIG, importances=False)  # no `compute`, empty histories
+    assert info.compute_spent == 0.0 and info.compute_from_epochs == 7  # every trial but the rejected one
+
+
+def test_promotions_by_rung():
+    info = pareto_info(spent_study("rungs"), CONFIG, importances=False)
+    assert info.promotions == {1: {"promoted": [0, 2], "stopped": [1]}}
+    points = [{"number": 0, "state": "complete", "rungs_promoted": [1, 2]},
+              {"number": 1, "state": "stopped", "stopped_at_epoch": 1},
+              {"number": 2, "state": "stopped", "stopped_at_epoch": 2, "rungs_promoted": [1]},
+              {"number": 3, "state": "complete", "rungs_promoted": [2, 1]},
+              {"number": 4, "state": "failed", "stopped_at_epoch": None, "rungs_promoted": None}]
+    assert promotions(points) == {1: {"promoted": [0, 2, 3], "stopped": [1]},
+                                  2: {"promoted": [0, 3], "stopped": [2]}}
+    # an old study: trial 4 stopped at epoch 2, but no trial records rungs_promoted -> nothing to show
+    assert pareto_info(hand_study(), CONFIG, importances=False).promotions == {}
+    assert promotions([{"number": 1, "state": "stopped", "stopped_at_epoch": 2}]) == {}
+
+
+def test_cli_pareto_prints_compute_spent(tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from autokd.bundle import write_json
+    from autokd.cli.pareto import pareto
+    from autokd.search import store as studies
+
+    monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
+    monkeypatch.chdir(tmp_path)
+    for name, make in (("spent", spent_study), ("old", hand_study)):
+        studies.study_dir(name).mkdir(parents=True)
+        make(name, storage=studies.storage_url(name))
+        write_json(studies.study_dir(name) / "config.json", CONFIG)
+    app = typer.Typer()
+    app.command()(pareto)
+    app.command()(lambda: None)  # a second command, so `pareto` is a subcommand
+    r = CliRunner().invoke(app, ["pareto", "spent", "--no-html"])
+    assert r.exit_code == 0, r.output
+    assert "compute spent: 5.75 epoch-equivalents\n" in r.output  # 1.5 + 2 + 2 + 0.25, all recorded
+    r = CliRunner().invoke(app, ["pareto", "old", "--no-html"])
+    assert r.exit_code == 0 and "compute spent" not in r.output  # no compute and no epochs recorded: not known

@@ -155,3 +155,77 @@ def test_shipped_spaces_project(space, arch, widths, keys, data):
     shape = data.draw(st.fixed_dictionaries({k: REL for k in keys}), label="shape")
     _check(arch, shape, data.draw(SHARE, label="u"),
            dict(num_classes=10, in_channels=3, width=width, input_shape=(3, 32, 32)))
+
+
+# ------------------------------------------------------------------ candidates of the shipped spaces on budget
+SHIPPED = ("resnet56_to_resnet", "vgg16_to_vgg", "resnet18_to_convtiny")
+
+
+@pytest.fixture(scope="module")
+def teachers():
+    from autokd.search.budget import teacher_shape
+    from autokd.space import load_space
+
+    return {name: teacher_shape(load_space(name).teacher, (3, 32, 32), 10) for name in SHIPPED}
+
+
+def _plan_and_macs(cand, teacher):
+    from autokd.trial import predict_student
+
+    plan, cost = predict_student(cand, teacher_arch=teacher.arch, teacher_plan=teacher.plan,
+                                 teacher_width=teacher.width, num_classes=teacher.num_classes,
+                                 in_channels=teacher.input_shape[0], input_shape=teacher.input_shape)
+    return plan, cost.macs
+
+
+@settings(max_examples=30, deadline=None)
+@given(space_name=st.sampled_from(SHIPPED), seed=st.integers(0, 10_000), share=st.floats(0.3, 1.0))
+def test_bisection_lands_within_one_channel_per_layer_in_every_shipped_space(teachers, space_name, seed, share):
+    """A random sample of each shipped space, its ratios read as a shape, put on share x 40 % of the
+    teacher's MACs: the projected candidate fits exactly (its predicted MACs are the projection's), and
+    the next plan with less pruning is over the target and keeps at most one more channel per layer."""
+    from dataclasses import replace
+
+    import optuna
+
+    from autokd.candidate import Candidate
+    from autokd.search.budget import project_candidate
+    from autokd.space import load_space, suggest
+
+    space, teacher = load_space(space_name), teachers[space_name]
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask(space.distributions)
+    cand = suggest(trial, space, Candidate(epochs=2))
+    target = int(share * 0.4 * teacher.macs)
+    try:
+        projected, proj, shape = project_candidate(cand, teacher, target)
+    except UserError as e:  # only when even every ratio at the maximum is over the target
+        assert "below the cheapest" in str(e)
+        return
+    plan, macs = _plan_and_macs(projected, teacher)
+    assert macs == proj.macs <= target
+    if proj.scale == 0.0:
+        return
+    over = replace(projected, prune={k: min(MAX_RATIO, proj.over_scale * v) for k, v in shape.items()})
+    over_plan, over_macs = _plan_and_macs(over, teacher)
+    assert over_macs == proj.over_macs > target
+    assert all(0 <= over_plan[k] - plan[k] <= 1 for k in plan), (plan, over_plan)
+
+
+def test_a_projected_student_costs_what_was_predicted_once_built():
+    """One scratch and one inherited projected candidate, built and pruned for real on digits."""
+    from autokd.candidate import Candidate
+    from autokd.data import load_dataset
+    from autokd.measure import count_macs
+    from autokd.models import channel_plan, create_model
+    from autokd.search.budget import TeacherShape, project_candidate
+    from autokd.trial import TrialContext, TrialRun
+
+    data = load_dataset("digits", seed=0)
+    model = create_model("resnet32", num_classes=10, in_channels=1)
+    teacher = TeacherShape("resnet32", count_macs(model, (1, 8, 8)), channel_plan(model), 1.0, 10, (1, 8, 8))
+    for cand in (Candidate(student="resnet20", width=0.75, prune={"layer1": 0.2, "layer3": 0.6}, epochs=1),
+                 Candidate(student="resnet20", init="teacher", width=0.9, prune={"layer1": 0.3, "layer2": 0.5, "layer3": 0.4}, epochs=1,
+                           kd_alpha=0.0, beta=1.0)):
+        projected, proj, _ = project_candidate(cand, teacher, int(0.3 * teacher.macs))
+        run = TrialRun(projected, TrialContext(teacher=model.eval(), data=data))
+        assert count_macs(run.student, (1, 8, 8)) == proj.macs <= int(0.3 * teacher.macs)

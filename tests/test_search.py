@@ -124,3 +124,53 @@ def test_python_api_is_the_search_function():
 
     assert callable(autokd.search) and autokd.search is search
     assert "search" in autokd.__all__ and "export_student" in autokd.__all__
+
+
+@pytest.mark.slow
+def test_compute_budget_stops_within_one_trials_cost(env):
+    """--compute 5 with 2-epoch trials on digits: a trial costs 2 + 2 validation passes at a third of an
+    epoch each over 10 % / 90 % of the images = 2 + 2 * (1/3) * (1/9) ~ 2.07 epoch-equivalents, so the
+    search spends at least 5 and at most 5 + one trial's cost; every trained trial records its compute,
+    and a resume with a larger --compute spends only the difference."""
+    study = search(config(env, trials=None, compute=5.0, study="cmp"))
+    costs = [t.user_attrs["compute"] for t in trained(study)]
+    one = max(costs)
+    assert 2.0 < one < 2.2
+    assert 5.0 <= sum(costs) <= 5.0 + one + 1e-9
+    assert studies.compute_spent(study) == pytest.approx(sum(costs))
+    again = search(config(env, trials=None, compute=9.0, study="cmp"))
+    total = studies.compute_spent(again)
+    assert 9.0 <= total <= 9.0 + one + 1e-9
+    assert {t.number: t.user_attrs["compute"] for t in trained(study)}.items() <= \
+        {t.number: t.user_attrs["compute"] for t in trained(again)}.items()  # what was spent stays spent
+
+
+@pytest.mark.slow
+def test_ladder_search_records_promotions(env):
+    """The ladder as the stopping rule on a real search: every trained trial passed or stopped at
+    rung 1 (3-epoch trials: rungs 0 and 1), and the rungs it passed are on the trial."""
+    study = search(config(env, trials=5, epochs=3, stopping="ladder", study="lad"))
+    for t in trained(study):
+        if t.state == TrialState.PRUNED:
+            assert t.user_attrs["stopped_at_epoch"] == 1
+        else:
+            assert 1 in t.user_attrs["rungs_promoted"]
+
+
+@pytest.mark.slow
+def test_a_projected_space_rejects_nothing_and_lands_on_its_shares(env):
+    """The tiny space with width up to 1 (over a 25 % budget unpruned) and a budget/share band: every
+    sample is put on its share of the budget by bisection, none is rejected for cost, and each trained
+    student's MACs are at most its target (and so within the budget)."""
+    space = Path(env["space"]).read_text().replace("high: 0.75, step: 0.25", "high: 1.0, step: 0.25")
+    space = space.replace("\nfixed:", "\n  budget/share: {name: FloatDistribution, attributes: "
+                          "{low: 0.5, high: 1.0, step: null, log: false}}\nfixed:")
+    assert "budget/share" in space
+    path = env["tmp"] / "projected.yaml"
+    path.write_text(space)
+    study = search(config(env, space=str(path), trials=4, epochs=1, flops_budget="25%", study="proj"))
+    assert not [t for t in study.trials if t.user_attrs.get("rejected")]
+    budget = study.user_attrs["macs_budget"]
+    for t in trained(study):
+        assert t.user_attrs["macs"] <= t.user_attrs["target_macs"] <= budget
+        assert t.user_attrs["target_macs"] == int(t.params["budget/share"] * budget)

@@ -123,7 +123,8 @@ def search(
     dataset: Annotated[str, option(S, "dataset")] = default(S, "dataset"),
     space: Annotated[Optional[str], option(S, "space")] = default(S, "space"),
     study: Annotated[Optional[str], option(S, "study")] = default(S, "study"),
-    trials: Annotated[int, option(S, "trials")] = default(S, "trials"),
+    trials: Annotated[Optional[int], option(S, "trials")] = default(S, "trials"),
+    compute: Annotated[Optional[float], option(S, "compute")] = default(S, "compute"),
     parallel: Annotated[int, option(S, "parallel")] = default(S, "parallel"),
     epochs: Annotated[int, option(S, "epochs")] = default(S, "epochs"),
     lr: Annotated[Optional[float], option(S, "lr")] = default(S, "lr"),
@@ -135,14 +136,17 @@ def search(
     gpus_per_trial: Annotated[float, option(S, "gpus_per_trial")] = default(S, "gpus_per_trial"),
     device: Annotated[str, option(S, "device")] = default(S, "device"),
     early_stopping: Annotated[bool, option(S, "early_stopping")] = default(S, "early_stopping"),
+    stopping: Annotated[str, option(S, "stopping")] = default(S, "stopping"),
+    eta: Annotated[int, option(S, "eta")] = default(S, "eta"),
+    warm_start: Annotated[bool, option(S, "warm_start")] = default(S, "warm_start"),
     train_subset: Annotated[Optional[int], option(S, "train_subset")] = default(S, "train_subset"),
 ) -> None:
     """Search students: distillation and pruning settings against accuracy and MACs, under a budget."""
     cfg = SearchConfig(teacher=teacher, dataset=dataset, flops_budget=flops_budget, space=space, study=study,
-                       trials=trials, parallel=parallel, epochs=epochs, lr=lr, teacher_epochs=teacher_epochs,
+                       trials=trials, compute=compute, parallel=parallel, epochs=epochs, lr=lr, teacher_epochs=teacher_epochs,
                        sampler=sampler, seed=seed, address=address, cpus_per_trial=cpus_per_trial,
                        gpus_per_trial=gpus_per_trial, device=device, early_stopping=early_stopping,
-                       train_subset=train_subset)
+                       stopping=stopping, eta=eta, warm_start=warm_start, train_subset=train_subset)
     try:
         result = run_search(cfg, printer=lambda m: out.print(m, highlight=False))
     except KeyboardInterrupt:

@@ -83,6 +83,10 @@ def pareto(
     out.print(f"{c['done']} done ({c['front']} on the front), {c['stopped']} stopped early, {c['rejected']} rejected "
               f"(over budget), {c['failed']} failed; hypervolume {info.hypervolume:.4f} "
               f"(budget {info.budget_macs or 0:,} MACs)", highlight=False)
+    if info.compute_spent:
+        counted = (f" ({info.compute_from_epochs} trial(s) with no recorded compute counted as training epochs)"
+                   if info.compute_from_epochs else "")
+        out.print(f"compute spent: {info.compute_spent:.4g} epoch-equivalents{counted}", highlight=False)
     if not no_html:
         out.print(f"dashboard: {target}", highlight=False)
     out.print(f"export one: autokd export {study} --best | --trial N | --under 30%", highlight=False)

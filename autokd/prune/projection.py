@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Real
-from typing import Collection, Mapping
+from typing import Callable, Collection, Mapping
 
 from ..candidate import MAX_RATIO
 from ..errors import UserError
@@ -87,15 +87,47 @@ def _at(shape: Mapping[str, float], s: float) -> dict[str, float]:
     return {k: min(MAX_RATIO, s * rel) for k, rel in shape.items()}
 
 
-def _probes(shape: Mapping[str, float], channels: Collection[int]) -> list[float]:
-    """One scale inside each interval of constant plan: 0, the midpoints, then all-capped."""
+def _probes(shape: Mapping[str, float], channels: Collection[int], keep: float = 1.0) -> list[float]:
+    """One scale inside each interval of constant plan: 0, the midpoints, then all-capped.
+
+    With ``keep`` w < 1 (an inherited student whose width prunes uniformly on top: its ratio is
+    1 - w (1 - r), autokd.trial.pruning_ratios) a layer of ``c`` channels loses its j-th channel
+    where 1 - w + w s rel = (j - 1/2) / c; w = 1 gives the edges above."""
     rels = {r for r in shape.values() if r > 0}
-    edges = sorted({(j - 0.5) / (c * rel) for rel in rels for c in set(channels)
-                    for j in range(1, n_pruned(c, MAX_RATIO) + 1)})
+    edges = sorted({e for rel in rels for c in set(channels) for j in range(1, n_pruned(c, MAX_RATIO) + 1)
+                    if (e := ((j - 0.5) / c - (1.0 - keep)) / (keep * rel)) > 0})
+    top = _TOP * MAX_RATIO / min(rels) if rels else 0.0  # above every edge: each edge <= MAX_RATIO / rel
     if not edges:
-        return [0.0]
-    top = _TOP * MAX_RATIO / min(rels)  # above every edge: each edge <= MAX_RATIO / rel
+        return [0.0] if not rels else [0.0, top]
     return [0.0] + [(a + b) / 2 for a, b in zip(edges, edges[1:])] + [top]
+
+
+def project_shape(shape: Mapping[str, float], macs_of: Callable[[dict[str, float]], int], *,
+                  channels: Collection[int], target_macs: int, keep: float = 1.0,
+                  describe: str = "the student") -> Projection:
+    """:func:`project_to_budget` for any exact, non-increasing MAC count ``macs_of(ratios)`` (an
+    inherited student's, say), with ``channels`` the unpruned plan's channel counts and ``keep`` its
+    uniform width share (see :func:`_probes`). Same guarantee; ``describe`` names it in errors."""
+    shape = _check_shape(shape)
+    base = macs_of(_at(shape, 0.0))
+    if base <= target_macs:
+        return Projection(_at(shape, 0.0), base, 0.0, 1, None, None)
+    probes = _probes(shape, channels, keep)
+    seen = {0: base}
+
+    def macs(i: int) -> int:
+        if i not in seen:
+            seen[i] = macs_of(_at(shape, probes[i]))
+        return seen[i]
+
+    lo, hi = 0, len(probes) - 1  # macs(lo) > target throughout; macs(hi) <= target once checked
+    if hi == 0 or macs(hi) > target_macs:
+        raise UserError(f"target {target_macs:,} MACs is below the cheapest {describe} reaches with this shape: "
+                        f"{macs(hi):,} MACs (every keyed ratio at {MAX_RATIO})")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if macs(mid) <= target_macs else (mid, hi)
+    return Projection(_at(shape, probes[hi]), macs(hi), probes[hi], len(seen), probes[lo], macs(lo))
 
 
 def _no_fit(student: _Student, target: int, cheapest: int) -> UserError:
@@ -122,26 +154,10 @@ def project_to_budget(arch: str, *, num_classes: int, in_channels: int, width: f
     keyed ratio at ``MAX_RATIO`` does not fit, and for a bad shape (a value outside [0, 1], an
     unknown key, coupled layers given different ratios).
     """
-    shape = _check_shape(shape)
     student = _Student(arch, num_classes, in_channels, width, tuple(input_shape))
-    base_plan, base = student.cost(_at(shape, 0.0))
-    if base <= target_macs:
-        return Projection(_at(shape, 0.0), base, 0.0, 1, None, None)
-    probes = _probes(shape, base_plan.values())
-    seen = {0: base}
-
-    def macs(i: int) -> int:
-        if i not in seen:
-            seen[i] = student.macs(_at(shape, probes[i]))
-        return seen[i]
-
-    lo, hi = 0, len(probes) - 1  # macs(lo) > target throughout; macs(hi) <= target once checked
-    if hi == 0 or macs(hi) > target_macs:
-        raise _no_fit(student, target_macs, macs(hi))
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if macs(mid) <= target_macs else (mid, hi)
-    return Projection(_at(shape, probes[hi]), macs(hi), probes[hi], len(seen), probes[lo], macs(lo))
+    base_plan, _ = student.cost(_at(_check_shape(shape), 0.0))
+    return project_shape(shape, student.macs, channels=base_plan.values(), target_macs=target_macs,
+                         describe=f"{arch} (width {width:g})")
 
 
 def projectable(arch: str, *, num_classes: int, in_channels: int, width: float, keys: Collection[str],
@@ -160,4 +176,4 @@ def projectable(arch: str, *, num_classes: int, in_channels: int, width: float, 
     return None if cheapest <= target_macs else str(_no_fit(student, target_macs, cheapest))
 
 
-__all__ = ["Projection", "project_to_budget", "projectable"]
+__all__ = ["Projection", "project_shape", "project_to_budget", "projectable"]

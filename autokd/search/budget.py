@@ -98,3 +98,66 @@ def cheapest_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) ->
     """The least a candidate of ``space`` can cost (its cheapest corners, ``min_cost_candidates``)."""
     return min(predict_macs(params_to_candidate(p, fixed=space.fixed, base=base), teacher)
                for p in space.min_cost_candidates())
+
+
+# ------------------------------------------------------------------ candidates put on the budget
+SHARE = "budget/share"  # the space parameter that asks for projection: the target as a share of the budget
+
+
+def _unpruned_channels(cand: Candidate, teacher: TeacherShape) -> list[int]:
+    """Channel counts of ``cand``'s student before pruning (an inherited one: the teacher's blocks)."""
+    from ..inherit import inherited_plan
+    from ..prune import predict_cost
+
+    if cand.init == "teacher":
+        width, base = teacher.width, inherited_plan(teacher.arch, teacher.plan, cand.student, cand.blocks)
+    else:
+        width, base = cand.width, None
+    plan, _ = predict_cost(cand.student, num_classes=teacher.num_classes, in_channels=teacher.input_shape[0],
+                           width=width, ratios_spec=0.0, input_shape=teacher.input_shape, plan=base)
+    return list(plan.values())
+
+
+def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
+    """(candidate, Projection, shape): ``cand`` with its pruning ratios read as a *shape* and scaled,
+    by bisection on the exact MAC count (``autokd.prune.projection``), to the least pruning that fits
+    ``target_macs``, and the shape that was scaled. No ratio (or all 0): the shape is uniform, every layer alike. An inherited student's
+    width below 1 prunes uniformly on top, as always (``autokd.trial.pruning_ratios``)."""
+    from dataclasses import replace
+
+    from ..prune.projection import project_shape
+
+    shape = {k: v for k, v in cand.prune.items()} if any(v > 0 for v in cand.prune.values()) else {"*": 1.0}
+    keep = cand.width if cand.init == "teacher" else 1.0
+    channels = _unpruned_channels(cand, teacher)
+
+    def project(shape: dict[str, float]):
+        return project_shape(shape, lambda ratios: predict_macs(replace(cand, prune=ratios), teacher),
+                             channels=channels, target_macs=target_macs, keep=keep,
+                             describe=f"{cand.student} (init {cand.init}, width {cand.width:g})")
+
+    try:
+        proj = project(shape)
+    except UserError:
+        if "*" in shape:
+            raise
+        # the keyed layers alone cannot get there: every other layer joins, far behind them (a tenth
+        # of the smallest keyed share), so the shape's order of cuts is kept and the target is met
+        shape = {**shape, "*": min(v for v in shape.values() if v > 0) / 10}
+        proj = project(shape)
+    return replace(cand, prune={k: float(f"{v:.12g}") for k, v in proj.ratios.items()}), proj, shape
+
+
+def cheapest_projected_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) -> int:
+    """The least a projected space's candidate can cost: each cheapest corner with every shape key
+    at the largest ratio projection may reach (MAX_RATIO)."""
+    from dataclasses import replace
+
+    from ..candidate import MAX_RATIO
+
+    costs = []
+    for corner in space.min_cost_candidates():
+        cand = params_to_candidate(corner, fixed=space.fixed, base=base)
+        prune = {k: MAX_RATIO for k in cand.prune} or {"*": MAX_RATIO}
+        costs.append(predict_macs(replace(cand, prune=prune), teacher))
+    return min(costs)

@@ -2,6 +2,7 @@
 a configuration that need nothing loaded (names, counts, the cluster address)."""
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -14,25 +15,49 @@ from ..registry import Registry
 from . import store
 
 SAMPLERS: Registry[Callable] = Registry("sampler")
+DEFAULT_TRIALS = 12  # without --trials or --compute: a first search of the embedded default in minutes
+
+
+def startup_trials(trials: float) -> int:
+    """Random trials before a model-based sampler fits: few, since a search may train only 10.
+
+    Optuna's default (10) made the CPU protocol's 10-trial TPE search random search by
+    construction (issue #15). Warm-start trials (the space's ``warm_start``) count among them."""
+    return max(2, min(5, int(min(trials, 1e6) // 5)))
 
 
 @SAMPLERS.register("tpe")
-def _tpe(seed: int, trials: int):
-    import optuna  # multivariate TPE, constant liar: parallel workers do not all ask for one point
+def _tpe(seed: int, trials: float):
+    """Multivariate TPE with grouped (conditional) parameters and the constant liar, so parallel
+    workers do not all ask for one point; few start-up trials."""
+    import warnings
 
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                      n_startup_trials=max(4, min(10, trials // 3)))
+    import optuna
+
+    with warnings.catch_warnings():  # `group` is marked experimental since Optuna 2.8; it is what we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=startup_trials(trials))
 
 
 @SAMPLERS.register("nsga2")
-def _nsga2(seed: int, trials: int):
+def _nsga2(seed: int, trials: float):
+    """NSGA-II with a small population (its first generation is random: a large one is random search)."""
     import optuna
 
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, trials // 3)))
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(10, int(min(trials, 1e6) // 4))))
+
+
+@SAMPLERS.register("gp")
+def _gp(seed: int, trials: float):
+    """Optuna's Gaussian-process sampler (multi-objective: log expected hypervolume improvement)."""
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials(trials))
 
 
 @SAMPLERS.register("random")
-def _random(seed: int, trials: int):
+def _random(seed: int, trials: float):
     import optuna
 
     return optuna.samplers.RandomSampler(seed=seed)
@@ -47,19 +72,27 @@ class SearchConfig:
     flops_budget: str = knob("40%", "share of the teacher's cost (40%, 0.4) or FLOPs (100M)")
     space: str | None = knob(None, "search space YAML or shipped name (default: the teacher family's)")
     study: str | None = knob(None, "study name under studies/ (default TEACHER-DATASET)")
-    trials: int = knob(12, "trained trials wanted in total (completed + stopped early; resumes count)")
+    trials: int | None = knob(None, f"trained trials wanted in total (completed + stopped early; resumes count); "
+                              f"default {DEFAULT_TRIALS}, or no limit with --compute")
+    compute: float | None = knob(None, "stop starting trials once this much work is spent, in epoch-equivalents "
+                                 "(one training epoch on the trial's training set = 1; resumes count)")
     parallel: int = knob(2, "trials at once (2 fills a 2-core laptop)")
     # per trial: enough to rank candidates on digits in minutes, not a final accuracy (export retrains)
     epochs: int = knob(5, "epochs per trial")
     lr: float | None = knob(None, "fix every trial's peak learning rate (default: the space's train/lr)")
     teacher_epochs: int = knob(15, "epochs for a named teacher trained on first use")
-    sampler: str = knob("tpe", "tpe | nsga2 | random")
+    sampler: str = knob("tpe", "tpe | nsga2 | gp | random")
     seed: int = knob(0, "study seed: sampler, data split, teacher recipe and trial seeds")
     address: str | None = knob(None, "join a Ray cluster (`ray start --head`), HOST:PORT")
     cpus_per_trial: float = knob(1.0, "CPUs (and torch threads) per trial")
     gpus_per_trial: float = knob(0.0, "GPUs per trial (fractions share a GPU); > 0 trains trials on CUDA")
     device: str = knob("auto", "where the teacher and the reference train: auto (cuda if available) | cpu | cuda")
-    early_stopping: bool = knob(True, "stop trials dominated at a rung (two objectives)")
+    early_stopping: bool = knob(True, "stop trials early at rungs, by the --stopping rule")
+    stopping: str = knob("dominated", "dominated (stop a trial --min-dominators others dominate at a rung) | "
+                         "ladder (MO-ASHA: at rungs 0, 1, eta, ... epochs only the top 1/eta by Pareto rank go on)")
+    eta: int = knob(3, "ladder: keep the top 1/eta of the trials at each rung")
+    warm_start: bool = knob(True, "enqueue the space's warm_start settings (the papers' canonical methods) "
+                            "as a new study's first trials")
     reference: bool = knob(True, "train the space's first student alone once: the front's yardstick")
     min_dominators: int = knob(2, "trials that must dominate one at a rung to stop it (autokd.search.stopping)")
     stop_margin: float = knob(0.02, "accuracy margin of that dominance: epoch-1 noise stops nothing")
@@ -70,12 +103,21 @@ class SearchConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def target_trials(self) -> float:
+        """The trained-trial target: --trials, else DEFAULT_TRIALS, else (with --compute) no limit."""
+        if self.trials is not None:
+            return self.trials
+        return DEFAULT_TRIALS if self.compute is None else math.inf
+
 
 def check_config(cfg: SearchConfig) -> None:
     """Every check that needs nothing loaded; one-line UserError (exit 2) on the first problem."""
     for name in ("trials", "parallel", "epochs", "teacher_epochs"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.compute is not None and not (math.isfinite(cfg.compute) and cfg.compute > 0):
+        raise UserError(f"--compute must be a positive number of epoch-equivalents, got {cfg.compute}")
     if cfg.cpus_per_trial <= 0 or cfg.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if cfg.lr is not None and cfg.lr <= 0:
@@ -85,6 +127,10 @@ def check_config(cfg: SearchConfig) -> None:
     if cfg.device == "cpu" and cfg.gpus_per_trial > 0:
         raise UserError("--device cpu with --gpus-per-trial > 0: trials with a GPU share train on CUDA")
     SAMPLERS.get(cfg.sampler)
+    if cfg.stopping not in ("dominated", "ladder"):
+        raise UserError(f"--stopping {cfg.stopping!r}: choose dominated or ladder")
+    if cfg.eta < 2:
+        raise UserError(f"--eta must be at least 2, got {cfg.eta}")
     store.check_name(cfg.study or default_study_name(cfg))
     if cfg.address:
         check_cluster(cfg.address)

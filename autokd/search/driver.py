@@ -5,7 +5,7 @@ then, holding the study's lock: gets the teacher (trained once and cached for a 
 Optuna study on disk (``studies/<name>/study.db``) with its sampler, writes ``config.json`` before
 trial 0, trains the reference student once, and runs rounds of Ray Tune
 (:mod:`autokd.search.tune`, imported here once, lazily: Ray loads only when a search runs) until
-``cfg.trials`` trials were trained. Only the driver writes to the study; workers report through Ray.
+``cfg.trials`` trials were trained or ``cfg.compute`` epoch-equivalents spent. Only the driver writes to the study; workers report through Ray.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from ..seeds import sampler_seed
 from ..teacher import get_teacher, train_model
 from ..train import TrainConfig
 from . import store
-from .config import SAMPLERS, SearchConfig
+from .config import DEFAULT_TRIALS, SAMPLERS, SearchConfig
 from .prepare import Plan, Session, prepare
-from .stopping import ParetoStopper, RungResult, default_rungs
+from .stopping import RungResult, make_stopper
 
 Say = Callable[[str], None]
 
@@ -55,19 +55,25 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
     stored = saved.get("sampler", {})  # a resumed study keeps the sampler and seed it was created with
     seed0, name = stored.get("seed", cfg.seed), stored.get("name", cfg.sampler)
     study = store.create(cfg.study)
-    study.sampler = SAMPLERS.get(name)(sampler_seed(seed0, len(study.trials)), cfg.trials)
+    study.sampler = SAMPLERS.get(name)(sampler_seed(seed0, len(study.trials)), cfg.target_trials)
     if not saved:
         _record_new_study(plan, study, folder, tcard, seed0)
+        if cfg.warm_start:
+            enqueue_warm_start(study, plan.space)
     lost = store.recover_interrupted(study)
     if lost:
         say(f"resuming: {lost} trial(s) left running by an earlier driver recorded as failed")
     c, b = store.counts(study), plan.budget
-    say(f"study {cfg.study}: {c['trained']} of {cfg.trials} trials trained so far; budget "
+    spent = store.compute_spent(study)
+    wanted = f" of {cfg.trials or DEFAULT_TRIALS}" if cfg.compute is None or cfg.trials else ""
+    work = f"{spent:.1f}" + (f" of {cfg.compute:g}" if cfg.compute is not None else "")
+    say(f"study {cfg.study}: {c['trained']}{wanted} trials trained so far, compute {work} epoch-equivalents; budget "
         f"{b.macs / 1e6:.3f} M MACs ({b.flops / 1e6:.3f} M FLOPs, "
         f"{100 * b.share_of_teacher:.0f}% of teacher {plan.teacher.arch})")
     if cfg.reference and not study.user_attrs.get("references"):
         study.set_user_attr("references", [reference_student(plan, say)])
-    stopper = ParetoStopper(default_rungs(cfg.epochs), cfg.min_dominators, cfg.stop_margin) if cfg.early_stopping else None
+    stopper = make_stopper(cfg.stopping, cfg.epochs, eta=cfg.eta, min_dominators=cfg.min_dominators,
+                           margin=cfg.stop_margin) if cfg.early_stopping else None
     if stopper:
         _preload_rungs(study, stopper)
     blob = (plan_of(teacher), {k: v.detach().cpu() for k, v in teacher.state_dict().items()})
@@ -92,6 +98,14 @@ def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict
     write_json(folder / "config.json", record)
 
 
+def enqueue_warm_start(study: optuna.Study, space) -> int:
+    """The space's ``warm_start`` settings as the study's first trials, in the file's order (Optuna
+    hands enqueued trials out before it samples; what an entry leaves out is still sampled)."""
+    for name, params in space.warm_start.items():
+        study.enqueue_trial(params, user_attrs={"warm_start": name}, skip_if_exists=True)
+    return len(space.warm_start)
+
+
 def reference_student(plan: Plan, say: Say) -> dict:
     """The space's first student, unpruned at width 1, trained alone (cross-entropy, no teacher)
     for the trials' epochs and seed: the reference point of ``autokd pareto``'s scatter. Its
@@ -108,7 +122,7 @@ def reference_student(plan: Plan, say: Say) -> dict:
             "params": card["params"]}
 
 
-def _preload_rungs(study: optuna.Study, stopper: ParetoStopper) -> None:
+def _preload_rungs(study: optuna.Study, stopper) -> None:
     """A resumed study's rung table: every trained trial's accuracy at each rung it reached."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=states):
@@ -123,22 +137,27 @@ def run_trials(session: Session, say: Say) -> None:
     from . import ray_start, tune  # Ray: imported when a search runs, not when autokd is
 
     cfg, study = session.cfg, session.study
-    counts = store.counts(study)
+    counts, spent = store.counts(study), store.compute_spent(study)
     started, failures_at_start = time.time(), counts["failed"]
+
+    def more() -> bool:
+        return counts["trained"] < cfg.target_trials and (cfg.compute is None or spent < cfg.compute)
+
     try:
         with tune.Interrupt() as interrupt:
-            while counts["trained"] < cfg.trials:
-                if counts["failed"] - failures_at_start >= max(3, cfg.trials):
+            while more():
+                if counts["failed"] - failures_at_start >= max(3, cfg.trials or DEFAULT_TRIALS):
                     raise UserError(f"{counts['failed'] - failures_at_start} trials failed in this run; see "
                                     f"`autokd studies` and the trials' 'failure' attribute in {session.folder}")
                 before = (counts["trained"], counts["failed"])
-                tune.run_round(session, tune.Tally.of(counts), started, say, interrupt)
+                tune.run_round(session, tune.Tally.of(counts, spent), started, say, interrupt)
                 if interrupt.hit:
                     raise KeyboardInterrupt
-                counts = store.counts(study)
+                counts, spent = store.counts(study), store.compute_spent(study)
                 if (counts["trained"], counts["failed"]) == before:
                     break  # nothing ran and nothing failed: do not spin
     finally:
         ray_start.shutdown_ray()
     say(f"study {cfg.study}: {counts['done']} done, {counts['stopped']} stopped early, "
-        f"{counts['rejected']} rejected (over budget), {counts['failed']} failed — {session.folder}")
+        f"{counts['rejected']} rejected (over budget), {counts['failed']} failed; compute {spent:.1f} "
+        f"epoch-equivalents — {session.folder}")

@@ -19,7 +19,7 @@ from ..inherit import check_inheritable
 from ..provenance import resolve_device
 from ..space import SearchSpace, default_space_for, load_space
 from . import store
-from .budget import Budget, TeacherShape, cheapest_macs, parse_budget, teacher_shape
+from .budget import SHARE, Budget, TeacherShape, cheapest_macs, cheapest_projected_macs, parse_budget, teacher_shape
 from .config import SearchConfig, check_config, default_study_name
 from .stopping import ParetoStopper
 
@@ -66,14 +66,28 @@ def prepare(cfg: SearchConfig) -> Plan:
     space = _space(cfg, teacher.arch)
     check_inheritable_space(space, teacher.arch)
     base = Candidate(epochs=cfg.epochs) if cfg.lr is None else Candidate(epochs=cfg.epochs, lr=cfg.lr)
+    if SHARE in space.distributions or SHARE in space.fixed:
+        check_projectable(space, base, teacher, budget)
     floor = cheapest_macs(space, base, teacher)
-    if floor > budget.macs:
+    if floor > budget.macs and not (SHARE in space.distributions or SHARE in space.fixed):
         raise UserError(f"no candidate of space {space.name!r} fits the budget: the cheapest costs "
                         f"{floor:,} MACs, the budget is {budget.macs:,} MACs ({cfg.flops_budget}); "
                         "raise --flops-budget or use a space with smaller students")
     if store.exists(cfg.study):
         check_resume(cfg, store.read_config(cfg.study))
     return Plan(cfg, data, shape, teacher, budget, space, base)
+
+
+def check_projectable(space: SearchSpace, base: Candidate, teacher: TeacherShape, budget: Budget) -> None:
+    """A projected space (``budget/share``) whose smallest share no candidate can reach is told so
+    once, before anything trains, instead of rejecting samples one by one."""
+    dist = space.distributions.get(SHARE)
+    low = float(space.fixed[SHARE]) if dist is None else float(dist.low)
+    floor = cheapest_projected_macs(space, base, teacher)
+    if floor > low * budget.macs:
+        raise UserError(f"space {space.name!r}: {SHARE} {low:g} of the budget is {int(low * budget.macs):,} MACs, "
+                        f"below the cheapest its students reach ({floor:,} MACs, every ratio at the maximum); "
+                        f"raise {SHARE}'s low end or --flops-budget")
 
 
 def check_inheritable_space(space: SearchSpace, teacher_arch: str) -> None:

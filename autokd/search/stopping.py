@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .ladder import Ladder, rungs as ladder_rungs
+
 
 @dataclass(frozen=True)
 class RungResult:
@@ -75,3 +77,45 @@ class ParetoStopper:
         stop = should_stop(earlier, acc, macs, min_dominators=self.min_dominators, margin=self.margin)
         self.record(RungResult(trial, epoch, acc, macs, group))
         return stop
+
+
+@dataclass
+class LadderStopper:
+    """The fidelity ladder (:mod:`autokd.search.ladder`, MO-ASHA) behind ParetoStopper's interface.
+
+    Rungs 0, 1, eta, eta**2, ... below the trials' final epoch; one :class:`Ladder` per group (the
+    candidate's init, as above), so an inherited student's epoch-0 score is ranked against other
+    inherited students only, and a scratch student (which reports no epoch 0) starts at rung 1."""
+
+    rungs: list[int]
+    eta: int = 3
+    ladders: dict[str, Ladder] = field(default_factory=dict)
+
+    @classmethod
+    def for_epochs(cls, epochs: int, eta: int = 3) -> "LadderStopper":
+        return cls(ladder_rungs(epochs, eta, rung0=True), eta)
+
+    def _ladder(self, group: str) -> Ladder:
+        return self.ladders.setdefault(group, Ladder(eta=self.eta))
+
+    def record(self, result: RungResult) -> None:
+        if result.rung in self.rungs:
+            self._ladder(result.group).record(result.trial, result.rung, result.val_accuracy, result.macs)
+
+    def observe(self, trial: int, epoch: int, acc: float, macs: int, group: str = "") -> bool:
+        """True means: stop this trial now (it is not among the top 1/eta at this rung)."""
+        if epoch not in self.rungs:
+            return False
+        return not self._ladder(group).decide(trial, epoch, acc, macs)
+
+
+STOPPING_RULES = ("dominated", "ladder")
+
+
+def make_stopper(rule: str, epochs: int, *, eta: int = 3, min_dominators: int = 2, margin: float = 0.0):
+    """The early-stopping rule of a search: ``dominated`` (ParetoStopper) or ``ladder`` (LadderStopper)."""
+    if rule == "ladder":
+        return LadderStopper.for_epochs(epochs, eta)
+    if rule == "dominated":
+        return ParetoStopper(default_rungs(epochs), min_dominators, margin)
+    raise ValueError(f"unknown stopping rule {rule!r}; choose from {', '.join(STOPPING_RULES)}")

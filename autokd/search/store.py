@@ -111,11 +111,12 @@ def locked(name: str) -> Iterator[Path]:
 
 
 def recover_interrupted(study) -> int:
-    """Trials left RUNNING by a killed driver are recorded FAIL (``interrupted``); returns how many."""
+    """Trials left RUNNING by a killed driver are recorded FAIL (``interrupted``); returns how many.
+    WAITING trials (warm-start settings not asked for yet) stay queued for this run."""
     from optuna.trial import TrialState
 
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "failure", "interrupted: the search driver stopped")
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         n += 1
@@ -134,7 +135,14 @@ def counts(study) -> dict[str, int]:
             c["stopped"] += 1
         elif t.state == TrialState.FAIL:
             c["rejected" if t.user_attrs.get("rejected") else "failed"] += 1
-        else:
+        elif t.state == TrialState.RUNNING:  # WAITING: queued warm-start settings, not started
             c["running"] += 1
     c["trained"] = c["done"] + c["stopped"]
     return c
+
+
+def compute_spent(study) -> float:
+    """Epoch-equivalents the study's trials spent so far (their ``compute`` attrs; autokd.search.compute)."""
+    from .compute import spent
+
+    return spent(t.user_attrs for t in study.get_trials(deepcopy=False))

@@ -34,9 +34,11 @@ from ..errors import UserError
 from ..models import create_model
 from ..seeds import trial_seed
 from ..space import suggest
+from ..inherit import RECALIBRATION_IMAGES
 from ..train import Diverged
 from ..trial import TrialContext, run_trial
-from .budget import predict_macs
+from .budget import SHARE, predict_macs, project_candidate
+from .compute import epochs_in, trial_compute
 from .front import pareto_front_points
 from .prepare import Session
 from .ray_start import init_ray
@@ -89,14 +91,15 @@ class Tally:
     stopped: int = 0
     rejected: int = 0
     failed: int = 0
+    compute: float = 0.0  # epoch-equivalents spent by every trial of the study, earlier runs included
     points: list[dict] = field(default_factory=list)  # completed trials of this run: the front so far
 
     @classmethod
-    def of(cls, counts: dict[str, int]) -> "Tally":
-        return cls(**{k: counts[k] for k in ("trained", "done", "stopped", "rejected", "failed")})
+    def of(cls, counts: dict[str, int], compute: float = 0.0) -> "Tally":
+        return cls(**{k: counts[k] for k in ("trained", "done", "stopped", "rejected", "failed")}, compute=compute)
 
     def counts(self) -> dict[str, int]:
-        return {k: v for k, v in asdict(self).items() if k != "points"}
+        return {k: v for k, v in asdict(self).items() if k not in ("points", "compute")}
 
 
 def _record_epoch(trial, result: dict) -> None:
@@ -120,26 +123,76 @@ class OptunaSearcher(Searcher):
         self.live: dict[str, object] = {}      # Tune trial id -> Optuna trial
         self.last: dict[str, dict] = {}        # Tune trial id -> last per-epoch result
         self.stopped: set[str] = set()         # early-stopped by the scheduler
+        self.committed: dict[str, float] = {}  # Tune trial id -> the compute it will spend if it runs to the end
+        self.promoted: dict[str, list[int]] = {}  # Tune trial id -> rungs the scheduler let it pass
+        data = getattr(session.plan, "data", None)  # the split sizes price an evaluation pass
+        self.sizes = {"train_images": len(data.train_y), "val_images": len(data.val_y)} if data is not None else None
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
+    def compute_of(self, epochs_trained: int, evaluations: int, scored_at_zero: bool) -> float:
+        if self.sizes is None:  # no data split known: training epochs only
+            return float(epochs_trained)
+        return trial_compute(epochs_trained, evaluations, **self.sizes,
+                             recalibration_images=RECALIBRATION_IMAGES if scored_at_zero else 0)
+
+    def full(self) -> bool:
+        """No new trial: the trial target is reached, or --compute is spent or committed."""
+        cfg = self.session.cfg
+        if self.tally.trained + len(self.live) >= cfg.target_trials:
+            return True
+        return cfg.compute is not None and self.tally.compute + sum(self.committed.values()) >= cfg.compute
+
+    def _spend(self, trial_id: str, trial) -> None:
+        """Record on the Optuna trial the compute it spent (autokd.search.compute), and count it."""
+        self.committed.pop(trial_id, None)
+        scores = trial.user_attrs.get("epoch_val_accuracy") or {}
+        epochs, evaluations = epochs_in(scores)
+        spent = self.compute_of(epochs, evaluations, "0" in scores)
+        trial.set_user_attr("compute", spent)
+        if self.promoted.get(trial_id):
+            trial.set_user_attr("rungs_promoted", self.promoted[trial_id])
+        self.promoted.pop(trial_id, None)
+        self.tally.compute += spent
+
+    def _project(self, trial, cand: Candidate) -> tuple[Candidate, str | None]:
+        """A projected space's candidate put on its share of the budget (``budget/share``): (candidate,
+        None), or (candidate, why) for a shape that cannot get there (recorded as rejected)."""
+        plan = self.session.plan
+        share = trial.params.get(SHARE, plan.space.fixed.get(SHARE))
+        if share is None:
+            return cand, None
+        target = max(1, int(float(share) * plan.budget.macs))
+        trial.set_user_attr("shape", dict(cand.prune))
+        trial.set_user_attr("target_macs", target)
+        try:
+            cand, _, _ = project_candidate(cand, plan.teacher, target)
+        except UserError as e:
+            return cand, str(e)
+        return cand, None
+
     def suggest(self, trial_id: str):
         plan, cfg = self.session.plan, self.session.cfg
-        if self.tally.trained + len(self.live) >= cfg.trials:
+        if self.full():
             return self.FINISHED if not self.live else None
         for _ in range(cfg.max_rejections):
             trial = self.study.ask(plan.space.distributions)
             cand = replace(suggest(trial, plan.space, plan.base), seed=trial_seed(cfg.seed, trial.number))
+            cand, why = self._project(trial, cand)
             macs = predict_macs(cand, plan.teacher)
             trial.set_user_attr("candidate", cand.as_dict())
             trial.set_user_attr("macs", macs)
-            if macs > plan.budget.macs:
+            if why or macs > plan.budget.macs:
                 trial.set_user_attr("rejected", True)
+                if why:
+                    trial.set_user_attr("rejected_because", why)
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.tally.rejected += 1
                 continue
             self.live[trial_id] = trial
+            self.committed[trial_id] = self.compute_of(cand.epochs, cand.epochs + (cand.init == "teacher"),
+                                                       cand.init == "teacher")
             out_dir = self.session.folder / "trials" / f"{trial.number:04d}"
             return {"candidate": cand.as_dict(), "trial_number": trial.number, "predicted_macs": macs,
                     "out_dir": str(out_dir), "threads": cfg.cpus_per_trial, "gpus": cfg.gpus_per_trial}
@@ -165,16 +218,19 @@ class OptunaSearcher(Searcher):
         if result.get("node_id"):
             trial.set_user_attr("node_id", result["node_id"])
         interrupted = self.interrupt is not None and self.interrupt.hit and not result.get("final")
-        if error or result.get("failure") or interrupted:
+        failed = error or result.get("failure") or interrupted
+        stopped = not failed and (trial_id in self.stopped or not result.get("final"))
+        last = self.last.get(trial_id, result)
+        if stopped and "epoch" in last and "val_accuracy" in last:  # the stopping result itself, if not seen yet
+            _record_epoch(trial, last)
+        self._spend(trial_id, trial)
+        if failed:
             reason = result.get("failure") or ("interrupted (Ctrl-C)" if interrupted and not error else
                                                "the trial's worker failed (crashed or was killed)")
             trial.set_user_attr("failure", reason)
             self.study.tell(trial, state=TrialState.FAIL)
             self.tally.failed += 1
-        elif trial_id in self.stopped or not result.get("final"):
-            last = self.last.get(trial_id, result)
-            if "epoch" in last and "val_accuracy" in last:  # the stopping result itself, if not seen yet
-                _record_epoch(trial, last)
+        elif stopped:
             trial.set_user_attr("val_accuracy", last.get("val_accuracy"))
             trial.set_user_attr("stopped_at_epoch", last.get("epoch"))
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -206,6 +262,7 @@ class OptunaSearcher(Searcher):
         for trial_id, trial in list(self.live.items()):
             self.live.pop(trial_id)
             try:
+                self._spend(trial_id, trial)
                 trial.set_user_attr("failure", reason)
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.tally.failed += 1
@@ -214,7 +271,8 @@ class OptunaSearcher(Searcher):
 
 
 class ParetoScheduler(FIFOScheduler):
-    """A Ray Tune scheduler that asks the two-objective rule (a ``ParetoStopper``) at each rung."""
+    """A Ray Tune scheduler that asks the two-objective rule (``ParetoStopper`` or ``LadderStopper``,
+    :mod:`autokd.search.stopping`) at each rung, and notes the rungs each trial passed."""
 
     def __init__(self, stopper, searcher: OptunaSearcher) -> None:
         super().__init__()
@@ -224,10 +282,14 @@ class ParetoScheduler(FIFOScheduler):
         if result.get("final") or "epoch" not in result:
             return TrialScheduler.CONTINUE
         number, group = trial.config["trial_number"], trial.config["candidate"].get("init", "scratch")
-        if self.stopper.observe(number, int(result["epoch"]), float(result["val_accuracy"]), int(result["macs"]),
-                                group):
+        epoch = int(result["epoch"])
+        if self.stopper.observe(number, epoch, float(result["val_accuracy"]), int(result["macs"]), group):
             self.searcher.stopped.add(trial.trial_id)
             return TrialScheduler.STOP
+        if epoch in self.stopper.rungs:  # passed this rung: the dashboard shows who each rung promoted
+            passed = self.searcher.promoted.setdefault(trial.trial_id, [])
+            if epoch not in passed:
+                passed.append(epoch)
         return TrialScheduler.CONTINUE
 
 
@@ -239,8 +301,10 @@ class Progress(Callback):
     which only Tune's own restore would read.
     """
 
-    def __init__(self, searcher: OptunaSearcher, target: int, started: float, printer: Callable[[str], None] | None):
+    def __init__(self, searcher: OptunaSearcher, target: float, started: float, printer: Callable[[str], None] | None,
+                 compute: float | None = None):
         self.searcher, self.target, self.started, self.printer = searcher, target, started, printer
+        self.compute, self.compute_at_start = compute, searcher.tally.compute
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "printer": None, "searcher": None}
@@ -254,12 +318,22 @@ class Progress(Callback):
         acc_s = f" val acc {100 * acc:.2f}%" if acc is not None else ""
         macs = trial.config.get("predicted_macs", 0)
         elapsed = time.time() - self.started
-        left = self.target - tally.trained
-        eta = elapsed / max(1, tally.trained) * left if tally.trained else float("nan")
+        work = f"{tally.compute:.1f}" + ("" if self.compute is None else f"/{self.compute:g}")
         self.printer(f"trial {n}: {what}{acc_s}, {macs / 1e6:.3f} M MACs | done {tally.done} "
                      f"running {running} stopped {tally.stopped} rejected {tally.rejected} "
-                     f"failed {tally.failed} | {elapsed:.0f}s elapsed"
-                     + ("" if math.isnan(eta) else f", ~{eta:.0f}s left") + self._front())
+                     f"failed {tally.failed} | compute {work} epoch-eq | {elapsed:.0f}s elapsed"
+                     + self._left(elapsed) + self._front())
+
+    def _left(self, elapsed: float) -> str:
+        """Time left, from the pace of this run: by compute with --compute, else by trials."""
+        tally = self.searcher.tally
+        if self.compute is not None:
+            done, left = tally.compute - self.compute_at_start, self.compute - tally.compute
+        else:
+            done, left = tally.trained, self.target - tally.trained
+        if done <= 0 or not math.isfinite(left):
+            return ""
+        return f", ~{max(0.0, elapsed / done * left):.0f}s left"
 
     def _front(self) -> str:
         """The front of this run's completed trials so far: accuracy @ MACs, cheapest first."""
@@ -341,7 +415,7 @@ def run_round(session: Session, tally: Tally, started: float, say: Callable[[str
                                   storage_path=str(session.folder / "ray"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=cfg.max_retries),
                                   stop=InterruptStopper(interrupt) if interrupt else None,
-                                  callbacks=[Progress(searcher, cfg.trials, started, say)]),
+                                  callbacks=[Progress(searcher, cfg.target_trials, started, say, cfg.compute)]),
     )
     try:
         tuner.fit()

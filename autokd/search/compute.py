@@ -1,0 +1,43 @@
+"""Compute, the unit a search spends: epoch-equivalents.
+
+One training epoch over the trial's training set is 1. An evaluation-only pass (a forward pass, no
+backward, over ``n`` images) counts ``EVAL_COST * n / train_images``: a backward pass costs about
+two forwards, so a training step is about three forwards and an evaluation a third of one. So a
+trial that trains ``e`` epochs and scores the validation split ``v`` times (once an epoch, plus
+an epoch-0 score for an inherited student, whose BN recalibration over ``RECALIBRATION_IMAGES``
+is one more forward-only pass) spends ``e + v * EVAL_COST * val / train`` (+ the recalibration).
+
+What it does not count, on purpose: the teacher's forward passes while distilling (a prune-only
+trial and a distilled one of the same student and epochs spend the same compute: the unit measures
+how far a search trains its students, so a faster teacher never changes a budget's meaning), and
+the search's own overhead (sampling, budget projection, start-up). Pure Python, no torch.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+EVAL_COST = 1.0 / 3.0  # one forward pass over n images, in training passes over n images
+
+
+def trial_compute(epochs_trained: int, evaluations: int, *, train_images: int, val_images: int,
+                  recalibration_images: int = 0) -> float:
+    """The epoch-equivalents of one trial (see the module doc)."""
+    if train_images < 1:
+        raise ValueError(f"train_images must be >= 1, got {train_images}")
+    passes = evaluations * val_images + recalibration_images
+    return float(epochs_trained) + EVAL_COST * passes / train_images
+
+
+def epochs_in(epoch_scores: Mapping[str, float] | None) -> tuple[int, int]:
+    """(epochs trained, evaluations) from a trial's ``epoch_val_accuracy`` record {"0": acc, "1": ...}:
+    epoch 0 is a score before any training (an inherited student), not an epoch."""
+    epochs = [int(e) for e in (epoch_scores or {})]
+    return max(epochs, default=0), len(epochs)
+
+
+def spent(trial_attrs: Iterable[Mapping]) -> float:
+    """Compute recorded on trials (their ``compute`` user attr), summed; a trial without one adds 0."""
+    return float(sum(float(a.get("compute") or 0.0) for a in trial_attrs))
+
+
+__all__ = ["EVAL_COST", "trial_compute", "epochs_in", "spent"]

@@ -1,0 +1,171 @@
+"""Compute in epoch-equivalents, the --compute stopping rule, samplers for small budgets, warm start.
+
+Every expected number is derived by hand in the comments."""
+from __future__ import annotations
+
+import textwrap
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from autokd.errors import UserError
+from autokd.search.compute import EVAL_COST, epochs_in, spent, trial_compute
+from autokd.search.config import SAMPLERS, SearchConfig, check_config, startup_trials
+from autokd.search.stopping import LadderStopper, RungResult, make_stopper
+from autokd.space import SpaceError, load_space
+
+
+def test_trial_compute_by_hand():
+    # 3 epochs on 3,000 images, 3 validation passes over 600: 3 + 3 * (1/3) * 600 / 3000 = 3.2
+    assert trial_compute(3, 3, train_images=3000, val_images=600) == pytest.approx(3.2)
+    # an inherited student scored at epoch 0 too (4 passes) after recalibrating on 512 images:
+    # 3 + (1/3) * (4 * 600 + 512) / 3000 = 3 + 2912 / 9000 = 3.32356
+    assert trial_compute(3, 4, train_images=3000, val_images=600, recalibration_images=512) == \
+        pytest.approx(3 + 2912 / 9000)
+    assert EVAL_COST == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        trial_compute(1, 1, train_images=0, val_images=10)
+
+
+def test_epochs_and_evaluations_from_the_rung_record():
+    assert epochs_in({"0": 0.5, "1": 0.6, "2": 0.7}) == (2, 3)  # epoch 0 is a score, not an epoch
+    assert epochs_in({"1": 0.6}) == (1, 1)
+    assert epochs_in(None) == (0, 0) and epochs_in({}) == (0, 0)
+    assert spent([{"compute": 1.5}, {}, {"compute": None}, {"compute": 2}]) == 3.5
+
+
+def test_compute_and_trials_targets():
+    assert SearchConfig().target_trials == 12                     # neither given: 12 trials
+    assert SearchConfig(compute=30).target_trials == float("inf")  # --compute alone: compute decides
+    assert SearchConfig(compute=30, trials=5).target_trials == 5   # both: whichever comes first
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(UserError, match="--compute"):
+            check_config(SearchConfig(compute=bad))
+    with pytest.raises(UserError, match="--stopping"):
+        check_config(SearchConfig(stopping="median"))
+    with pytest.raises(UserError, match="--eta"):
+        check_config(SearchConfig(eta=1))
+
+
+def _searcher(compute: float | None, trials: int | None = None, spent_before: float = 0.0):
+    from autokd.search.tune import OptunaSearcher, Tally
+
+    data = SimpleNamespace(train_y=[0] * 3000, val_y=[0] * 600)
+    session = SimpleNamespace(plan=SimpleNamespace(data=data), cfg=SearchConfig(compute=compute, trials=trials),
+                              study=optuna.create_study(directions=["maximize", "minimize"]))
+    return OptunaSearcher(session, Tally(compute=spent_before))
+
+
+def test_compute_rule_counts_what_runs_as_committed():
+    """With --compute 10 and 3.2 spent: a running 3-epoch trial commits 3.2 more (6.4 < 10, go on);
+    a second makes 9.6 (< 10, one more may start); a third 12.8 >= 10: no new trial. So the search
+    ends within one trial's cost of 10 (at most 9.6 + 3.2 = 12.8 if all run to the end)."""
+    s = _searcher(compute=10, spent_before=3.2)
+    one = s.compute_of(3, 3, False)
+    assert one == pytest.approx(3.2)
+    assert not s.full()
+    s.committed["a"] = one
+    assert not s.full()
+    s.committed["b"] = one
+    assert not s.full()
+    s.committed["c"] = one
+    assert s.full()
+    assert _searcher(compute=None, trials=2).full() is False
+
+
+def test_spent_compute_is_recorded_on_the_trial():
+    s = _searcher(compute=10)
+    trial = s.study.ask()
+    trial.set_user_attr("epoch_val_accuracy", {"0": 0.4, "1": 0.5})  # inherited, stopped after epoch 1
+    s.committed["t"], s.promoted["t"] = 99.0, [0]
+    s._spend("t", trial)
+    # 1 + (1/3) * (2 * 600 + 512) / 3000 = 1 + 1712 / 9000
+    assert trial.user_attrs["compute"] == pytest.approx(1 + 1712 / 9000)
+    assert trial.user_attrs["rungs_promoted"] == [0]
+    assert s.tally.compute == pytest.approx(1 + 1712 / 9000) and s.committed == {}
+
+
+def test_ladder_stopper_promotes_the_top_third_per_group():
+    """eta 3, grace 3: the first three at a rung go on. Rung 1 (acc, MACs) in order:
+    t0 (0.50, 100), t1 (0.60, 100), t2 (0.70, 100), then t3 (0.40, 100): 4 rows, top max(1, 4 // 3) = 1
+    by Pareto rank is t2 (it dominates every other at equal MACs): t3 stops. t4 (0.90, 50) dominates
+    all: 5 rows, top 1 = t4, it goes on. A trial of another group (init teacher) at rung 1 with
+    (0.10, 100) is the first of its group: it goes on."""
+    stop = make_stopper("ladder", epochs=5)
+    assert isinstance(stop, LadderStopper) and stop.rungs == [0, 1, 3]
+    decisions = [stop.observe(t, 1, a, m, "scratch") for t, (a, m) in
+                 enumerate([(0.5, 100), (0.6, 100), (0.7, 100), (0.4, 100), (0.9, 50)])]
+    assert decisions == [False, False, False, True, False]  # True = stop
+    assert stop.observe(9, 1, 0.1, 100, "teacher") is False
+    assert stop.observe(0, 2, 0.1, 100, "scratch") is False  # not a rung: never stops
+    assert stop.ladders["scratch"].promoted[1] == [0, 1, 2, 4]
+
+
+def test_ladder_stopper_rebuilds_its_table_on_resume():
+    stop = make_stopper("ladder", epochs=5)
+    for t, acc in enumerate([0.5, 0.6, 0.7]):
+        stop.record(RungResult(t, 1, acc, 100, "scratch"))
+    stop.record(RungResult(7, 2, 0.9, 100, "scratch"))  # not a rung: ignored
+    # a fourth result at rung 1 now meets the three preloaded rows: (0.4, 100) is not the top 1 of 4
+    assert stop.observe(3, 1, 0.4, 100, "scratch") is True
+    assert 2 not in stop.ladders["scratch"].table
+
+
+def test_samplers_for_small_budgets():
+    # 10 trials: 2 random start-up trials (Optuna's default is 10: the whole search)
+    assert startup_trials(10) == 2 and startup_trials(12) == 2 and startup_trials(25) == 5
+    assert startup_trials(float("inf")) == 5
+    tpe = SAMPLERS.get("tpe")(0, 10)
+    assert tpe._n_startup_trials == 2 and tpe._multivariate and tpe._group and tpe._constant_liar
+    assert SAMPLERS.get("nsga2")(0, 12)._population_size == 4
+    assert isinstance(SAMPLERS.get("gp")(0, 10), optuna.samplers.GPSampler)
+
+
+def _first_candidates(sampler: str, n: int) -> list[dict]:
+    from autokd.search.driver import enqueue_warm_start
+
+    space = load_space("resnet56_to_resnet")
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=SAMPLERS.get(sampler)(7, 12))
+    enqueue_warm_start(study, space)
+    out = []
+    for i in range(n):
+        trial = study.ask(space.distributions)
+        out.append(dict(trial.params))
+        study.tell(trial, [0.1 * (i % 5), 1000.0 * (i + 1)])
+    return out
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_same_seed_same_sampler_same_first_candidates(sampler):
+    """The six warm-start settings come first, in the file's order, then the sampler's own."""
+    space = load_space("resnet56_to_resnet")
+    first = _first_candidates(sampler, 8)
+    assert first == _first_candidates(sampler, 8)
+    for got, (name, params) in zip(first, space.warm_start.items()):
+        assert {k: got[k] for k in params} == params, name
+    assert len({str(sorted(c.items())) for c in first[6:]}) == 2  # then sampled, not repeats
+
+
+def test_shipped_warm_starts_are_the_papers_settings():
+    warm = load_space("resnet56_to_resnet").warm_start
+    assert list(warm) == ["hinton-kd", "vid-matching", "two-stage", "pdd-masks", "indistill", "teacher-pruned"]
+    assert warm["hinton-kd"]["kd/temperature"] == 4.0 and warm["pdd-masks"]["budget/share"] == 0.5 and warm["pdd-masks"]["prune/method"] == "learned-mask"
+    assert warm["teacher-pruned"]["student/init"] == "teacher" and warm["teacher-pruned"]["kd/alpha"] == 0.0
+
+
+@pytest.mark.parametrize("entry,needle", [
+    ("x: {student/depth: 3}", "student/depth is not a sampled parameter"),
+    ("x: {student/width: 7.0}", "student/width=7.0 is outside its distribution"),
+    ("x: 3", "expected a mapping"),
+])
+def test_bad_warm_start_is_one_line(tmp_path, entry, needle):
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent("""\
+        params:
+          student/width: {name: FloatDistribution, attributes: {low: 0.25, high: 1.0, step: 0.25, log: false}}
+        warm_start:
+        """) + "  " + entry + "\n")
+    with pytest.raises(SpaceError, match=needle) as err:
+        load_space(path)
+    assert "\n" not in str(err.value)
