@@ -94,12 +94,23 @@ def _probes(shape: Mapping[str, float], channels: Collection[int], keep: float =
     1 - w (1 - r), autokd.trial.pruning_ratios) a layer of ``c`` channels loses its j-th channel
     where 1 - w + w s rel = (j - 1/2) / c; w = 1 gives the edges above."""
     rels = {r for r in shape.values() if r > 0}
-    edges = sorted({e for rel in rels for c in set(channels) for j in range(1, n_pruned(c, MAX_RATIO) + 1)
-                    if (e := ((j - 0.5) / c - (1.0 - keep)) / (keep * rel)) > 0})
+    edges = _distinct(sorted({e for rel in rels for c in set(channels) for j in range(1, n_pruned(c, MAX_RATIO) + 1)
+                              if (e := ((j - 0.5) / c - (1.0 - keep)) / (keep * rel)) > 0}))
     top = _TOP * MAX_RATIO / min(rels) if rels else 0.0  # above every edge: each edge <= MAX_RATIO / rel
     if not edges:
         return [0.0] if not rels else [0.0, top]
     return [0.0] + [(a + b) / 2 for a, b in zip(edges, edges[1:])] + [top]
+
+
+def _distinct(edges: list[float]) -> list[float]:
+    """Sorted edges with the ones a few ulps apart merged: one edge computed two ways (17.5 / (56 * 0.35)
+    and the same scale from another layer) can differ in its last bit, and the midpoint of that
+    sliver would sit on the edge, where rounding the ratio flips a channel (hypothesis found it)."""
+    out: list[float] = []
+    for e in edges:
+        if not out or e - out[-1] > 1e-9 * max(1.0, e):
+            out.append(e)
+    return out
 
 
 def project_shape(shape: Mapping[str, float], macs_of: Callable[[dict[str, float]], int], *,
