@@ -66,10 +66,9 @@ def prepare(cfg: SearchConfig) -> Plan:
     space = _space(cfg, teacher.arch)
     check_inheritable_space(space, teacher.arch)
     base = Candidate(epochs=cfg.epochs) if cfg.lr is None else Candidate(epochs=cfg.epochs, lr=cfg.lr)
-    if SHARE in space.distributions or SHARE in space.fixed:
+    if SHARE in space.distributions or SHARE in space.fixed:  # projected: its own floor, at the largest ratios
         check_projectable(space, base, teacher, budget)
-    floor = cheapest_macs(space, base, teacher)
-    if floor > budget.macs and not (SHARE in space.distributions or SHARE in space.fixed):
+    elif (floor := cheapest_macs(space, base, teacher)) > budget.macs:
         raise UserError(f"no candidate of space {space.name!r} fits the budget: the cheapest costs "
                         f"{floor:,} MACs, the budget is {budget.macs:,} MACs ({cfg.flops_budget}); "
                         "raise --flops-budget or use a space with smaller students")
