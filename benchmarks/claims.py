@@ -15,7 +15,6 @@ and does not reproduce when mean(d) <= 0; "no worse" reproduces when mean(d) >= 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -23,7 +22,8 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
-from record import command_line, envelope, mean_std, paired, read_json, say, teacher_bundle, teacher_summary
+from record import (command_line, envelope, mean_std, paired, read_json, same_protocol, say, teacher_bundle,
+                    teacher_summary)
 
 PAIRED_SIGMAS = 2.0  # a difference counts as reproduced beyond 2 standard errors of the paired mean
 
@@ -270,7 +270,7 @@ UNITS = ("alone+recovery", *RUNS)  # what one worker runs; the longest first: be
 
 def _kept(old: dict | None, protocol, names: list[str], seeds: int) -> list[tuple[int, dict[str, dict]]]:
     """Earlier per-seed records in the same file that this command does not rerun (same protocol only)."""
-    if not old or old.get("settings") != json.loads(json.dumps(protocol.as_dict())):
+    if not same_protocol(old, protocol):
         return []
     rerun = {n for name in names for n in (("alone", *RECOVERY_RUNS) if name == "alone+recovery" else (name,))}
     return [(int(seed), {name: rec}) for name, r in old["results"]["runs"].items() if name not in rerun

@@ -95,6 +95,12 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def same_protocol(old: dict | None, protocol) -> bool:
+    """Was ``old`` (a result file's JSON) written under exactly ``protocol``'s settings? Only then may a
+    part keep its earlier runs beside new ones (tuples read back from JSON as lists)."""
+    return bool(old) and old.get("settings") == json.loads(json.dumps(protocol.as_dict()))
+
+
 def rel(path) -> str:
     """A path relative to the repository when it lies inside it (JSON stays machine-neutral)."""
     path = Path(path).resolve()

@@ -23,7 +23,6 @@ teacher), scored the same way from its five fine-tuned models.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,8 +31,8 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
-from record import (command_line, envelope, isolate, machine, mean_std, read_json, rel, say, teacher_bundle,
-                    teacher_summary)
+from record import (command_line, envelope, isolate, machine, mean_std, read_json, rel, same_protocol, say,
+                    teacher_bundle, teacher_summary)
 
 TARGET_RATIO = 1.25  # the issue's target: joint >= 1.25 x random search's hypervolume
 TARGET_GAP_POINTS = 2.0  # issue #14: the best searched student within 2 points of the teacher (test accuracy)
@@ -271,7 +270,7 @@ def teacher_gap(by_arm: dict, teacher_test: float | None) -> dict:
 def _merge(old: dict | None, protocol, new_runs: list[dict]) -> tuple[list[dict], list[str]]:
     """(runs, commands): earlier runs of other (arm, seed) pairs in the same file are kept, with the
     commands that made them, if the protocol is the same; this command's runs replace their own."""
-    if not old or old.get("settings") != json.loads(json.dumps(protocol.as_dict())):  # tuples read back as lists
+    if not same_protocol(old, protocol):
         return new_runs, [command_line()]
     done = {(r["arm"], r["seed"]) for r in new_runs}
     budget = compute_budget(protocol)  # runs searched by trial count (before the compute budget) are not kept
