@@ -229,3 +229,28 @@ def test_a_projected_student_costs_what_was_predicted_once_built():
         projected, proj, _ = project_candidate(cand, teacher, int(0.3 * teacher.macs))
         run = TrialRun(projected, TrialContext(teacher=model.eval(), data=data))
         assert count_macs(run.student, (1, 8, 8)) == proj.macs <= int(0.3 * teacher.macs)
+
+
+@pytest.mark.parametrize("space_name", SHIPPED)
+def test_every_shipped_warm_start_lands_on_its_share_of_the_budget(teachers, space_name):
+    """Each warm-start entry of each shipped space, the rest sampled, is a candidate that projects onto
+    its budget/share of 40 % of the teacher's MACs (never grown: an unpruned student under its target
+    keeps its size), so no warm start is ever rejected for cost."""
+    import optuna
+
+    from autokd.candidate import Candidate
+    from autokd.search.budget import project_candidate
+    from autokd.search.driver import enqueue_warm_start
+    from autokd.space import load_space, suggest
+
+    space, teacher = load_space(space_name), teachers[space_name]
+    assert len(space.warm_start) >= 5
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    enqueue_warm_start(study, space)
+    for name, entry in space.warm_start.items():
+        trial = study.ask(space.distributions)
+        assert {k: trial.params[k] for k in entry} == entry, name
+        target = int(entry["budget/share"] * 0.4 * teacher.macs)
+        projected, proj, _ = project_candidate(suggest(trial, space, Candidate(epochs=2)), teacher, target)
+        assert _plan_and_macs(projected, teacher)[1] == proj.macs <= target, name
+        study.tell(trial, 0.0)
