@@ -64,7 +64,7 @@ def arm_curves(data: dict) -> dict[str, dict]:
 
 # ------------------------------------------------------------------ drawing
 def search_quality_figure(data: dict):
-    """Hypervolume against cumulative training epochs: a line per arm (the mean), each seed faint."""
+    """Hypervolume against compute spent: a line per arm (the mean), each seed faint, the budget dotted."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
 
@@ -78,6 +78,10 @@ def search_quality_figure(data: dict):
                                      name=f"{arm}, seed {seed}"))
         fig.add_trace(go.Scatter(x=c["grid"], y=c["mean"], mode="lines", line=dict(color=color, width=3, shape="hv", dash=DASHES[i % len(DASHES)]),
                                  legendgroup=arm, name=f"{arm} (mean of n = {c['n']})"))
+    budget = data["results"].get("compute_budget")
+    if budget:  # every arm's --compute: the curves past it are the trials still running when it was reached
+        fig.add_vline(x=budget, line=dict(color="grey", dash="dot", width=1), annotation_text="compute budget",
+                      annotation_position="top left")
     ns = sorted({c["n"] for c in curves.values()})
     n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]}" if ns else "n = 0"
     fig.update_layout(

@@ -97,12 +97,15 @@ def search_quality(d: dict) -> list[str]:
              "test accuracy of the best-validation trial's saved weights. MACs = multiply-accumulates of conv + "
              "linear layers (FLOPs = 2 x MACs).", ""]
     defs = r["arm_definitions"]
+    at_budget = "target_at_budget" in r
     rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", defs[arm].get("stopping", "—"),
-             ms(v["hypervolume"], 1, ".4f"), ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"),
+             ms(v["hypervolume"], 1, ".4f")] + ([ms(v["hypervolume_at_budget"], 1, ".4f")] if at_budget else []) +
+            [ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"),
              ms(v.get("compute_spent"), 1, ".1f"), ms(v.get("trials"), 1, ".1f"), ms(v["wall_s"], 1, ".0f"),
              measured(r["runs"], arm), v["hypervolume"]["n"]]
             for arm in r["arm_order"] if (v := r["by_arm"].get(arm))]
-    header = ["arm", "what", "sampler", "early stopping", "hypervolume", "best test acc. (%)", "epochs spent",
+    header = ["arm", "what", "sampler", "early stopping", "hypervolume"] + (["hypervolume at the budget"] if at_budget else []) + [
+              "best test acc. (%)", "epochs spent",
               "compute spent (epoch-eq.)", "trained trials", "trials span (s)", "measured", "n"]
     lines += table(header, rows)
     ratio = r["hypervolume_ratio_vs_random"]
@@ -117,6 +120,15 @@ def search_quality(d: dict) -> list[str]:
               + (f"Joint with the ladder above joint without: {yes(target['ladder_helps'])}. "
                  if "ladder_helps" in target else "") + 
               f"Both together: {yes(target['met'])}."]
+    if at_budget:
+        tb = r["target_at_budget"]
+        lines += ["", "At exactly the compute budget (`hypervolume at the budget`: each study's hypervolume once its "
+                  f"compute spent reached {r['compute_budget']:g} epoch-equivalents, without the trials still running "
+                  f"then): joint / random **{num(tb['ratio_vs_random'], '.3f')}** (per seed "
+                  f"{ms(r['ratio_per_seed_at_budget'], 1, '.3f')}), target >= {tb['ratio_target']}: {yes(tb['ratio_met'])}; "
+                  f"over random with the ladder {num(r['hypervolume_ratio_vs_random_ladder_at_budget'], '.3f')}; joint above "
+                  f"every single-method arm: {yes(tb['above_single_method'])}; ladder helps: {yes(tb['ladder_helps'])}; "
+                  f"all: {yes(tb['met'])}."]
     ranked = sorted(((v["hypervolume"]["mean"], arm) for arm, v in r["by_arm"].items()
                      if v["hypervolume"]["mean"] is not None), reverse=True)
     lines += ["", "Arms by mean hypervolume: " + " > ".join(f"`{arm}` {hv:.4f}" for hv, arm in ranked) + "."]
@@ -144,9 +156,9 @@ def search_quality_figure(json_path: Path, page_dir: Path) -> list[str]:
         return [f"No figure of `{json_path.name}` yet: `.venv/bin/python benchmarks/figures.py` draws it "
                 "(needs `pip install -e \".[bench]\"` and a Chromium)."]
     return [f"![hypervolume against compute]({Path(os.path.relpath(png, page_dir)).as_posix()})", "",
-            "Hypervolume against compute: x = training epochs spent so far over a search's trained trials, "
-            "in trial-number order (each run's `hypervolume_vs_epochs`); per arm the mean over its seeds as a line "
-            "(up to the seed that spent the fewest epochs), each seed faint. Drawn by "
+            "Hypervolume against compute: x = compute spent so far (epoch-equivalents) in the order trials "
+            "finished (each run's `hypervolume_vs_compute`; runs from before the compute budget: training epochs, "
+            "`hypervolume_vs_epochs`); per arm the mean over its seeds as a line, each seed faint. Drawn by "
             f"`.venv/bin/python benchmarks/figures.py` from `{json_path.name}`."]
 
 

@@ -55,6 +55,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runs", nargs="+", choices=list(UNITS), help="table 2: rerun only these runs and keep the "
                     "others already in the file (same protocol); default: all")
     ap.add_argument("--fresh", action="store_true", help="table 1: delete this protocol's studies of the arms first")
+    ap.add_argument("--summarize-only", action="store_true",
+                    help="table 1: summarise the JSON's runs again (ratios, targets), nothing trained")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of this process (teacher training, tables 3-4); default 1: on a busy "
                          "machine more threads can be 10x slower, and 1 is comparable across machines")
@@ -72,7 +74,11 @@ def run_part(part: str, protocol, args, results_dir: Path) -> Path:
     out = args.out or default_out(FILES[part], protocol.name, results_dir)
     seeds = args.seeds or protocol.seeds
     t0 = time.perf_counter()
-    if part == "search":
+    if part == "search" and args.summarize_only:
+        import search_quality
+
+        data = search_quality.resummarize(protocol, out=out, results_dir=results_dir)
+    elif part == "search":
         import search_quality
 
         data = search_quality.run(protocol, out=out, results_dir=results_dir, seeds=seeds, arms=args.arms,

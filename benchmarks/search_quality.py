@@ -10,11 +10,14 @@ more trials) and the same seeds; each (arm, seed) is one study under
                 budget, reference (accuracy 0, MACs = budget): ``autokd.pareto.pareto_info``;
   best test     the completed trial with the best validation accuracy (all are within budget),
                 its saved weights (``trials/NNNN`` bundle) evaluated once on the test set;
-  epochs spent  training epochs over all trained trials (early-stopped ones count the epochs they ran).
+  epochs spent  training epochs over all trained trials (early-stopped ones count the epochs they ran);
+  hypervolume at the budget  the same hypervolume once the compute spent reached the budget, without
+                the trials still running then (``--compute`` stops starting trials; those finish past it).
 
 ``hypervolume_ratio_vs_random`` = mean hypervolume of ``joint`` / mean of ``random`` (today's random
 search, no ladder) at equal compute; ``hypervolume_ratio_vs_random_ladder`` the same over random
-search with the ladder (which isolates the sampler and the warm start).
+search with the ladder (which isolates the sampler and the warm start); each also ``_at_budget``,
+with the targets judged on both (``target``, ``target_at_budget``).
 
 Two arms are not plain searches of the protocol's spaces: ``inherit`` searches the joint space with
 every student built from the trained teacher, and ``torch-pruning`` is no search at all but the
@@ -220,19 +223,20 @@ def _value(run: dict, key: str):
     return (run.get("best") or {}).get("test_accuracy") if key == "test_accuracy" else run.get(key)
 
 
-def summarize(runs: list[dict]) -> dict:
-    by_arm: dict[str, list[dict]] = {}
-    for r in sorted(runs, key=lambda r: (r["arm"], r["seed"])):
-        by_arm.setdefault(r["arm"], []).append(r)
-    arms = {arm: {key: mean_std([_value(r, key) for r in rs])
-                  for key in ("hypervolume", "test_accuracy", "epochs_spent", "compute_spent", "trials", "wall_s")}
-            for arm, rs in by_arm.items()}
-    hv = {arm: s["hypervolume"]["mean"] for arm, s in arms.items()}
-    ratio, per_seed = _ratio(by_arm, hv, "random")
-    ratio_ladder, per_seed_ladder = _ratio(by_arm, hv, "random-ladder")
+def hypervolume_at_budget(run: dict) -> float | None:
+    """The run's hypervolume once its compute spent reached exactly ``compute_budget``: the last point of
+    its ``hypervolume_vs_compute`` curve at or under the budget. ``--compute C`` stops *starting* trials
+    at C, so the trials running then finish past it (a search overshoots by up to one trial per worker);
+    this number counts none of that overshoot. None for runs without a compute curve."""
+    curve, budget = run.get("hypervolume_vs_compute"), run.get("compute_budget")
+    if not curve or budget is None:
+        return None
+    return max((hv for c, hv in curve if c <= budget + 1e-9), default=0.0)
+
+
+def _targets(hv: dict, ratio: float | None) -> dict:
     singles = {a: hv[a] for a in SINGLE_METHOD if hv.get(a) is not None}
-    joint = hv.get("joint")
-    no_ladder = hv.get("joint-no-ladder")
+    joint, no_ladder = hv.get("joint"), hv.get("joint-no-ladder")
     target = {"ratio_vs_random": ratio, "ratio_target": TARGET_RATIO,
               "ratio_met": None if ratio is None else ratio >= TARGET_RATIO,
               "above_single_method": None if joint is None or len(singles) < 2
@@ -240,17 +244,33 @@ def summarize(runs: list[dict]) -> dict:
               "ladder_helps": None if None in (joint, no_ladder) else joint > no_ladder}
     parts = (target["ratio_met"], target["above_single_method"], target["ladder_helps"])
     target["met"] = None if None in parts else all(parts)
-    return {"by_arm": arms, "single_method": list(SINGLE_METHOD),
-            "hypervolume_ratio_vs_random": ratio, "ratio_per_seed": mean_std(per_seed),
-            "hypervolume_ratio_vs_random_ladder": ratio_ladder, "ratio_ladder_per_seed": mean_std(per_seed_ladder),
-            "target": target}
+    return target
 
 
-def _ratio(by_arm: dict, hv: dict, baseline: str) -> tuple[float | None, list[float]]:
+def summarize(runs: list[dict]) -> dict:
+    """Per arm mean ± std; the ratios and the targets twice: on each study's hypervolume (what the user
+    of ``--compute`` gets) and at exactly the compute budget (``hypervolume_at_budget``)."""
+    by_arm: dict[str, list[dict]] = {}
+    for r in sorted(runs, key=lambda r: (r["arm"], r["seed"])):
+        by_arm.setdefault(r["arm"], []).append({**r, "hypervolume_at_budget": hypervolume_at_budget(r)})
+    keys = ("hypervolume", "hypervolume_at_budget", "test_accuracy", "epochs_spent", "compute_spent", "trials", "wall_s")
+    arms = {arm: {key: mean_std([_value(r, key) for r in rs]) for key in keys} for arm, rs in by_arm.items()}
+    out: dict = {"by_arm": arms, "single_method": list(SINGLE_METHOD)}
+    for key, suffix in (("hypervolume", ""), ("hypervolume_at_budget", "_at_budget")):
+        hv = {arm: s[key]["mean"] for arm, s in arms.items()}
+        ratio, per_seed = _ratio(by_arm, hv, "random", key)
+        ratio_ladder, per_seed_ladder = _ratio(by_arm, hv, "random-ladder", key)
+        out.update({f"hypervolume_ratio_vs_random{suffix}": ratio, f"ratio_per_seed{suffix}": mean_std(per_seed),
+                    f"hypervolume_ratio_vs_random_ladder{suffix}": ratio_ladder,
+                    f"ratio_ladder_per_seed{suffix}": mean_std(per_seed_ladder), f"target{suffix}": _targets(hv, ratio)})
+    return out
+
+
+def _ratio(by_arm: dict, hv: dict, baseline: str, key: str = "hypervolume") -> tuple[float | None, list[float]]:
     """Mean joint hypervolume / mean ``baseline`` hypervolume, and the per-seed ratios."""
     ratio = hv["joint"] / hv[baseline] if hv.get("joint") is not None and hv.get(baseline) else None
-    seeds = {r["seed"]: r["hypervolume"] for r in by_arm.get(baseline, []) if r["hypervolume"]}
-    return ratio, [r["hypervolume"] / seeds[r["seed"]] for r in by_arm.get("joint", []) if r["seed"] in seeds]
+    seeds = {r["seed"]: r[key] for r in by_arm.get(baseline, []) if r[key]}
+    return ratio, [r[key] / seeds[r["seed"]] for r in by_arm.get("joint", []) if r["seed"] in seeds and r[key] is not None]
 
 
 def teacher_gap(by_arm: dict, teacher_test: float | None) -> dict:
@@ -292,6 +312,25 @@ def run(protocol, *, out: Path, results_dir: Path, seeds: int, arms: list[str], 
     else:
         runs = [run_study(*a) for a in args]
     runs, commands = _merge(read_json(out), protocol, runs)
+    return _data(protocol, teacher, runs, commands, jobs, time.perf_counter() - t0)
+
+
+def resummarize(protocol, *, out: Path, results_dir: Path) -> dict:
+    """The table-1 JSON at ``out`` summarised again from its runs, nothing trained (after a change to
+    the summary or the targets): ``run.py search --summarize-only``."""
+    old = read_json(out)
+    if old is None:
+        raise SystemExit(f"{rel(out)}: no table-1 results to summarise; run `run.py search` first")
+    r = old["results"]
+    data = _data(protocol, teacher_bundle(protocol, results_dir, say=say), r["runs"], r["commands"], r.get("jobs", 1),
+                 old.get("wall_s", 0.0))
+    keep = ("command", "date", "git_revision", "git_uncommitted", "machine", "versions")
+    data["summarized"] = {k: data[k] for k in ("command", "date", "git_revision", "git_uncommitted")}
+    data.update({k: old[k] for k in keep if k in old})  # the runs' own provenance stays theirs
+    return data
+
+
+def _data(protocol, teacher: Path, runs: list[dict], commands: list[str], jobs: int, wall: float) -> dict:
     summary = summarize(runs)
     summary["teacher_gap"] = teacher_gap(summary["by_arm"], teacher_summary(teacher)["test_accuracy"])
     results = {"teacher": teacher_summary(teacher), "compute_budget": compute_budget(protocol),
@@ -299,7 +338,7 @@ def run(protocol, *, out: Path, results_dir: Path, seeds: int, arms: list[str], 
                "arm_order": list(ARMS), "commands": commands,
                "jobs": jobs,
                "runs": runs, **summary}
-    data = envelope("search_quality", protocol, results, time.perf_counter() - t0)
+    data = envelope("search_quality", protocol, results, wall)
     data["hypervolume_ratio_vs_random"] = results["hypervolume_ratio_vs_random"]
     data["hypervolume_ratio_vs_random_ladder"] = results["hypervolume_ratio_vs_random_ladder"]
     return data

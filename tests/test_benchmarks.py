@@ -136,3 +136,24 @@ def test_claims_keep_the_runs_a_partial_rerun_does_not_redo():
     kept = _kept(old, p, ["alone+recovery", "kd"], seeds=1)
     assert kept == [(0, {"pdd": {"test_accuracy": 0.3}})]  # rerun names dropped, seeds beyond n dropped
     assert _kept({**old, "settings": {}}, p, ["kd"], seeds=1) == []  # another protocol: nothing kept
+
+
+def test_hypervolume_at_the_compute_budget_counts_no_overshoot():
+    """Hand-made curves, budget 20: the last point at or under 20 counts, the trial that finished at 22.4
+    (started before the budget was reached) does not; the targets are judged on both numbers."""
+    sys.path.insert(0, str(BENCH))
+    from search_quality import hypervolume_at_budget, summarize
+
+    def run(arm, seed, curve):
+        return {"arm": arm, "seed": seed, "compute_budget": 20.0, "hypervolume_vs_compute": curve,
+                "hypervolume": curve[-1][1], "best": None}
+
+    assert hypervolume_at_budget(run("joint", 0, [[3.3, 0.2], [19.9, 0.5], [22.4, 0.7]])) == 0.5
+    assert hypervolume_at_budget(run("joint", 0, [[20.0, 0.4], [21.0, 0.6]])) == 0.4
+    assert hypervolume_at_budget(run("joint", 0, [[25.0, 0.4]])) == 0.0
+    assert hypervolume_at_budget({"hypervolume": 0.3}) is None  # a run from before the compute budget
+    s = summarize([run("joint", 0, [[10.0, 0.3], [19.0, 0.5], [22.0, 0.8]]), run("random", 0, [[12.0, 0.4], [21.0, 0.5]])])
+    assert s["hypervolume_ratio_vs_random"] == pytest.approx(0.8 / 0.5)       # whole studies
+    assert s["hypervolume_ratio_vs_random_at_budget"] == pytest.approx(0.5 / 0.4)  # at compute 20
+    assert s["target"]["ratio_met"] is True and s["target_at_budget"]["ratio_met"] is True
+    assert s["by_arm"]["joint"]["hypervolume_at_budget"]["mean"] == 0.5
