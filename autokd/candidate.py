@@ -16,6 +16,9 @@ INITS = ("scratch", "teacher")
 BLOCK_RULES = ("even", "first", "last")  # which teacher blocks an inherited shallower student keeps (autokd.inherit)
 MAX_RATIO = 0.95  # largest pruning ratio: past it a 16-channel layer keeps 1 channel; no search needs more
 LEARNED_MASK = "learned-mask"  # the prune method that learns its masks while distilling (PDD)
+# named pairings (autokd.distill.pairing.PAIRINGS, kept torch-free here): a search can sample one name and
+# one weight instead of the T x S lambda_ij (issue #15: fewer dimensions for a short search)
+PAIRING_NAMES = ("diag", "deepest", "all", "none")
 
 
 @dataclass
@@ -33,6 +36,10 @@ class Candidate:
                                "(gradual pruning; prune_at start)")
     lambdas: dict[str, float] = knob(help="tI:sJ=W, repeatable: weight of teacher point I -> student point J",
                                      factory=dict)
+    pairs: str = knob("", "instead of lambdas: a named pairing resolved on the trial's points, each pair at "
+                          "pair_weight: diag (matching depths) | deepest (every student point -> the teacher's "
+                          "deepest) | all | none; empty: lambdas as given")
+    pair_weight: float = knob(1.0, "with pairs: the weight of every pair (>= 0)")
     kd_loss: str = knob("vid", "feature loss per pair: vid | fitnet | at")
     beta: float = knob(0.5, "task-loss weight in [0, 1]; 1 - beta weighs the feature pairs")
     temperature: float = knob(4.0, "KD temperature T on the logits (> 0)")
@@ -74,6 +81,9 @@ def check_candidate(c: Candidate) -> None:
         (c.lr > 0, f"lr must be > 0, got {c.lr}"),
         (c.finetune_lr > 0, f"finetune_lr must be > 0, got {c.finetune_lr}"),
         (c.width > 0, f"width must be > 0, got {c.width}"),
+        (c.pairs in ("", *PAIRING_NAMES), f"pairs must be one of {', '.join(PAIRING_NAMES)} (or empty), got {c.pairs!r}"),
+        (not (c.pairs and c.lambdas), "give lambdas or a named pairs, not both"),
+        (c.pair_weight >= 0, f"pair_weight must be >= 0, got {c.pair_weight}"),
         (c.init != "teacher" or c.width <= 1, f"width must be <= 1 with init teacher (it prunes), got {c.width}"),
         (0.0 <= c.stage1_fraction <= 1.0, f"stage1_fraction must be in [0, 1], got {c.stage1_fraction}"),
         (c.prune_at in PRUNE_AT, f"prune_at must be one of {', '.join(PRUNE_AT)}, got {c.prune_at!r}"),

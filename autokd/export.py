@@ -192,7 +192,8 @@ def card_markdown(card: dict) -> str:
             ("params", f"{card['params']:,}", f"{t['params']:,}"),
             ("CPU latency, batch 1, median (ms)", f"{lat['student']:.3f}", f"{lat['teacher']:.3f}")]
     prune = ", ".join(f"{k}={v:g}" for k, v in (c.get("prune") or {}).items()) or "none"
-    lam = ", ".join(f"{k}={v:.3g}" for k, v in (c.get("lambdas") or {}).items()) or "none"
+    lam = ", ".join(f"{k}={v:.3g}" for k, v in (c.get("lambdas") or {}).items()) or (
+        f"pairs {c['pairs']}, {float(c.get('pair_weight', 1)):.3g} each" if c.get("pairs") else "none")
     lines = [f"# {card['arch']} from study `{card['study']}`, trial {card['trial']}", "",
              f"Dataset `{card['dataset']}`, input {'x'.join(map(str, card['input_shape']))}, "
              f"{card['num_classes']} classes. Teacher `{t['arch']}`" + ("" if t["spec"] == t["arch"] else f" ({t['spec']})")

@@ -194,6 +194,8 @@ def _point(t, state: str, teacher_macs: int | None) -> dict:
         "params": attrs.get("params_count"),
         "share_of_teacher": (macs / teacher_macs) if (macs is not None and teacher_macs) else None,
         "candidate": dict(attrs.get("candidate") or {}), "trial_params": dict(t.params),
+        # every lambda_ij as the trial ran it (a named kd/pairs resolved on its points); older studies: the candidate's
+        "lambdas": dict(attrs.get("lambdas") or (attrs.get("candidate") or {}).get("lambdas") or {}),
         "stopped_at_epoch": attrs.get("stopped_at_epoch"), "failure": attrs.get("failure"),
         "weights": attrs.get("weights"),
         "compute": 0.0 if state == "rejected" else compute_of(attrs), "compute_recorded": "compute" in attrs,

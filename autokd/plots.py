@@ -38,14 +38,14 @@ def _settings(p: dict) -> str:
     """A trial's settings as hover lines (plotly's <br> markup; values are escaped)."""
     c = p.get("candidate") or {}
     prune = ", ".join(f"{k} {float(v):g}" for k, v in (c.get("prune") or {}).items()) or "none"
-    lam = sorted((c.get("lambdas") or {}).items(), key=lambda kv: -float(kv[1]))[:4]
+    lam = sorted((p.get("lambdas") or c.get("lambdas") or {}).items(), key=lambda kv: -float(kv[1]))[:4]
     lam_s = ", ".join(f"{k.replace('->', '→')} {float(w):.2f}" for k, w in lam) or "none"
     lines = [
         f"student {c.get('student', '?')} × {c.get('width', 1):g}",
         f"prune {prune} ({c.get('prune_method', '?')}, at {c.get('prune_at', '?')})",
         f"KD {c.get('kd_loss', '?')}, β {float(c.get('beta', 0)):.2f}, T {float(c.get('temperature', 0)):.2f}, "
         f"{c.get('schedule', '?')}",
-        f"top λ: {lam_s}",
+        f"top λ: {lam_s}" + (f" (pairs {c['pairs']} at {float(c.get('pair_weight', 1)):.2f})" if c.get("pairs") else ""),
         f"epochs {c.get('epochs', '?')}, lr {float(c.get('lr', 0)):.3g}",
     ]
     return "<br>".join(html.escape(s, quote=False) for s in lines)
@@ -177,10 +177,10 @@ def lambda_heatmap(info: ParetoInfo) -> "go.Figure":
     from plotly.subplots import make_subplots
 
     front = info.front
-    n_t = max([1, *(len(lambda_matrix(p["candidate"])) for p in front)])
-    n_s = max([1, *(len((lambda_matrix(p["candidate"]) or [[]])[0]) for p in front)])
+    n_t = max([1, *(len(lambda_matrix(p)) for p in front)])  # a point's "lambdas": every lambda_ij as run
+    n_s = max([1, *(len((lambda_matrix(p) or [[]])[0]) for p in front)])
     keys = sorted({k for p in front for k in (p["candidate"].get("prune") or {})}) or ["*"]
-    mats = [lambda_matrix(p["candidate"], n_t, n_s) for p in front]
+    mats = [lambda_matrix(p, n_t, n_s) for p in front]
     kept = [kept_ratios(p["candidate"], keys) for p in front]
     rows = [f"t{i}" for i in range(1, n_t + 1)]
     cols = [f"s{j}" for j in range(1, n_s + 1)]

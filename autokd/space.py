@@ -37,7 +37,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution, json_to_distribution)
 
 from .errors import UserError
-from .candidate import BLOCK_RULES, INITS, MAX_RATIO, PRUNE_AT, Candidate
+from .candidate import BLOCK_RULES, INITS, MAX_RATIO, PAIRING_NAMES, PRUNE_AT, Candidate
 
 SPACES_ENV = "AUTOKD_SPACES"  # os.pathsep-separated folders searched before the shipped one
 TOP_LEVEL = ("description", "teacher", "params", "fixed", "warm_start")
@@ -103,6 +103,9 @@ _RULES = (
     _Rule("prune/steps", r"prune/steps", "prune_steps", "number", low=1.0),
     _Rule("prune/<stage|layer|*>", r"prune/(\*|[A-Za-z_][\w.]*)", "prune", "number", low=0.0, high=MAX_RATIO),
     _Rule("kd/lambda/t<i>->s<j>", r"kd/lambda/(t[1-9]\d*->s[1-9]\d*)", "lambdas", "number", low=0.0),
+    # the reduced form of the lambdas: one named pairing and one weight (not with kd/lambda/*)
+    _Rule("kd/pairs", r"kd/pairs", "pairs", "name", PAIRING_NAMES),
+    _Rule("kd/pair_weight", r"kd/pair_weight", "pair_weight", "number", low=0.0),
     _Rule("kd/loss", r"kd/loss", "kd_loss", "name", KD_LOSSES),
     _Rule("kd/beta", r"kd/beta", "beta", "number", low=0.0, high=1.0),
     _Rule("kd/temperature", r"kd/temperature", "temperature", "number", low=0.0, open_low=True),
@@ -265,6 +268,9 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
         problem = rule.problem(value)
         if problem:
             raise SpaceError(f"{path}: fixed: {name}: {problem}")
+    names = set(dists) | set(fixed)
+    if "kd/pairs" in names and any(n.startswith("kd/lambda/") for n in names):
+        raise SpaceError(f"{path}: kd/pairs replaces the kd/lambda/<pair> weights: give one or the other")
     dists = {k: v for k, v in dists.items() if k not in fixed}
     warm = _warm_start(data.get("warm_start"), dists, f"{path}: warm_start: ")
     return SearchSpace(name=path.stem, path=str(path), teacher=teacher, description=description,

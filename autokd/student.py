@@ -37,7 +37,7 @@ class DistillJob:
     student: str | None = knob(None, f"the student's zoo architecture (default {DEFAULT_STUDENT}; with init teacher "
                                      "the teacher's own)")
     dataset: str = knob("digits", "see `autokd datasets`")
-    pairs: str = knob("diag", "feature pairing: all | diag | none (weight 1 per pair); --lambda replaces it")
+    pairs: str = knob("diag", "feature pairing: all | diag | deepest | none (weight 1 per pair); --lambda replaces it")
     teacher_epochs: int = knob(TrainConfig().epochs, "epochs for a named teacher trained on first use")
     train_subset: int | None = knob(None, "train on the first N training images only")
     device: str = knob("auto", "where to train: auto (cuda if available) | cpu | cuda")

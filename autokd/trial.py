@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from .bundle import save_bundle
 from .candidate import LEARNED_MASK, MAX_RATIO, Candidate, check_candidate
 from .data import DataSplits
-from .distill import (PAIR_LOSSES, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
-                      split_key)
+from .distill import (PAIR_LOSSES, PAIRINGS, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
+                      make_pairs, split_key)
 from .errors import UserError
 from .measure import COST_UNIT, Cost, flops_from_macs, measure
 from .models import MODELS, channel_plan, create_model
@@ -169,7 +169,8 @@ class TrialRun:
         self.phases = SCHEDULES.get(c.schedule)(c.epochs, c.stage1_fraction)
         self.teacher = _checked_teacher(ctx.teacher, self.data).to(ctx.device).eval()
         self.student = self._build().to(ctx.device)
-        self.lambdas = check_lambdas(c.lambdas, len(self.teacher.points), len(self.student.points))
+        n_t, n_s = len(self.teacher.points), len(self.student.points)
+        self.lambdas = make_pairs(c.pairs, n_t, n_s, c.pair_weight) if c.pairs else check_lambdas(c.lambdas, n_t, n_s)
         self.before = measure(self.student, self.shape)
         self.probe_x = self.data.train_x[:PROBE_IMAGES].to(ctx.device)
         self.probe_y = self.data.train_y[:PROBE_IMAGES].to(ctx.device)
@@ -357,6 +358,8 @@ def check_names(c: Candidate) -> None:
     MODELS.get(c.student)
     PAIR_LOSSES.get(c.kd_loss)
     SCHEDULES.get(c.schedule)
+    if c.pairs:
+        PAIRINGS.get(c.pairs)
     if c.prune_method != LEARNED_MASK:
         CRITERIA.get(c.prune_method)
 

@@ -118,7 +118,10 @@ def test_make_pairs_kinds():
     assert make_pairs("diag", 5, 3) == {"t1->s1": 1.0, "t2->s1": 1.0, "t3->s2": 1.0, "t4->s2": 1.0, "t5->s3": 1.0}
     assert make_pairs("diag", 3, 5) == {"t1->s2": 1.0, "t2->s3": 1.0, "t3->s5": 1.0}
     assert make_pairs("none", 3, 3) == {}
-    with pytest.raises(UnknownName, match="all, diag, none"):
+    # every student point to the teacher's deepest: S pairs, whatever T
+    assert make_pairs("deepest", 3, 3, weight=0.4) == {"t3->s1": 0.4, "t3->s2": 0.4, "t3->s3": 0.4}
+    assert make_pairs("deepest", 4, 3) == {"t4->s1": 1.0, "t4->s2": 1.0, "t4->s3": 1.0}
+    with pytest.raises(UnknownName, match="all, diag, deepest, none"):
         make_pairs("every", 3, 3)
 
 

@@ -87,6 +87,9 @@ def test_value_sets_match_the_registries():
     assert set(space.PRUNE_METHODS) == set(prune.CRITERIA.names()) | {"learned-mask"}
     assert set(space.KD_LOSSES) <= set(PAIR_LOSSES.names())
     assert set(space.SCHEDULES) == set(SCHEDULES.names())
+    from autokd.distill.pairing import PAIRINGS
+
+    assert set(candidate.PAIRING_NAMES) == set(PAIRINGS.names())
     # one definition each (autokd.candidate), shared by the space, the trial and the pruner
     assert space.PRUNE_AT is candidate.PRUNE_AT and space.MAX_RATIO == prune.MAX_RATIO == candidate.MAX_RATIO
 
@@ -313,3 +316,41 @@ def test_gradual_steps_are_capped_at_the_candidates_epochs():
     params = {"student/init": "teacher", "prune/method": "l1", "prune/steps": 2}
     assert params_to_candidate(params, fixed={}, base=replace(Candidate(), epochs=1)).prune_steps == 1
     assert params_to_candidate(params, fixed={}, base=replace(Candidate(), epochs=3)).prune_steps == 2
+
+
+def test_a_named_pairing_is_two_dimensions_instead_of_t_by_s(tmp_path):
+    """kd/pairs + kd/pair_weight: the reduced form of the lambdas (issue #15); the trial resolves the
+    name on its own points (3 x 3 for resnet20 -> resnet20), and a space cannot give both forms."""
+    from autokd.candidate import check_candidate
+    from autokd.data import load_dataset
+    from autokd.errors import UserError
+    from autokd.trial import TrialContext, TrialRun
+
+    path = tmp_path / "pairs.yaml"
+    path.write_text(textwrap.dedent("""\
+        params:
+          kd/pairs: {name: CategoricalDistribution, attributes: {choices: [diag, deepest, all]}}
+          kd/pair_weight: {name: FloatDistribution, attributes: {low: 0.0, high: 1.0, step: null, log: false}}
+        warm_start:
+          to-deepest: {kd/pairs: deepest, kd/pair_weight: 0.5}
+        """))
+    space = load_space(path)
+    assert len(space.distributions) == 2
+    cand = params_to_candidate(space.warm_start["to-deepest"], fixed={}, base=Candidate(epochs=1, student="resnet20"))
+    assert (cand.pairs, cand.pair_weight, cand.lambdas) == ("deepest", 0.5, {})
+    data = load_dataset("digits", seed=0)
+    teacher = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    run = TrialRun(cand, TrialContext(teacher=teacher, data=data))
+    assert run.lambdas == {"t3->s1": 0.5, "t3->s2": 0.5, "t3->s3": 0.5}
+    assert run.resolved()["lambdas"] == {f"t{i}->s{j}": 0.5 if i == 3 else 0.0 for i in (1, 2, 3) for j in (1, 2, 3)}
+
+    both = path.read_text().replace("warm_start:", "  kd/lambda/t1->s1: {name: FloatDistribution, attributes: "
+                                    "{low: 0.0, high: 1.0, step: null, log: false}}\nwarm_start:")
+    path.write_text(both)
+    with pytest.raises(SpaceError, match="kd/pairs replaces the kd/lambda") as err:
+        load_space(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="not both"):
+        check_candidate(replace(cand, lambdas={"t1->s1": 1.0}))
+    with pytest.raises(UserError, match="pairs must be one of"):
+        check_candidate(replace(cand, pairs="every"))

@@ -8,6 +8,9 @@ pairs absent from it (or with weight 0) cost nothing.
   ``make_pairs("diag", T, S)``  each teacher point i with the student point at the same relative
                                 depth, j = clamp(floor(i * S / T + 1/2), 1, S): T pairs, and
                                 the deepest with the deepest (i = T -> j = S);
+  ``make_pairs("deepest", T, S)`` every student point j with the teacher's deepest point T: S pairs
+                                (seed 001's best runs weight the links to the teacher's last, widest
+                                layer most);
   ``make_pairs("none", T, S)``  no feature pairs: logits KD only.
 """
 from __future__ import annotations
@@ -51,13 +54,18 @@ def diag_pairs(n_teacher: int, n_student: int, weight: float = 1.0) -> dict[str,
     return pairs
 
 
+@PAIRINGS.register("deepest")
+def deepest_pairs(n_teacher: int, n_student: int, weight: float = 1.0) -> dict[str, float]:
+    return {pair_key(n_teacher, j): weight for j in range(1, n_student + 1)}
+
+
 @PAIRINGS.register("none")
 def no_pairs(n_teacher: int, n_student: int, weight: float = 1.0) -> dict[str, float]:
     return {}
 
 
 def make_pairs(kind: str, n_teacher: int, n_student: int, weight: float = 1.0) -> dict[str, float]:
-    """The pairing ``kind`` ("all" | "diag" | "none") between T teacher and S student points."""
+    """The pairing ``kind`` ("all" | "diag" | "deepest" | "none") between T teacher and S student points."""
     if n_teacher < 1 or n_student < 1:
         raise UserError(f"need at least one point on each side, got teacher {n_teacher}, student {n_student}")
     return PAIRINGS.get(kind)(n_teacher, n_student, weight)

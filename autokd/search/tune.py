@@ -78,7 +78,8 @@ def trainable(config: dict, data=None, teacher_blob=None) -> None:
         return
     tune.report({"final": True, "val_accuracy": result.val_accuracy, "macs": result.macs,
                  "params": result.params, "node_id": node, "hostname": socket.gethostname(),
-                 "history": result.history, "weights": config.get("out_dir")})
+                 "history": result.history, "weights": config.get("out_dir"),
+                 "lambdas": result.candidate.get("lambdas", {})})  # every lambda_ij as run (a named kd/pairs resolved)
 
 
 # ------------------------------------------------------------------ the driver side
@@ -240,6 +241,7 @@ class OptunaSearcher(Searcher):
             trial.set_user_attr("params_count", result["params"])
             trial.set_user_attr("history", result.get("history", []))
             trial.set_user_attr("weights", result.get("weights"))
+            trial.set_user_attr("lambdas", result.get("lambdas"))
             self.study.tell(trial, [float(result["val_accuracy"]), float(result["macs"])])
             self.tally.points.append(
                 {"number": trial.number, "val_accuracy": float(result["val_accuracy"]), "macs": int(result["macs"])})
