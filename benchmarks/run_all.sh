@@ -4,10 +4,10 @@
 #   bash benchmarks/run_all.sh [cpu|smoke]
 #
 # Each line below is also a command to run on its own. Sized for the cpu protocol; measured on the
-# 2-core machine (nothing else running): teacher 6 min, a table-1 search about 2.2 min (10 trials, 2 at
-# once; prune-only 1.8 min, it never runs the teacher) so table 1's 15 searches about 35 min, table 2
-# about 15-20 min, table 3 5 min, table 4 15 s: about 65 min in all. Table 1 is split into three
-# commands by arm: with JOBS searches at once each command is one wave (about 3 min) on 12+ cores.
+# 2-core machine: teacher 6 min, a table-1 search about 3.5 min (20 epoch-equivalents of compute, 2
+# trials at once; 2026-12-02) so table 1's 24 searches about 85 min, table 2 about 15-20 min, the
+# exported-student table about 25 min, table 3 5 min, table 4 15 s: about 2 h 15 min in all. Table 1 is
+# split into commands by arm: with JOBS searches at once each command is one wave on 12+ cores.
 # Table-1 commands merge their runs into one JSON (same protocol settings), so any split works.
 # Knobs: JOBS (table 1 searches at once, default cores / 2, at most the command's searches), WORKERS
 # (table 2 runs at once, default cores), TEACHER_THREADS (torch threads for the one teacher, default 1).
