@@ -254,3 +254,20 @@ def test_every_shipped_warm_start_lands_on_its_share_of_the_budget(teachers, spa
         projected, proj, _ = project_candidate(suggest(trial, space, Candidate(epochs=2)), teacher, target)
         assert _plan_and_macs(projected, teacher)[1] == proj.macs <= target, name
         study.tell(trial, 0.0)
+
+
+def test_a_zero_in_a_shape_joins_when_the_other_layers_cannot_reach_the_target():
+    """The rejected prune-only trial of 2026-12-02 (Fashion-MNIST, resnet20 teacher): resnet32 at width
+    0.5, shape layer1 0.4 / layer2 0.15 / layer3 0, target 31 % of 40 % of the teacher's MACs. layer1 and
+    layer2 at the maximum leave it over the target (4,175,708 MACs > 3,847,758), so layer3 and the
+    unkeyed layers join at a tenth of layer2's share and the candidate lands within the target."""
+    from autokd.candidate import Candidate
+    from autokd.search.budget import project_candidate, teacher_shape
+
+    teacher = teacher_shape("resnet20", (1, 28, 28), 10)
+    cand = Candidate(student="resnet32", width=0.5, prune={"layer1": 0.4, "layer2": 0.15, "layer3": 0.0}, epochs=2)
+    target = int(0.3100835098144733 * 0.4 * teacher.macs)
+    projected, proj, shape = project_candidate(cand, teacher, target)
+    assert shape["layer3"] == shape["*"] == pytest.approx(0.015)
+    assert _plan_and_macs(projected, teacher)[1] == proj.macs <= target
+    assert projected.prune["layer3"] > 0
