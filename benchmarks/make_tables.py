@@ -63,14 +63,17 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 def provenance(d: dict) -> list[str]:
     m = d["machine"]
     device = m["device_name"] if m["device"] == "cuda" else f"CPU only ({m['cpu_model']})"
-    dirty = [f for f in d.get("git_uncommitted") or [] if f.startswith("autokd")]
+    dirty = [f for f in d.get("git_uncommitted") or [] if f.startswith(("autokd", "search_spaces", "benchmarks/spaces"))
+             or (f.startswith("benchmarks/") and f.endswith((".py", ".sh")))]  # code and spaces, not results
     git = d["git_revision"][:10] + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
     commands = d["results"].get("commands") or [d["command"]]
     return [f"- Command{'s' if len(commands) > 1 else ''}: " + "; ".join(f"`{c}`" for c in commands),
             f"- Date: {d['date']}; wall time {d['wall_s'] / 60:.1f} min; git {git}",
             f"- Machine: {m['platform']}, {m['cpus']} CPUs ({m['cpu_model']}), torch {m['torch']}, device: {device}; "
             f"1-min load average at the end: {m['load_average_1m']}",
-            f"- Protocol `{d['protocol']}`, dataset `{d['settings']['dataset']}`: reduced: {d['settings']['reduced']}."]
+            f"- Protocol `{d['protocol']}`, dataset `{d['settings']['dataset']}`: reduced: {d['settings']['reduced']}."] + (
+        [f"- Summarised again, nothing trained: `{d['summarized']['command']}` on {d['summarized']['date']}, git "
+         f"{d['summarized']['git_revision'][:10]}"] if d.get("summarized") else [])
 
 
 # ------------------------------------------------------------------ table 1
@@ -357,6 +360,9 @@ def load(results: Path) -> dict[tuple[str, str], list[tuple[str, dict]]]:
             continue
         if d.get("part") in PARTS or d.get("part") in DEVICE_PARTS:
             out.setdefault((d["part"], d["protocol"]), []).append((path.name, d))
+    for (part, protocol), files in out.items():  # the current file first, then the dated ones, newest first
+        files.sort(key=lambda f: f[0], reverse=True)
+        files.sort(key=lambda f: f[0] != f"{part}-{protocol}.json")
     return out
 
 
