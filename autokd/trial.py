@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from .bundle import save_bundle
 from .candidate import LEARNED_MASK, MAX_RATIO, Candidate, check_candidate
 from .data import DataSplits
-from .distill import (PAIR_LOSSES, PAIRINGS, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
+from .distill import (PAIR_LOSSES, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
                       make_pairs, split_key)
 from .errors import UserError
 from .measure import COST_UNIT, Cost, flops_from_macs, measure
@@ -358,8 +358,6 @@ def check_names(c: Candidate) -> None:
     MODELS.get(c.student)
     PAIR_LOSSES.get(c.kd_loss)
     SCHEDULES.get(c.schedule)
-    if c.pairs:
-        PAIRINGS.get(c.pairs)
     if c.prune_method != LEARNED_MASK:
         CRITERIA.get(c.prune_method)
 
