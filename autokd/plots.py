@@ -38,7 +38,7 @@ def _settings(p: dict) -> str:
     """A trial's settings as hover lines (plotly's <br> markup; values are escaped)."""
     c = p.get("candidate") or {}
     prune = ", ".join(f"{k} {float(v):g}" for k, v in (c.get("prune") or {}).items()) or "none"
-    lam = sorted((p.get("lambdas") or c.get("lambdas") or {}).items(), key=lambda kv: -float(kv[1]))[:4]
+    lam = sorted((p.get("lambdas") or {}).items(), key=lambda kv: -float(kv[1]))[:4]  # as run (autokd.pareto)
     lam_s = ", ".join(f"{k.replace('->', '→')} {float(w):.2f}" for k, w in lam) or "none"
     lines = [
         f"student {c.get('student', '?')} × {c.get('width', 1):g}",
