@@ -120,11 +120,13 @@ def _amp(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextMa
 def fit(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, loss_fn: LossFn | None = None,
         params: Iterable[nn.Parameter] | None = None, start_epoch: int = 0, end_epoch: int | None = None,
         on_epoch_end: EpochHook | None = None, progress: Callable[[int, int, dict], None] | None = None,
-        device: str | torch.device = "cpu") -> list[dict]:
+        device: str | torch.device = "cpu", rung_val_images: int | None = None) -> list[dict]:
     """Train epochs [start_epoch, end_epoch) of a ``cfg.epochs`` schedule; returns per-epoch records.
 
-    Each record holds ``epoch`` (1-based), ``loss`` and ``val_accuracy``. ``on_epoch_end`` may
-    return True to stop early. Raises :class:`Diverged` on a NaN/inf loss.
+    Each record holds ``epoch`` (1-based), ``loss`` and ``val_accuracy``: on the whole validation
+    split, or, with ``rung_val_images``, for every epoch before the schedule's last on its first
+    ``rung_val_images`` images only (a search's cheap rung scores). ``on_epoch_end`` may return True
+    to stop early. Raises :class:`Diverged` on a NaN/inf loss.
     """
     end_epoch = cfg.epochs if end_epoch is None else end_epoch
     device = torch.device(device)
@@ -166,8 +168,9 @@ def fit(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, loss_fn: LossFn
             n += len(y)
         if not torch.isfinite(total):
             raise Diverged(f"loss became {total.item()} in epoch {epoch + 1}")
+        k = len(val_y) if rung_val_images is None or epoch + 1 >= cfg.epochs else rung_val_images
         record = {"epoch": epoch + 1, "loss": total.item() / max(1, n),
-                  "val_accuracy": evaluate(model, val_x, val_y)}
+                  "val_accuracy": evaluate(model, val_x[:k], val_y[:k])}
         history.append(record)
         if progress:
             progress(epoch + 1, end_epoch, record)

@@ -65,6 +65,7 @@ class TrialContext:
     progress: Callable[[int, int, dict], None] | None = None
     out_dir: Path | None = None        # if set, the student bundle is written here
     evaluate_test: bool = False        # the search never looks at the test set; `distill` does
+    rung_val_images: int | None = None  # scores before the last epoch read the first N val images (None: all)
 
 
 @dataclass
@@ -244,7 +245,8 @@ class TrialRun:
     def _epoch_zero(self) -> None:
         """An inherited student is scored before any training (after pruning and BN recalibration):
         the trial's epoch-0 result, its cheapest rung."""
-        acc = evaluate(self.student, self.data.val_x, self.data.val_y)
+        k = self.ctx.rung_val_images if self.c.epochs > 0 else None
+        acc = evaluate(self.student, self.data.val_x[:k], self.data.val_y[:k])
         self.history.append({"epoch": 0, "loss": None, "val_accuracy": acc, "phase": "inherited",
                              "macs": self.macs, "active_pairs": []})
         report = {"val_accuracy": acc, "macs": self.macs, "loss": float("nan")}
@@ -308,7 +310,7 @@ class TrialRun:
             params = [*self.student.parameters(), *self.distiller.pair_parameters(),
                       *(self.gates.parameters() if self.gates is not None else [])]
             fit(self.student, self.data, self.cfg, loss_fn=self.distiller.loss, params=params,
-                start_epoch=start, end_epoch=end, device=self.ctx.device,
+                start_epoch=start, end_epoch=end, device=self.ctx.device, rung_val_images=self.ctx.rung_val_images,
                 on_epoch_end=lambda e, r, phase=phase: self._epoch_end(phase, e, r),
                 progress=(lambda e, _total, r: progress(e, self.c.epochs, r)) if progress else None)
             if self.stopped:

@@ -169,3 +169,75 @@ def test_bad_warm_start_is_one_line(tmp_path, entry, needle):
     with pytest.raises(SpaceError, match=needle) as err:
         load_space(path)
     assert "\n" not in str(err.value)
+
+
+def test_rung_scores_on_a_validation_subset_by_hand():
+    """--rung-val-images 1000 on a 6,000-image split and 3,000 training images (the CPU protocol)."""
+    # inherited, 2 epochs, run to the end: epoch 0 and 1 on 1,000 images, epoch 2 on all 6,000, + 512 recalibration
+    # 2 + (1/3) * (6000 + 2 * 1000 + 512) / 3000 = 2 + 8512 / 9000
+    assert trial_compute(2, 3, train_images=3000, val_images=6000, recalibration_images=512, rung_images=1000,
+                         full_evaluations=1) == pytest.approx(2 + 8512 / 9000)
+    # stopped after epoch 1 (never scored on all): 1 + (1/3) * 1000 / 3000 = 1 + 1/9
+    assert trial_compute(1, 1, train_images=3000, val_images=6000, rung_images=1000,
+                         full_evaluations=0) == pytest.approx(1 + 1 / 9)
+    # a subset larger than the split is the split; no rung_images: every score on all, as before
+    assert trial_compute(2, 2, train_images=3000, val_images=600, rung_images=1000, full_evaluations=1) == \
+        trial_compute(2, 2, train_images=3000, val_images=600) == pytest.approx(2 + 2 * 600 / 9000)
+    with pytest.raises(UserError, match="--rung-val-images"):
+        check_config(SearchConfig(rung_val_images=-1))
+
+
+def test_spent_compute_prices_rung_scores_on_the_subset():
+    from autokd.search.tune import OptunaSearcher, Tally
+
+    data = SimpleNamespace(train_y=[0] * 3000, val_y=[0] * 6000)
+    session = SimpleNamespace(plan=SimpleNamespace(data=data), cfg=SearchConfig(compute=20, rung_val_images=1000),
+                              study=optuna.create_study(directions=["maximize", "minimize"]))
+    s = OptunaSearcher(session, Tally())
+    stopped, done = s.study.ask(), s.study.ask()
+    for trial, scores in ((stopped, {"0": 0.4, "1": 0.5}), (done, {"1": 0.5, "2": 0.6})):
+        trial.set_user_attr("candidate", {"epochs": 2})
+        trial.set_user_attr("epoch_val_accuracy", scores)
+        s._spend(str(trial.number), trial)
+    # stopped at its rung 1 (inherited): 1 + (1/3) * (2 * 1000 + 512) / 3000 = 1 + 2512 / 9000
+    assert stopped.user_attrs["compute"] == pytest.approx(1 + 2512 / 9000)
+    # scratch, both epochs: 2 + (1/3) * (1000 + 6000) / 3000 = 2 + 7000 / 9000
+    assert done.user_attrs["compute"] == pytest.approx(2 + 7000 / 9000)
+
+
+def test_fit_scores_epochs_before_the_last_on_the_subset(monkeypatch):
+    import torch
+
+    from autokd import train
+    from autokd.data import DataSplits
+
+    seen = []
+    monkeypatch.setattr(train, "evaluate", lambda model, x, y: seen.append(len(y)) or 0.5)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 8, 8, generator=g), torch.randint(0, 3, (40,), generator=g)
+    data = DataSplits(name="toy", num_classes=3, in_channels=1, image_size=(8, 8), train_x=x[:20], train_y=y[:20],
+                      val_x=x[20:], val_y=y[20:], test_x=x[20:], test_y=y[20:], augment="none", source="test")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    train.fit(model, data, train.TrainConfig(epochs=3, seed=0), rung_val_images=7)
+    assert seen == [7, 7, 20]  # epochs 1 and 2 on the first 7 validation images, the last on all 20
+    seen.clear()
+    train.fit(model, data, train.TrainConfig(epochs=2, seed=0))
+    assert seen == [20, 20]
+
+
+def test_warm_starts_fit_in_half_the_compute():
+    """cpu_joint.yaml at --compute 20, 2 epochs, 3,000 / 6,000 images, rungs on 1,000: each inherited
+    warm start costs 2 + 8512 / 9000 = 2.946, so three (8.84) fit in 10 and a fourth (scratch,
+    2 + 7000 / 9000 = 2.778) would make 11.6 > 10; without --compute all eight are enqueued."""
+    from pathlib import Path
+
+    from autokd.search.driver import warm_starts_within
+
+    space = load_space(str(Path(__file__).resolve().parents[1] / "benchmarks" / "spaces" / "cpu_joint.yaml"))
+    data = SimpleNamespace(train_y=[0] * 3000, val_y=[0] * 6000)
+    plan = SimpleNamespace(space=space, data=data, cfg=SearchConfig(compute=20, epochs=2))
+    assert warm_starts_within(plan) == ["teacher-pruned-kd", "teacher-pruned", "teacher-pruned-vid"]
+    plan.cfg = SearchConfig(compute=1, epochs=2)
+    assert warm_starts_within(plan) == ["teacher-pruned-kd"]  # always the first
+    plan.cfg = SearchConfig(epochs=2)
+    assert warm_starts_within(plan) == list(space.warm_start) and len(space.warm_start) == 8

@@ -140,13 +140,15 @@ def search(
     eta: Annotated[int, option(S, "eta")] = default(S, "eta"),
     warm_start: Annotated[bool, option(S, "warm_start")] = default(S, "warm_start"),
     train_subset: Annotated[Optional[int], option(S, "train_subset")] = default(S, "train_subset"),
+    rung_val_images: Annotated[int, option(S, "rung_val_images")] = default(S, "rung_val_images"),
 ) -> None:
     """Search students: distillation and pruning settings against accuracy and MACs, under a budget."""
     cfg = SearchConfig(teacher=teacher, dataset=dataset, flops_budget=flops_budget, space=space, study=study,
                        trials=trials, compute=compute, parallel=parallel, epochs=epochs, lr=lr, teacher_epochs=teacher_epochs,
                        sampler=sampler, seed=seed, address=address, cpus_per_trial=cpus_per_trial,
                        gpus_per_trial=gpus_per_trial, device=device, early_stopping=early_stopping,
-                       stopping=stopping, eta=eta, warm_start=warm_start, train_subset=train_subset)
+                       stopping=stopping, eta=eta, warm_start=warm_start, train_subset=train_subset,
+                       rung_val_images=rung_val_images)
     try:
         result = run_search(cfg, printer=lambda m: out.print(m, highlight=False))
     except KeyboardInterrupt:

@@ -7,6 +7,11 @@ trial that trains ``e`` epochs and scores the validation split ``v`` times (once
 an epoch-0 score for an inherited student, whose BN recalibration over ``RECALIBRATION_IMAGES``
 is one more forward-only pass) spends ``e + v * EVAL_COST * val / train`` (+ the recalibration).
 
+Scores before a trial's last epoch (epoch 0 and the rungs, which only decide whether it goes on)
+may read the first ``rung_images`` validation images instead of all (``autokd search
+--rung-val-images``): then only the last epoch's score costs the whole split, and a stopped trial,
+which never reaches it, none.
+
 What it does not count, on purpose: the teacher's forward passes while distilling (a prune-only
 trial and a distilled one of the same student and epochs spend the same compute: the unit measures
 how far a search trains its students, so a faster teacher never changes a budget's meaning), and
@@ -20,11 +25,16 @@ EVAL_COST = 1.0 / 3.0  # one forward pass over n images, in training passes over
 
 
 def trial_compute(epochs_trained: int, evaluations: int, *, train_images: int, val_images: int,
-                  recalibration_images: int = 0) -> float:
-    """The epoch-equivalents of one trial (see the module doc)."""
+                  recalibration_images: int = 0, rung_images: int | None = None,
+                  full_evaluations: int | None = None) -> float:
+    """The epoch-equivalents of one trial (see the module doc): ``full_evaluations`` of its
+    ``evaluations`` scored the whole validation split, the others ``rung_images`` of it (without
+    ``rung_images``, or without ``full_evaluations``, every one scored the whole split)."""
     if train_images < 1:
         raise ValueError(f"train_images must be >= 1, got {train_images}")
-    passes = evaluations * val_images + recalibration_images
+    full = evaluations if rung_images is None or full_evaluations is None else min(full_evaluations, evaluations)
+    rung = min(rung_images, val_images) if rung_images is not None else val_images
+    passes = full * val_images + (evaluations - full) * rung + recalibration_images
     return float(epochs_trained) + EVAL_COST * passes / train_images
 
 

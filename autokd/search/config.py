@@ -97,6 +97,8 @@ class SearchConfig:
     min_dominators: int = knob(2, "trials that must dominate one at a rung to stop it (autokd.search.stopping)")
     stop_margin: float = knob(0.02, "accuracy margin of that dominance: epoch-1 noise stops nothing")
     train_subset: int | None = knob(None, "train on the first N training images only")
+    rung_val_images: int = knob(1000, "score epoch 0 and the rungs (every epoch before a trial's last) on the first N "
+                                "validation images; the last epoch, and so the front, on all of them (0: all, always)")
     max_retries: int = knob(1, "Ray retries of a trial whose worker died")
     max_rejections: int = knob(500, "consecutive over-budget samples before giving up")
 
@@ -122,6 +124,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if cfg.lr is not None and cfg.lr <= 0:
         raise UserError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.rung_val_images < 0:
+        raise UserError(f"--rung-val-images must be 0 (all) or more, got {cfg.rung_val_images}")
     if cfg.train_subset is not None and cfg.train_subset < 1:
         raise UserError(f"--train-subset must be at least 1, got {cfg.train_subset}")
     if cfg.device == "cpu" and cfg.gpus_per_trial > 0:

@@ -19,12 +19,14 @@ import optuna
 from ..bundle import plan_of, write_json
 from ..candidate import Candidate
 from ..errors import UserError
+from ..inherit import RECALIBRATION_IMAGES
 from ..measure import COST_UNIT
 from ..provenance import provenance, resolve_device
 from ..seeds import sampler_seed
 from ..teacher import get_teacher, train_model
 from ..train import TrainConfig
 from . import store
+from .compute import trial_compute
 from .config import DEFAULT_TRIALS, SAMPLERS, SearchConfig
 from .prepare import Plan, Session, prepare
 from .stopping import RungResult, make_stopper
@@ -59,7 +61,11 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
     if not saved:
         _record_new_study(plan, study, folder, tcard, seed0)
         if cfg.warm_start:
-            enqueue_warm_start(study, plan.space)
+            names = warm_starts_within(plan)
+            enqueue_warm_start(study, plan.space, names)
+            if len(names) < len(plan.space.warm_start):
+                say(f"warm start: the first {len(names)} of the space's {len(plan.space.warm_start)} settings "
+                    f"(at most {WARM_START_SHARE:.0%} of --compute {cfg.compute:g}; the rest is sampled)")
     lost = store.recover_interrupted(study)
     if lost:
         say(f"resuming: {lost} trial(s) left running by an earlier driver recorded as failed")
@@ -98,12 +104,39 @@ def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict
     write_json(folder / "config.json", record)
 
 
-def enqueue_warm_start(study: optuna.Study, space) -> int:
-    """The space's ``warm_start`` settings as the study's first trials, in the file's order (Optuna
-    hands enqueued trials out before it samples; what an entry leaves out is still sampled)."""
-    for name, params in space.warm_start.items():
-        study.enqueue_trial(params, user_attrs={"warm_start": name}, skip_if_exists=True)
-    return len(space.warm_start)
+WARM_START_SHARE = 0.5  # of --compute: the warm starts' most, so the sampler always has the rest
+
+
+def warm_starts_within(plan: Plan) -> list[str]:
+    """The space's warm-start names a new study enqueues: all of them, or with ``--compute`` the first
+    ones, in the file's order, whose full cost (autokd.search.compute) fits in ``WARM_START_SHARE`` of
+    it (always the first). At 20 epoch-equivalents six warm starts were the whole search (issue #15)."""
+    cfg, space = plan.cfg, plan.space
+    names = list(space.warm_start)
+    if cfg.compute is None or not names:
+        return names
+    sizes = {"train_images": len(plan.data.train_y), "val_images": len(plan.data.val_y)}
+    taken, total = [], 0.0
+    for name in names:
+        inherited = space.warm_start[name].get("student/init", space.fixed.get("student/init")) == "teacher"
+        cost = trial_compute(cfg.epochs, cfg.epochs + inherited, **sizes,
+                             recalibration_images=RECALIBRATION_IMAGES if inherited else 0,
+                             rung_images=cfg.rung_val_images or None, full_evaluations=1)
+        if taken and total + cost > WARM_START_SHARE * cfg.compute:
+            break
+        taken.append(name)
+        total += cost
+    return taken
+
+
+def enqueue_warm_start(study: optuna.Study, space, names: list[str] | None = None) -> int:
+    """The space's ``warm_start`` settings (or those ``names``) as the study's first trials, in the
+    file's order (Optuna hands enqueued trials out before it samples; what an entry leaves out is still
+    sampled)."""
+    chosen = list(space.warm_start) if names is None else names
+    for name in chosen:
+        study.enqueue_trial(space.warm_start[name], user_attrs={"warm_start": name}, skip_if_exists=True)
+    return len(chosen)
 
 
 def reference_student(plan: Plan, say: Say) -> dict:

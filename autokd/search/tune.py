@@ -61,6 +61,7 @@ def trainable(config: dict, data=None, teacher_blob=None) -> None:
                      "macs": int(metrics["macs"]), "node_id": node, "pid": os.getpid()})
 
     ctx = TrialContext(teacher=teacher.to(device), data=data, device=device, report=report,
+                       rung_val_images=config.get("rung_val_images") or None,
                        out_dir=Path(config["out_dir"]) if config.get("out_dir") else None)
     try:
         result = run_trial(Candidate.from_dict(config["candidate"]), ctx)
@@ -132,11 +133,15 @@ class OptunaSearcher(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
-    def compute_of(self, epochs_trained: int, evaluations: int, scored_at_zero: bool) -> float:
+    def compute_of(self, epochs_trained: int, evaluations: int, scored_at_zero: bool,
+                   scored_last: bool = True) -> float:
+        """A trial's epoch-equivalents; ``scored_last``: it reached its last epoch, the one score that
+        reads the whole validation split (the others read --rung-val-images of it)."""
         if self.sizes is None:  # no data split known: training epochs only
             return float(epochs_trained)
         return trial_compute(epochs_trained, evaluations, **self.sizes,
-                             recalibration_images=RECALIBRATION_IMAGES if scored_at_zero else 0)
+                             recalibration_images=RECALIBRATION_IMAGES if scored_at_zero else 0,
+                             rung_images=self.session.cfg.rung_val_images or None, full_evaluations=int(scored_last))
 
     def full(self) -> bool:
         """No new trial: the trial target is reached, or --compute is spent or committed."""
@@ -150,7 +155,8 @@ class OptunaSearcher(Searcher):
         self.committed.pop(trial_id, None)
         scores = trial.user_attrs.get("epoch_val_accuracy") or {}
         epochs, evaluations = epochs_in(scores)
-        spent = self.compute_of(epochs, evaluations, "0" in scores)
+        last = (trial.user_attrs.get("candidate") or {}).get("epochs")
+        spent = self.compute_of(epochs, evaluations, "0" in scores, scored_last=last is None or epochs >= int(last))
         trial.set_user_attr("compute", spent)
         if self.promoted.get(trial_id):
             trial.set_user_attr("rungs_promoted", self.promoted[trial_id])
@@ -196,7 +202,8 @@ class OptunaSearcher(Searcher):
                                                        cand.init == "teacher")
             out_dir = self.session.folder / "trials" / f"{trial.number:04d}"
             return {"candidate": cand.as_dict(), "trial_number": trial.number, "predicted_macs": macs,
-                    "out_dir": str(out_dir), "threads": cfg.cpus_per_trial, "gpus": cfg.gpus_per_trial}
+                    "out_dir": str(out_dir), "threads": cfg.cpus_per_trial, "gpus": cfg.gpus_per_trial,
+                    "rung_val_images": cfg.rung_val_images}
         raise UserError(f"{cfg.max_rejections} samples in a row were over the budget "
                         f"({plan.budget.macs:,} MACs); widen the space or raise --flops-budget")
 
