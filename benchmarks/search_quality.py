@@ -64,7 +64,8 @@ ARMS = {
                    "trained teacher pruned, then distilled back (TPE, ladder)"),
     "torch-pruning": Arm("teacher", "none", "none", False, "outside baseline, no search: Torch-Pruning's MetaPruner "
                          "(global group-norm magnitude) prunes the trained teacher to 100/80/60/40/20 % of the "
-                         "budget, each fine-tuned on labels for a fifth of the compute "
+                         "budget, each fine-tuned on labels for the epochs a fifth of the compute pays for with its one "
+                         "validation pass (3 at 20 epoch-equivalents) "
                          "(benchmarks/torch_pruning_baseline.py)"),
 }
 SINGLE_METHOD = ("prune-only", "distill-only", "torch-pruning")
