@@ -149,7 +149,7 @@ def test_same_seed_same_sampler_same_first_candidates(sampler):
 
 def test_shipped_warm_starts_are_the_papers_settings():
     warm = load_space("resnet56_to_resnet").warm_start
-    assert list(warm) == ["hinton-kd", "vid-matching", "two-stage", "pdd-masks", "indistill", "teacher-pruned"]
+    assert list(warm) == ["teacher-pruned", "hinton-kd", "vid-matching", "two-stage", "pdd-masks", "indistill"]
     assert warm["hinton-kd"]["kd/temperature"] == 4.0 and warm["pdd-masks"]["budget/share"] == 0.5 and warm["pdd-masks"]["prune/method"] == "learned-mask"
     assert warm["teacher-pruned"]["student/init"] == "teacher" and warm["teacher-pruned"]["kd/alpha"] == 0.0
 
