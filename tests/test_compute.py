@@ -241,3 +241,53 @@ def test_warm_starts_fit_in_half_the_compute():
     assert warm_starts_within(plan) == ["teacher-pruned-kd"]  # always the first
     plan.cfg = SearchConfig(epochs=2)
     assert warm_starts_within(plan) == list(space.warm_start) and len(space.warm_start) == 8
+
+
+def test_a_trial_stopped_at_rung_one_after_its_epoch_zero_keeps_both_scores():
+    """Tune calls the searcher's on_trial_result for every result but a scheduler STOP, which goes to
+    on_trial_complete only (ray.tune.execution.tune_controller). An inherited student scored at epoch 0
+    (0.80) and stopped at rung 1 (0.82) spent one epoch and two rung scores: its record says so, not
+    epoch 0's. 1 + (1/3) * (2 * 600 + 512) / 3000 = 1 + 1712 / 9000, as in the test above."""
+    s = _searcher(compute=10)
+    trial = s.study.ask()
+    s.live["t"], s.committed["t"] = trial, 3.0
+    s.on_trial_result("t", {"epoch": 0, "val_accuracy": 0.80, "macs": 100})
+    s.stopped.add("t")
+    s.on_trial_complete("t", {"epoch": 1, "val_accuracy": 0.82, "macs": 100})
+    assert trial.user_attrs["epoch_val_accuracy"] == {"0": 0.80, "1": 0.82}
+    assert trial.user_attrs["stopped_at_epoch"] == 1 and trial.user_attrs["val_accuracy"] == 0.82
+    assert trial.user_attrs["compute"] == pytest.approx(1 + 1712 / 9000)
+    assert s.tally.stopped == 1
+
+
+def test_scores_before_the_last_pruning_step_are_not_ranked():
+    """A student pruned during training reports its unpruned self at epochs 0 and 1 (``pending``):
+    no rung ranks those scores (continue, no row), the Optuna trial lists them in unranked_epochs,
+    and a resumed search's rung table leaves them out. The first score at its final shape is ranked."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from autokd.search.driver import _preload_rungs
+    from autokd.search.tune import ParetoScheduler
+
+    s = _searcher(compute=10)
+    trial = s.study.ask()
+    s.live["t"] = trial
+    stopper = make_stopper("ladder", epochs=4)  # rungs 0, 1, 3
+    scheduler = ParetoScheduler(stopper, s)
+    tune_trial = SimpleNamespace(trial_id="t", config={"trial_number": trial.number, "candidate": {"init": "teacher"}})
+    for epoch in (0, 1):
+        result = {"epoch": epoch, "val_accuracy": 0.88, "macs": 300, "pending": True}
+        assert scheduler.on_trial_result(None, tune_trial, result) == TrialScheduler.CONTINUE
+        s.on_trial_result("t", result)
+    assert stopper.ladders == {} and "t" not in s.promoted
+    result = {"epoch": 3, "val_accuracy": 0.70, "macs": 100, "pending": False}
+    assert scheduler.on_trial_result(None, tune_trial, result) == TrialScheduler.CONTINUE
+    assert stopper.ladders["teacher"].table == {3: {trial.number: (0.70, 100)}}
+    s.on_trial_result("t", result)
+    assert trial.user_attrs["unranked_epochs"] == [0, 1]
+    trial.set_user_attr("macs", 100)
+    trial.set_user_attr("candidate", {"init": "teacher"})
+    s.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    resumed = make_stopper("ladder", epochs=4)
+    _preload_rungs(s.study, resumed)
+    assert resumed.ladders["teacher"].table == {3: {trial.number: (0.70, 100)}}

@@ -156,11 +156,13 @@ def reference_student(plan: Plan, say: Say) -> dict:
 
 
 def _preload_rungs(study: optuna.Study, stopper) -> None:
-    """A resumed study's rung table: every trained trial's accuracy at each rung it reached."""
+    """A resumed study's rung table: every trained trial's accuracy at each rung it reached, but the
+    ones scored before its last pruning step (``unranked_epochs``: the live search ranks none of them)."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=states):
+        unranked = set(t.user_attrs.get("unranked_epochs", []))
         for epoch, acc in t.user_attrs.get("epoch_val_accuracy", {}).items():
-            if int(epoch) in stopper.rungs:
+            if int(epoch) in stopper.rungs and int(epoch) not in unranked:
                 group = t.user_attrs.get("candidate", {}).get("init", "scratch")
                 stopper.record(RungResult(t.number, int(epoch), float(acc), int(t.user_attrs.get("macs", 0)), group))
 

@@ -58,7 +58,10 @@ def trainable(config: dict, data=None, teacher_blob=None) -> None:
 
     def report(epoch: int, metrics: dict) -> None:
         tune.report({"epoch": epoch, "val_accuracy": float(metrics["val_accuracy"]),
-                     "macs": int(metrics["macs"]), "node_id": node, "pid": os.getpid()})
+                     "macs": int(metrics["macs"]), "node_id": node, "pid": os.getpid(),
+                     # pruning steps still to come (prune/at during, learned masks, gradual steps): this
+                     # score is of a wider student than the trial's, so no rung ranks it
+                     "pending": "target_macs" in metrics})
 
     ctx = TrialContext(teacher=teacher.to(device), data=data, device=device, report=report,
                        rung_val_images=config.get("rung_val_images") or None,
@@ -105,10 +108,14 @@ class Tally:
 
 
 def _record_epoch(trial, result: dict) -> None:
-    """Keep ``result``'s validation accuracy on the Optuna trial, by epoch (the rung table on resume)."""
+    """Keep ``result``'s validation accuracy on the Optuna trial, by epoch (the rung table on resume);
+    an epoch scored before the student reached its final shape is also listed in ``unranked_epochs``."""
     rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
     rungs[str(result["epoch"])] = result["val_accuracy"]
     trial.set_user_attr("epoch_val_accuracy", rungs)
+    if result.get("pending"):
+        unranked = sorted({*trial.user_attrs.get("unranked_epochs", []), int(result["epoch"])})
+        trial.set_user_attr("unranked_epochs", unranked)
 
 
 class OptunaSearcher(Searcher):
@@ -228,8 +235,10 @@ class OptunaSearcher(Searcher):
         interrupted = self.interrupt is not None and self.interrupt.hit and not result.get("final")
         failed = error or result.get("failure") or interrupted
         stopped = not failed and (trial_id in self.stopped or not result.get("final"))
-        last = self.last.get(trial_id, result)
-        if stopped and "epoch" in last and "val_accuracy" in last:  # the stopping result itself, if not seen yet
+        # a scheduler STOP reaches here with the stopping result itself (Tune skips on_trial_result for
+        # it), newer than self.last: an inherited student stopped at rung 1 scored epochs 0 and 1
+        last = result if "epoch" in result and not result.get("final") else self.last.get(trial_id, result)
+        if stopped and "epoch" in last and "val_accuracy" in last:
             _record_epoch(trial, last)
         self._spend(trial_id, trial)
         if failed:
@@ -288,8 +297,8 @@ class ParetoScheduler(FIFOScheduler):
         self.stopper, self.searcher = stopper, searcher
 
     def on_trial_result(self, controller, trial, result):
-        if result.get("final") or "epoch" not in result:
-            return TrialScheduler.CONTINUE
+        if result.get("final") or "epoch" not in result or result.get("pending"):
+            return TrialScheduler.CONTINUE  # a score of the student before its last pruning step is not ranked
         number, group = trial.config["trial_number"], trial.config["candidate"].get("init", "scratch")
         epoch = int(result["epoch"])
         if self.stopper.observe(number, epoch, float(result["val_accuracy"]), int(result["macs"]), group):
