@@ -5,7 +5,10 @@ without pause, and when one reaches a *rung* the ladder answers continue / stop 
 results recorded at that rung so far; no worker waits for a rung to fill.
 
 Rungs (:func:`rungs`): rung 0 is the student right after pruning + BN recalibration (epoch 0, no
-training yet), then epochs 1, eta, eta**2, ... strictly below the trial's final epoch.
+training yet), then epochs 1, eta, eta**2, ... strictly below the trial's final epoch. Only scores of
+the student at its final shape reach a rung: one taken before a later pruning step (``prune/at
+during``, learned masks, gradual steps) is of a wider student and is not ranked
+(:class:`autokd.search.tune.ParetoScheduler`).
 
 Rule. When trial *t* reports rung *r* with ``(acc, macs)``, its row replaces any earlier row of
 *t* at *r* (a retried trial), and with ``n`` rows at *r*:
