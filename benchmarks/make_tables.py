@@ -73,7 +73,8 @@ def provenance(d: dict) -> list[str]:
             f"1-min load average at the end: {m['load_average_1m']}",
             f"- Protocol `{d['protocol']}`, dataset `{d['settings']['dataset']}`: reduced: {d['settings']['reduced']}."] + (
         [f"- Summarised again, nothing trained: `{d['summarized']['command']}` on {d['summarized']['date']}, git "
-         f"{d['summarized']['git_revision'][:10]}"] if d.get("summarized") else [])
+         f"{d['summarized']['git_revision'][:10]}"] if d.get("summarized") else []) + (
+        [f"- **Superseded**: {d['superseded']}"] if d.get("superseded") else [])
 
 
 # ------------------------------------------------------------------ table 1
@@ -135,6 +136,14 @@ def search_quality(d: dict) -> list[str]:
     ranked = sorted(((v["hypervolume"]["mean"], arm) for arm, v in r["by_arm"].items()
                      if v["hypervolume"]["mean"] is not None), reverse=True)
     lines += ["", "Arms by mean hypervolume: " + " > ".join(f"`{arm}` {hv:.4f}" for hv, arm in ranked) + "."]
+    union = r.get("union_front")
+    if union and union.get("searching_arms") is not None:
+        n = union["trials_of"]
+        lines += ["", f"Ceiling: the front of the trials every searching arm completed, over all seeds "
+                  f"({n['searching_arms']} trials trained) has hypervolume {union['searching_arms']:.4f}, "
+                  f"{num(union['searching_arms_over_random'], '.3f')} x random's mean; with torch-pruning's models too, "
+                  f"{num(union['all_arms'], '.4f')} ({num(union['all_arms_over_random'], '.3f')} x). A single search "
+                  f"reaches a ratio above the first only with a student better than every one this table trained."]
     gap = r.get("teacher_gap")
     if gap:
         pts = ", ".join(f"`{a}` {g:.2f}" for a, g in gap["points"].items() if g is not None)

@@ -248,6 +248,30 @@ def _targets(hv: dict, ratio: float | None) -> dict:
     return target
 
 
+def union_front(runs: list[dict], ratio_base: float | None) -> dict | None:
+    """What any one search could have claimed here: the hypervolume of the front of every completed
+    trial of every run (the union of the runs' fronts: a point of the union's front is on its own run's),
+    over the searching arms (same trial fidelity: the protocol's epochs) and over every arm (torch-pruning's
+    models too), and each over ``ratio_base`` (random's mean hypervolume). If the searching arms' union
+    stays under TARGET_RATIO x random, no search of this space at this fidelity meets the ratio target
+    without a student better than every one the table trained."""
+    from autokd.search.front import hypervolume_2d
+
+    budgets = {r.get("budget_macs") for r in runs} - {None}
+    if len(budgets) != 1:
+        return None
+    budget = budgets.pop()
+    searched = [r for r in runs if ARMS.get(r["arm"]) and ARMS[r["arm"]].sampler != "none"]
+    out: dict = {"trials_of": {}}
+    for key, rs in (("searching_arms", searched), ("all_arms", runs)):
+        points = [(float(a), int(m)) for r in rs for a, m, *_ in r.get("front") or []]
+        hv = hypervolume_2d(points, budget) if points else None
+        out[key] = hv
+        out[f"{key}_over_random"] = hv / ratio_base if hv is not None and ratio_base else None
+        out["trials_of"][key] = sum(r.get("trials") or 0 for r in rs)
+    return out
+
+
 def summarize(runs: list[dict]) -> dict:
     """Per arm mean ± std; the ratios and the targets twice: on each study's hypervolume (what the user
     of ``--compute`` gets) and at exactly the compute budget (``hypervolume_at_budget``)."""
@@ -264,6 +288,7 @@ def summarize(runs: list[dict]) -> dict:
         out.update({f"hypervolume_ratio_vs_random{suffix}": ratio, f"ratio_per_seed{suffix}": mean_std(per_seed),
                     f"hypervolume_ratio_vs_random_ladder{suffix}": ratio_ladder,
                     f"ratio_ladder_per_seed{suffix}": mean_std(per_seed_ladder), f"target{suffix}": _targets(hv, ratio)})
+    out["union_front"] = union_front(runs, arms.get("random", {}).get("hypervolume", {}).get("mean"))
     return out
 
 

@@ -157,3 +157,22 @@ def test_hypervolume_at_the_compute_budget_counts_no_overshoot():
     assert s["hypervolume_ratio_vs_random_at_budget"] == pytest.approx(0.5 / 0.4)  # at compute 20
     assert s["target"]["ratio_met"] is True and s["target_at_budget"]["ratio_met"] is True
     assert s["by_arm"]["joint"]["hypervolume_at_budget"]["mean"] == 0.5
+
+
+def test_union_front_is_the_ceiling_of_any_one_search():
+    """Budget 100 MACs. joint's front (0.6 at 50), random's (0.5 at 20) and torch-pruning's (0.9 at 90).
+    Searching arms' union front: 0.5 at 0.2, 0.6 at 0.5 of the budget: 0.3 * 0.5 + 0.5 * 0.6 = 0.45.
+    With torch-pruning: 0.3 * 0.5 + 0.4 * 0.6 + 0.1 * 0.9 = 0.48. Random's mean hypervolume 0.4 (its own
+    0.8 * 0.5): 0.45 / 0.4 = 1.125 and 0.48 / 0.4 = 1.2."""
+    sys.path.insert(0, str(BENCH))
+    from search_quality import summarize
+
+    def run(arm, hv, front):
+        return {"arm": arm, "seed": 0, "hypervolume": hv, "best": None, "budget_macs": 100, "trials": 2,
+                "front": front}
+
+    u = summarize([run("joint", 0.3, [[0.6, 50, 1]]), run("random", 0.4, [[0.5, 20, 0]]),
+                   run("torch-pruning", 0.09, [[0.9, 90, 0]])])["union_front"]
+    assert u["searching_arms"] == pytest.approx(0.45) and u["all_arms"] == pytest.approx(0.48)
+    assert u["searching_arms_over_random"] == pytest.approx(1.125) and u["all_arms_over_random"] == pytest.approx(1.2)
+    assert u["trials_of"] == {"searching_arms": 4, "all_arms": 6}
