@@ -55,12 +55,14 @@ say "results in $RESULTS; \$OUT: $OUTDIR"
 # ---------------------------------------------------------------- the kit: stage, dataset, wheels
 if [ -d .kit ]; then $PY benchmarks/device_kit.py stage --kit .kit --stage "$STAGE"; fi
 KIT_PACKAGES="import optuna, ray.tune, torch_pruning, plotly"
-if ! $PY -c "$KIT_PACKAGES" 2>/dev/null; then
+HAVE_WHEELS=0
+if $PY -c "$KIT_PACKAGES" 2>/dev/null; then
+  HAVE_WHEELS=1
+else
   if $PY benchmarks/device_kit.py install --stage "$STAGE" --target "$SITE"; then :; fi
   [ -f "$SITE/.autokd-kit" ] && export PYTHONPATH=$PYTHONPATH:$SITE   # after the device's own packages
+  $PY -c "$KIT_PACKAGES" 2>/dev/null && HAVE_WHEELS=1
 fi
-HAVE_WHEELS=0
-$PY -c "$KIT_PACKAGES" 2>/dev/null && HAVE_WHEELS=1
 HAVE_DATA=1
 if [ "$DRY" = 0 ]; then
   $PY benchmarks/device_kit.py data --stage "$STAGE" --data-root "$AUTOKD_HOME/data" || HAVE_DATA=0
@@ -107,7 +109,7 @@ step() {  # step NAME SECONDS COMMAND...: once (a marker file), under a time lim
 RUN=(benchmarks/run.py --protocol "$P" --results "$RESULTS")
 if [ "$HAVE_DATA" = 1 ]; then
   step tests 30 $PY -m pytest -q -p no:cacheprovider tests/test_train_device.py
-  step teacher 100 $PY "${RUN[@]}" teacher --threads 4
+  step teacher 100 $PY "${RUN[@]}" teacher --threads "$(( $(nproc) < 4 ? $(nproc) : 4 ))"   # 4, or fewer CPUs
   step gpu 130 $PY "${RUN[@]}" gpu
 fi
 if [ "$HAVE_WHEELS" = 1 ] && [ "$HAVE_DATA" = 1 ]; then

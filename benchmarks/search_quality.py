@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import nullcontext
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -332,11 +333,16 @@ def run(protocol, *, out: Path, results_dir: Path, seeds: int, arms: list[str], 
     teacher = teacher_bundle(protocol, results_dir, say=say)
     units = [(arm, seed) for seed in range(seeds) for arm in arms]
     args = [(protocol, arm, seed, str(teacher), str(results_dir), parallel, fresh) for arm, seed in units]
+    from autokd.search.ray_start import local_ray
+
     if jobs > 1:  # separate processes (spawned: no forked torch/Ray state), each with its own local Ray
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             runs = list(pool.map(run_study, *zip(*args)))
-    else:
-        runs = [run_study(*a) for a in args]
+    else:  # one process: its searches share one local Ray, started once; from the second search on the
+        # workers are warm, so that search's wall_s has no worker start-up in it (compute, in epochs, is unchanged)
+        isolate(results_dir)
+        with local_ray() if any(arm != "torch-pruning" for arm in arms) else nullcontext():
+            runs = [run_study(*a) for a in args]
     runs, commands = _merge(read_json(out), protocol, runs)
     return _data(protocol, teacher, runs, commands, jobs, time.perf_counter() - t0)
 

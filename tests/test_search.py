@@ -10,12 +10,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import ray
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from autokd.search import store as studies
 from autokd.cli import app
 from autokd.search import SearchConfig, search
+from autokd.search.ray_start import local_ray
 
 runner = CliRunner()
 
@@ -45,10 +47,11 @@ def trained(study):
 def test_search_completes_within_budget_and_resume_adds_exactly_the_missing_trials(env):
     """4 trials, then the same command with --trials 6: the 4 are kept as they were, 2 are added, and
     the study is one plain Optuna can open, every completed trial within the budget."""
-    search(config(env, trials=4, study="s"))
-    first = {t.number: (t.params, t.values) for t in trained(studies.load("s"))}
-    assert len(first) == 4
-    study = search(config(env, trials=6, study="s"))
+    with local_ray():  # one Ray for both drivers (the CLI's resume, a new process, is tests/test_faults_kill.py's)
+        search(config(env, trials=4, study="s"))
+        first = {t.number: (t.params, t.values) for t in trained(studies.load("s"))}
+        assert len(first) == 4
+        study = search(config(env, trials=6, study="s"))
     again = optuna.load_study(study_name="s", storage=studies.storage_url("s"))  # plain Optuna opens it
     assert len(trained(again)) == 6
     assert {t.number: (t.params, t.values) for t in trained(again) if t.number in first} == first
@@ -66,9 +69,18 @@ def test_search_completes_within_budget_and_resume_adds_exactly_the_missing_tria
 
 @pytest.mark.slow
 def test_same_seed_same_parameters(env):
-    a = search(config(env, trials=2, parallel=1, study="a", epochs=1))
-    b = search(config(env, trials=2, parallel=1, study="b", epochs=1))
+    """The second search runs on the first one's Ray (``local_ray``: a search shuts down only the Ray
+    it started), its workers warm: same candidates, same scores."""
+    with local_ray():
+        a = search(config(env, trials=2, parallel=1, study="a", epochs=1))
+        assert ray.is_initialized()  # the caller's Ray outlives the search
+        b = search(config(env, trials=2, parallel=1, study="b", epochs=1))
+        with pytest.raises(RuntimeError, match="already running"):
+            with local_ray():
+                pass
+    assert not ray.is_initialized()
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.values for t in a.trials] == [t.values for t in b.trials]
 
 
 @pytest.mark.slow
@@ -81,8 +93,6 @@ def test_cluster_address(env):
              "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]
     subprocess.run(start, check=True, capture_output=True, timeout=120)
     try:
-        import ray
-
         study = search(config(env, trials=2, study="c", epochs=1, address=f"127.0.0.1:{port}"))
         nodes = {t.user_attrs.get("node_id") for t in trained(study)}
         assert len(trained(study)) == 2 and None not in nodes
@@ -127,13 +137,14 @@ def test_compute_budget_stops_within_one_trials_cost(env):
     of an epoch over 10 % / 90 % of the images = 1 + (1/3) * (1/9) ~ 1.037 epoch-equivalents, so the
     search spends at least 2.5 and at most 2.5 + one trial's cost; every trained trial records its
     compute, and a resume with a larger --compute spends only the difference."""
-    study = search(config(env, trials=None, compute=2.5, epochs=1, study="cmp"))
-    costs = [t.user_attrs["compute"] for t in trained(study)]
-    one = max(costs)
-    assert 1.0 < one < 1.1
-    assert 2.5 <= sum(costs) <= 2.5 + one + 1e-9
-    assert studies.compute_spent(study) == pytest.approx(sum(costs))
-    again = search(config(env, trials=None, compute=4.5, epochs=1, study="cmp"))
+    with local_ray():
+        study = search(config(env, trials=None, compute=2.5, epochs=1, study="cmp"))
+        costs = [t.user_attrs["compute"] for t in trained(study)]
+        one = max(costs)
+        assert 1.0 < one < 1.1
+        assert 2.5 <= sum(costs) <= 2.5 + one + 1e-9
+        assert studies.compute_spent(study) == pytest.approx(sum(costs))
+        again = search(config(env, trials=None, compute=4.5, epochs=1, study="cmp"))
     total = studies.compute_spent(again)
     assert 4.5 <= total <= 4.5 + one + 1e-9
     assert {t.number: t.user_attrs["compute"] for t in trained(study)}.items() <= \
@@ -154,6 +165,7 @@ def test_a_projected_ladder_search_rejects_nothing_lands_on_its_shares_and_recor
     path.write_text(space)
     study = search(config(env, space=str(path), trials=4, epochs=3, flops_budget="25%", stopping="ladder",
                           study="proj"))
+    assert not ray.is_initialized()  # on its own, a search shuts down the Ray it started
     assert not [t for t in study.trials if t.user_attrs.get("rejected")]
     budget = study.user_attrs["macs_budget"]
     assert len(trained(study)) == 4
@@ -164,3 +176,4 @@ def test_a_projected_ladder_search_rejects_nothing_lands_on_its_shares_and_recor
             assert t.user_attrs["stopped_at_epoch"] == 1
         else:
             assert 1 in t.user_attrs["rungs_promoted"]
+

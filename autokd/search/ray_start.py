@@ -1,5 +1,10 @@
 """Ray start-up for a search: a new local Ray that listens on 127.0.0.1 only, or the cluster at
-``--address`` (with its token, where the user has one). Imported by :mod:`autokd.search.tune`."""
+``--address`` (with its token, where the user has one). Imported by :mod:`autokd.search.tune`.
+
+Who owns Ray: a search shuts down only the Ray it started. Where the caller has Ray running already
+(``ray.init()`` of their own, or :func:`local_ray` around several searches) and gives no
+``address``, the search runs on that Ray and leaves it running, as Ray Tune does; the second search
+then finds its workers started and torch imported."""
 from __future__ import annotations
 
 import logging
@@ -14,17 +19,24 @@ from ray._private import ray_constants
 from ..errors import UserError
 from .config import SearchConfig
 
+_INIT_KWARGS = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
+_OURS = False  # the Ray this process is connected to was started by init_ray (and is shut down by it)
+
 
 def init_ray(cfg: SearchConfig) -> None:
-    """A new local Ray bound to loopback, or the cluster at ``cfg.address``."""
+    """A new local Ray bound to loopback, or the cluster at ``cfg.address``; the caller's own Ray
+    where one is running and ``cfg.address`` is not set."""
+    global _OURS
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, cfg.parallel)))
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is the driver's: see Interrupt
+    if ray.is_initialized() and not _OURS and not cfg.address:
+        return  # the caller's Ray: theirs to shut down
     if ray.is_initialized():
-        ray.shutdown()  # a fresh connection per search: the address may differ from the last one
-    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                  configure_logging=True)
+        ray.shutdown()  # a fresh connection per round: the address may differ from the last one
+    _OURS = False
+    kwargs = dict(_INIT_KWARGS)
     if cfg.address:
         _use_ray_token()
         try:
@@ -32,10 +44,29 @@ def init_ray(cfg: SearchConfig) -> None:
         except ConnectionError as e:
             raise UserError(f"--address {cfg.address}: Ray did not accept the connection ({str(e)[:120]}); if the "
                             "cluster uses token authentication, set RAY_AUTH_TOKEN (see `ray get-auth-token`)") from None
-    else:  # a new local Ray bound to loopback; the dashboard stays off. address="local": never
-        # join a cluster that `ray start` left on this machine (address=None would, silently)
-        with _loopback_only():
-            ray.init(address="local", _node_ip_address="127.0.0.1", num_gpus=None, **kwargs)
+    else:
+        _start_local(kwargs)
+    _OURS = True
+
+
+def _start_local(kwargs: dict) -> None:
+    """A new local Ray bound to loopback; the dashboard stays off. address="local": never join a
+    cluster that `ray start` left on this machine (address=None would, silently)."""
+    with _loopback_only():
+        ray.init(address="local", _node_ip_address="127.0.0.1", num_gpus=None, **kwargs)
+
+
+@contextmanager
+def local_ray() -> Iterator[None]:
+    """A loopback-only local Ray that every search inside the block shares, shut down at its end:
+    ``with local_ray(): search(a); search(b)`` starts Ray once, not twice."""
+    if ray.is_initialized():
+        raise RuntimeError("local_ray(): Ray is already running in this process")
+    _start_local(dict(_INIT_KWARGS))
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 @contextmanager
@@ -82,5 +113,8 @@ def _use_ray_token() -> None:
 
 
 def shutdown_ray() -> None:
-    if ray.is_initialized():
+    """Shut down the Ray :func:`init_ray` started; a caller's own Ray keeps running."""
+    global _OURS
+    if _OURS and ray.is_initialized():
         ray.shutdown()
+    _OURS = False
