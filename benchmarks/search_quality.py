@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from contextlib import nullcontext
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from multiprocessing import get_context
@@ -333,14 +333,14 @@ def run(protocol, *, out: Path, results_dir: Path, seeds: int, arms: list[str], 
     teacher = teacher_bundle(protocol, results_dir, say=say)
     units = [(arm, seed) for seed in range(seeds) for arm in arms]
     args = [(protocol, arm, seed, str(teacher), str(results_dir), parallel, fresh) for arm, seed in units]
-    from autokd.search.ray_start import local_ray
-
     if jobs > 1:  # separate processes (spawned: no forked torch/Ray state), each with its own local Ray
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             runs = list(pool.map(run_study, *zip(*args)))
     else:  # one process: its searches share one local Ray, started once; from the second search on the
         # workers are warm, so that search's wall_s has no worker start-up in it (compute, in epochs, is unchanged)
-        isolate(results_dir)
+        from autokd.search.ray_start import local_ray
+
+        isolate(results_dir)  # before Ray starts: its workers get the environment run_study's searches had
         with local_ray() if any(arm != "torch-pruning" for arm in arms) else nullcontext():
             runs = [run_study(*a) for a in args]
     runs, commands = _merge(read_json(out), protocol, runs)

@@ -75,9 +75,8 @@ def test_same_seed_same_parameters(env):
         a = search(config(env, trials=2, parallel=1, study="a", epochs=1))
         assert ray.is_initialized()  # the caller's Ray outlives the search
         b = search(config(env, trials=2, parallel=1, study="b", epochs=1))
-        with pytest.raises(RuntimeError, match="already running"):
-            with local_ray():
-                pass
+        with pytest.raises(RuntimeError, match="already running"), local_ray():
+            pass
     assert not ray.is_initialized()
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
     assert [t.values for t in a.trials] == [t.values for t in b.trials]
@@ -176,4 +175,3 @@ def test_a_projected_ladder_search_rejects_nothing_lands_on_its_shares_and_recor
             assert t.user_attrs["stopped_at_epoch"] == 1
         else:
             assert 1 in t.user_attrs["rungs_promoted"]
-

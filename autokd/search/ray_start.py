@@ -36,24 +36,23 @@ def init_ray(cfg: SearchConfig) -> None:
     if ray.is_initialized():
         ray.shutdown()  # a fresh connection per round: the address may differ from the last one
     _OURS = False
-    kwargs = dict(_INIT_KWARGS)
     if cfg.address:
         _use_ray_token()
         try:
-            ray.init(address=cfg.address, **kwargs)
+            ray.init(address=cfg.address, **_INIT_KWARGS)
         except ConnectionError as e:
             raise UserError(f"--address {cfg.address}: Ray did not accept the connection ({str(e)[:120]}); if the "
                             "cluster uses token authentication, set RAY_AUTH_TOKEN (see `ray get-auth-token`)") from None
     else:
-        _start_local(kwargs)
+        _start_local()
     _OURS = True
 
 
-def _start_local(kwargs: dict) -> None:
+def _start_local() -> None:
     """A new local Ray bound to loopback; the dashboard stays off. address="local": never join a
     cluster that `ray start` left on this machine (address=None would, silently)."""
     with _loopback_only():
-        ray.init(address="local", _node_ip_address="127.0.0.1", num_gpus=None, **kwargs)
+        ray.init(address="local", _node_ip_address="127.0.0.1", num_gpus=None, **_INIT_KWARGS)
 
 
 @contextmanager
@@ -62,7 +61,7 @@ def local_ray() -> Iterator[None]:
     ``with local_ray(): search(a); search(b)`` starts Ray once, not twice."""
     if ray.is_initialized():
         raise RuntimeError("local_ray(): Ray is already running in this process")
-    _start_local(dict(_INIT_KWARGS))
+    _start_local()
     try:
         yield
     finally:
