@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from figures import png_path, write_figures
+from protocols import parts_of
 
 HERE = Path(__file__).resolve().parent
 PARTS = {  # file stem -> (section title, the command that writes it)
@@ -396,7 +397,10 @@ def page(found: dict[tuple[str, str], list[tuple[str, dict]]], results: Path, pa
         lines += [f"## {title}", ""]
         for p in protocols:
             files = found.get((part, p), [])
-            if not files and not p.startswith("device"):  # the device protocols skip tables 2 and 3's CPU rows
+            # device protocols skip tables 2 and 3's CPU rows; a variant runs only its parts (run.py's names)
+            only = parts_of(p)
+            skips = p.startswith("device") or (only is not None and command.split()[1] not in only)
+            if not files and not skips:
                 lines += [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
             for name, d in files:
                 lines += [f"### Protocol `{p}` (`{name}`)", ""] + provenance(d) + [""] + RENDER[part](d) + [""]

@@ -10,13 +10,19 @@
          at n = 1, the GPU rows of table 3 (images/s of 1, 4 and 8 trials at once), table 4.
   device-dry  the same script on a CPU in a few minutes (digits, 1 epoch, 2 trials): CI runs it,
          so the session lent a device spends its minutes on numbers, not on fixing the script.
+  cpu-wide-band  table 1 of ``cpu`` with one thing changed, the joint space's ``budget/share`` band
+         (0.05-1 of the budget, log-uniform, instead of 0.15-1): a probe of whether the band, not the
+         sampler, holds the joint/random ratio down (issue #15). It distils from ``cpu``'s teacher.
+  cpu-compute-60  table 1 of ``cpu`` at three times the compute (60 epoch-equivalents an arm): at 20 a
+         TPE search is its warm starts and start-up trials, with two to six trials left for the model to
+         choose; does the sampler pull ahead of random when it has more? ``cpu``'s teacher too.
 
 Every JSON a benchmark writes carries its protocol's ``as_dict()``, and every table says what the
 protocol reduced (``reduced``), so a number is never read without its setting.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -150,4 +156,31 @@ DEVICE_DRY = Protocol(
     latency_repeats=3, latency_warmup=1, latency_models=("resnet20",),
 )
 
-PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE, DEVICE, DEVICE_DRY)}
+# A variant changes one setting of another protocol to test one question; it runs only some parts and
+# distils from that protocol's teacher bundle (the same weights, not trained again). Its table says what
+# changed in ``reduced``; the protocol fields stay those of every other protocol, so files merge as before.
+CPU_WIDE_BAND = replace(
+    CPU, name="cpu-wide-band",
+    reduced=CPU.reduced + "; VARIANT: the joint space's budget/share band is 0.05-1 of the budget, log-uniform "
+                          "(cpu_joint_wide_band.yaml), instead of 0.15-1 uniform; nothing else changed",
+    spaces={**_CPU_SPACES, "joint": "cpu_joint_wide_band.yaml"},
+)
+CPU_COMPUTE_60 = replace(
+    CPU, name="cpu-compute-60", trials=30,
+    reduced=CPU.reduced + "; VARIANT: every arm 60 epoch-equivalents of compute (what 30 trials of 2 epochs cost) "
+                          "instead of 20; nothing else changed",
+)
+VARIANTS = {"cpu-wide-band": ("cpu", ("search",)),  # variant -> (the protocol whose teacher it uses, its parts)
+            "cpu-compute-60": ("cpu", ("search",))}
+
+PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE, DEVICE, DEVICE_DRY, CPU_WIDE_BAND, CPU_COMPUTE_60)}
+
+
+def teacher_protocol(name: str) -> str:
+    """The protocol whose teacher bundle ``name`` distils from: its own, or a variant's base."""
+    return VARIANTS[name][0] if name in VARIANTS else name
+
+
+def parts_of(name: str) -> tuple[str, ...] | None:
+    """The benchmark parts protocol ``name`` runs; None: every part."""
+    return VARIANTS[name][1] if name in VARIANTS else None

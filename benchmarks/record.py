@@ -140,7 +140,11 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 def teacher_folder(p, results_dir: Path) -> Path:
-    name = f"{p.name}-{p.dataset}-{p.teacher}-w{p.teacher_width:g}-e{p.teacher_epochs}-n{p.teacher_subset or 'all'}"
+    """Where protocol ``p``'s teacher bundle lives (a variant's: its base protocol's, the same weights)."""
+    from protocols import teacher_protocol
+
+    name = (f"{teacher_protocol(p.name)}-{p.dataset}-{p.teacher}-w{p.teacher_width:g}-e{p.teacher_epochs}"
+            f"-n{p.teacher_subset or 'all'}")
     return Path(results_dir) / "teachers" / name
 
 

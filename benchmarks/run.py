@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from protocols import PROTOCOLS  # noqa: E402
+from protocols import PROTOCOLS, parts_of  # noqa: E402
 from record import RESULTS, default_out, say, teacher_bundle, teacher_folder, write_json  # noqa: E402
 
 PARTS = ("search", "claims", "overheads", "latency", "exported")  # 'all'; gpu runs only when asked (device protocols)
@@ -124,7 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.part == "teacher":
         teacher_bundle(protocol, results_dir, say=say)
         return
-    for part in PARTS if args.part == "all" else (args.part,):
+    runs = parts_of(args.protocol) or (*PARTS, "gpu")
+    if args.part != "all" and args.part not in runs:
+        sys.exit(f"run.py: protocol {args.protocol} runs only {', '.join(runs)}, not {args.part}")
+    for part in [p for p in PARTS if p in runs] if args.part == "all" else (args.part,):
         run_part(part, protocol, args, results_dir)
 
 

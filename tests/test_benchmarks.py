@@ -41,6 +41,39 @@ def test_derived_spaces_load():
     assert not any(k.startswith("prune/") for k in distill_only.distributions)
 
 
+
+def test_the_variants_change_one_setting_and_keep_the_cpu_teacher(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    import yaml
+    from protocols import PROTOCOLS, parts_of
+    from record import teacher_folder
+
+    cpu, wide = PROTOCOLS["cpu"], PROTOCOLS["cpu-wide-band"]
+    differ = {k for k, v in wide.as_dict().items() if cpu.as_dict()[k] != v}
+    assert differ == {"name", "reduced", "spaces"} and parts_of("cpu-wide-band") == ("search",)
+    assert teacher_folder(wide, tmp_path) == teacher_folder(cpu, tmp_path)  # distils from the same bundle
+    a, b = (yaml.safe_load((BENCH / "spaces" / n).read_text()) for n in ("cpu_joint.yaml", "cpu_joint_wide_band.yaml"))
+    assert {k for k in a["params"] if a["params"][k] != b["params"][k]} == {"budget/share"}
+    assert a["warm_start"] == b["warm_start"]
+    assert b["params"]["budget/share"]["attributes"] == {"low": 0.05, "high": 1.0, "step": None, "log": True}
+    more = PROTOCOLS["cpu-compute-60"]
+    assert {k for k, v in more.as_dict().items() if cpu.as_dict()[k] != v} == {"name", "reduced", "trials"}
+    assert teacher_folder(more, tmp_path) == teacher_folder(cpu, tmp_path) and parts_of("cpu-compute-60") == ("search",)
+
+
+def test_a_variant_runs_only_its_parts_and_the_page_lists_no_other_part_as_not_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "claims", "--protocol", "cpu-wide-band",
+                           "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1] == \
+        "run.py: protocol cpu-wide-band runs only search, not claims"
+    assert not any(tmp_path.iterdir())  # refused before anything was trained or written
+    sys.path.insert(0, str(BENCH))
+    from make_tables import page
+
+    text = page({("search_quality", "cpu-wide-band"): []}, tmp_path, tmp_path)
+    assert "Not run yet: `.venv/bin/python benchmarks/run.py search --protocol cpu-wide-band`" in text
+    assert "run.py claims --protocol cpu-wide-band" not in text and "run.py claims --protocol cpu`" in text
+
 @pytest.mark.slow
 def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     _run([str(BENCH / "run.py"), "all", "--protocol", "smoke", "--results", str(tmp_path), "--workers", "2",
