@@ -145,6 +145,15 @@ def search_quality(d: dict) -> list[str]:
                   f"{num(union['searching_arms_over_random'], '.3f')} x random's mean; with torch-pruning's models too, "
                   f"{num(union['all_arms'], '.4f')} ({num(union['all_arms_over_random'], '.3f')} x). A single search "
                   f"reaches a ratio above the first only with a student better than every one this table trained."]
+    match = r.get("compute_to_match_random")
+    if match:
+        seeds = "; ".join(f"seed {m['seed']}: random {m['baseline_hypervolume']:.4f} after {m['baseline_compute']:.1f}, "
+                          + (f"joint there after {m['compute']:.1f} ({m['times']:.1f} x)" if m["compute"] else
+                             "joint never there") for m in match["per_seed"])
+        lines += ["", "Compute to match (not a target of the issue; the compute axis of the figure): per seed, the "
+                  "compute (epoch-equivalents) joint had spent when its hypervolume first reached random search's "
+                  f"final one, and how many times that random spent: {seeds}. Random search spent at least "
+                  f"**{num(match['least_times'], '.1f')} x** the compute joint needed for the same hypervolume."]
     gap = r.get("teacher_gap")
     if gap:
         pts = ", ".join(f"`{a}` {g:.2f}" for a, g in gap["points"].items() if g is not None)

@@ -273,6 +273,31 @@ def union_front(runs: list[dict], ratio_base: float | None) -> dict | None:
     return out
 
 
+def compute_to_match(runs: list[dict], arm: str = "joint", baseline: str = "random") -> dict | None:
+    """Per seed, the compute ``arm`` had spent when its hypervolume first reached ``baseline``'s final one
+    (from each run's ``hypervolume_vs_compute``), and ``baseline``'s compute over it: how many times the
+    compute the baseline needs for what ``arm`` has by then. A seed where ``arm`` never gets there is
+    None. A ratio of hypervolumes saturates where both searches near the same front; this reads the
+    compute axis instead. None without a pair of runs of one seed that both have the curve."""
+    def run_of(name: str, seed: int) -> dict | None:
+        return next((r for r in runs if r["arm"] == name and r["seed"] == seed and r.get("hypervolume_vs_compute")), None)
+
+    seeds = sorted({r["seed"] for r in runs if r["arm"] == arm})
+    pairs = [(s, run_of(arm, s), run_of(baseline, s)) for s in seeds]
+    pairs = [(s, a, b) for s, a, b in pairs if a and b]
+    if not pairs:
+        return None
+    per_seed = []
+    for seed, a, b in pairs:
+        reached = next((c for c, hv in a["hypervolume_vs_compute"] if hv >= b["hypervolume"]), None)
+        spent = b.get("compute_spent", b["hypervolume_vs_compute"][-1][0])  # else its curve's end
+        per_seed.append({"seed": seed, "baseline_hypervolume": b["hypervolume"], "baseline_compute": spent,
+                         "compute": reached, "times": spent / reached if reached else None})
+    times = [p["times"] for p in per_seed]
+    return {"arm": arm, "baseline": baseline, "per_seed": per_seed,
+            "least_times": min(times) if None not in times else None}
+
+
 def summarize(runs: list[dict]) -> dict:
     """Per arm mean ± std; the ratios and the targets twice: on each study's hypervolume (what the user
     of ``--compute`` gets) and at exactly the compute budget (``hypervolume_at_budget``)."""
@@ -290,6 +315,7 @@ def summarize(runs: list[dict]) -> dict:
                     f"hypervolume_ratio_vs_random_ladder{suffix}": ratio_ladder,
                     f"ratio_ladder_per_seed{suffix}": mean_std(per_seed_ladder), f"target{suffix}": _targets(hv, ratio)})
     out["union_front"] = union_front(runs, arms.get("random", {}).get("hypervolume", {}).get("mean"))
+    out["compute_to_match_random"] = compute_to_match(runs)
     return out
 
 

@@ -209,3 +209,26 @@ def test_union_front_is_the_ceiling_of_any_one_search():
     assert u["searching_arms"] == pytest.approx(0.45) and u["all_arms"] == pytest.approx(0.48)
     assert u["searching_arms_over_random"] == pytest.approx(1.125) and u["all_arms_over_random"] == pytest.approx(1.2)
     assert u["trials_of"] == {"searching_arms": 4, "all_arms": 6}
+
+
+def test_compute_to_match_reads_the_compute_random_needs_for_joints_front():
+    """Seed 0: random ends at 0.60 after 60 epoch-equivalents; joint's curve is 0.30 at 3, 0.64 at 6: it is
+    past 0.60 first at 6, so random spent 60 / 6 = 10 x. Seed 1: random 0.64 after 50; joint 0.62 at 5,
+    0.64 at 25 (equal counts as reached): 50 / 25 = 2 x. Seed 2: joint never reaches random's 0.7: None,
+    and then no least ratio. A seed without random's run is left out."""
+    sys.path.insert(0, str(BENCH))
+    from search_quality import compute_to_match
+
+    def run(arm, seed, hv, spent, curve):
+        return {"arm": arm, "seed": seed, "hypervolume": hv, "compute_spent": spent, "hypervolume_vs_compute": curve}
+
+    runs = [run("random", 0, 0.60, 60.0, [[20.0, 0.5], [60.0, 0.60]]), run("joint", 0, 0.7, 60.0, [[3.0, 0.3], [6.0, 0.64]]),
+            run("random", 1, 0.64, 50.0, [[50.0, 0.64]]), run("joint", 1, 0.7, 60.0, [[5.0, 0.62], [25.0, 0.64]])]
+    m = compute_to_match(runs)
+    assert [(p["seed"], p["compute"], p["times"]) for p in m["per_seed"]] == [(0, 6.0, 10.0), (1, 25.0, 2.0)]
+    assert m["least_times"] == 2.0
+    m = compute_to_match(runs + [run("random", 2, 0.7, 60.0, [[60.0, 0.7]]), run("joint", 2, 0.65, 60.0, [[9.0, 0.65]]),
+                                 run("joint", 3, 0.65, 60.0, [[9.0, 0.65]])])
+    assert [p["seed"] for p in m["per_seed"]] == [0, 1, 2] and m["per_seed"][2]["compute"] is None
+    assert m["least_times"] is None
+    assert compute_to_match([run("joint", 0, 0.7, 60.0, [[6.0, 0.7]])]) is None
