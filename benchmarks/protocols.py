@@ -1,4 +1,4 @@
-"""The three protocols every benchmark runs under, as data: what is trained, on what, for how long.
+"""The protocols every benchmark runs under, as data: what is trained, on what, for how long.
 
   cpu    Fashion-MNIST on a 2-core CPU in about an hour for all parts together: a narrow teacher
          trained once on a subset, narrow students, a training subset, a few epochs per trial.
