@@ -124,10 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.part == "teacher":
         teacher_bundle(protocol, results_dir, say=say)
         return
-    runs = parts_of(args.protocol) or (*PARTS, "gpu")
-    if args.part != "all" and args.part not in runs:
-        sys.exit(f"run.py: protocol {args.protocol} runs only {', '.join(runs)}, not {args.part}")
-    for part in [p for p in PARTS if p in runs] if args.part == "all" else (args.part,):
+    allowed = parts_of(args.protocol) or (*PARTS, "gpu")
+    if args.part != "all" and args.part not in allowed:
+        sys.exit(f"run.py: protocol {args.protocol} runs only {', '.join(allowed)}, not {args.part}")
+    for part in [p for p in PARTS if p in allowed] if args.part == "all" else (args.part,):
         run_part(part, protocol, args, results_dir)
 
 

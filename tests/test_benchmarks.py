@@ -41,7 +41,6 @@ def test_derived_spaces_load():
     assert not any(k.startswith("prune/") for k in distill_only.distributions)
 
 
-
 def test_the_variants_change_one_setting_and_keep_the_cpu_teacher(tmp_path):
     sys.path.insert(0, str(BENCH))
     import yaml
@@ -73,6 +72,7 @@ def test_a_variant_runs_only_its_parts_and_the_page_lists_no_other_part_as_not_r
     text = page({("search_quality", "cpu-wide-band"): []}, tmp_path, tmp_path)
     assert "Not run yet: `.venv/bin/python benchmarks/run.py search --protocol cpu-wide-band`" in text
     assert "run.py claims --protocol cpu-wide-band" not in text and "run.py claims --protocol cpu`" in text
+
 
 @pytest.mark.slow
 def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
