@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import platform
 import shlex
@@ -127,6 +128,16 @@ def paired(a: list[float], b: list[float]) -> dict:
     return d
 
 
+def plateau_points(history: list[dict]) -> float | None:
+    """Validation accuracy gained over the last 20 % of a training run's epochs, in points (the
+    protocol's convergence rule: a converged teacher gains < 1 point there)."""
+    vals = [h["val_accuracy"] for h in history or [] if h.get("val_accuracy") is not None]
+    if len(vals) < 2:
+        return None
+    back = max(1, math.ceil(0.2 * len(vals)))
+    return 100 * (vals[-1] - vals[-1 - back])
+
+
 # ------------------------------------------------------------------ the protocol's teacher
 @contextmanager
 def _lock(path: Path) -> Iterator[None]:
@@ -151,36 +162,64 @@ def teacher_folder(p, results_dir: Path) -> Path:
 def teacher_bundle(protocol, results_dir: Path, say=print) -> Path:
     """The protocol's one teacher as a bundle under ``results_dir/teachers``, trained on first use.
 
-    Trained with seed 0 on the seed-0 split (``teacher_subset`` images); every arm, seed and part
-    of the protocol distils from this same bundle.
+    Trained with seed 0 on the seed-0 split (``teacher_subset`` images) until it is converged by the
+    protocol's rule (``Protocol.teacher_plateau_points``): one cosine schedule of ``teacher_epochs``,
+    then, while the last 20 % of the epochs gained that much or more, a schedule twice as long. Each
+    schedule's bundle is kept (``<folder>.e<epochs>``), so an interrupted run resumes at the schedule it
+    was on; the converged one is copied to ``folder``. Every arm, seed and part distils from it.
     """
-    from autokd.bundle import save_bundle
+    import shutil
+
+    p = protocol
+    folder = teacher_folder(p, results_dir)
+    with _lock(folder.with_suffix(".lock")):
+        if (folder / "model.safetensors").exists():
+            return folder
+        epochs = p.teacher_epochs
+        while True:
+            attempt = folder.with_name(f"{folder.name}.e{epochs}") if p.teacher_plateau_points is not None else folder
+            card = _train_teacher(p, epochs, attempt, say)
+            gain = card.get("plateau_points")
+            if p.teacher_plateau_points is None or (gain is not None and gain < p.teacher_plateau_points):
+                break
+            if 2 * epochs > p.teacher_max_epochs:
+                raise SystemExit(f"the {p.name} protocol's teacher still gained {gain:.2f} points over its last 20 % "
+                                 f"of {epochs} epochs; raise teacher_max_epochs ({p.teacher_max_epochs}) or the lr")
+            say(f"not converged: +{gain:.2f} points over the last 20 % of {epochs} epochs; again with {2 * epochs}")
+            epochs *= 2
+        if attempt != folder:
+            shutil.copytree(attempt, folder)
+    return folder
+
+
+def _train_teacher(p, epochs: int, folder: Path, say) -> dict:
+    """One cosine schedule of ``epochs`` (or the bundle already at ``folder``); its card, with
+    ``plateau_points``: validation accuracy gained over the last 20 % of the epochs, in points."""
+    from autokd.bundle import load_bundle, save_bundle
     from autokd.data import load_dataset
     from autokd.teacher import train_model
     from autokd.train import TrainConfig
 
-    p = protocol
-    subset = p.teacher_subset or "all"
-    folder = teacher_folder(p, results_dir)
-    with _lock(folder.with_suffix(".lock")):
-        if not (folder / "model.safetensors").exists():
-            say(f"training the {p.name} protocol's teacher {p.teacher} (width {p.teacher_width:g}) on "
-                f"{p.dataset}, {subset} images, {p.teacher_epochs} epochs -> {folder}")
-            data = load_dataset(p.dataset, seed=0, train_subset=p.teacher_subset)
-            t0 = time.perf_counter()
-            cfg = TrainConfig(epochs=p.teacher_epochs, seed=0, lr=p.teacher_lr, batch_size=p.teacher_batch)
-            model, card = train_model(p.teacher, data, cfg,
-                                      width=p.teacher_width, device=p.device)
-            card["train_wall_s"] = round(time.perf_counter() - t0, 1)
-            save_bundle(model, folder, card)
-            say(f"teacher trained in {card['train_wall_s']:.0f} s: test accuracy {100 * card['test_accuracy']:.2f} %")
-    return folder
+    if (folder / "model.safetensors").exists():
+        return load_bundle(folder)[1]
+    say(f"training the {p.name} protocol's teacher {p.teacher} (width {p.teacher_width:g}) on {p.dataset}, "
+        f"{p.teacher_subset or 'all'} images, {epochs} epochs -> {folder}")
+    data = load_dataset(p.dataset, seed=0, train_subset=p.teacher_subset)
+    t0 = time.perf_counter()
+    cfg = TrainConfig(epochs=epochs, seed=0, lr=p.teacher_lr, batch_size=p.teacher_batch)
+    model, card = train_model(p.teacher, data, cfg, width=p.teacher_width, device=p.device)
+    card["train_wall_s"] = round(time.perf_counter() - t0, 1)
+    card["plateau_points"] = plateau_points(card.get("history"))
+    save_bundle(model, folder, card)
+    say(f"teacher trained in {card['train_wall_s']:.0f} s: test accuracy {100 * card['test_accuracy']:.2f} %, "
+        f"+{card['plateau_points'] or 0:.2f} points over its last 20 % of epochs")
+    return card
 
 
 def teacher_summary(folder: Path) -> dict:
     card = read_json(Path(folder) / "card.json") or {}
     keys = ("arch", "width", "dataset", "epochs", "seed", "macs", "params", "val_accuracy", "test_accuracy",
-            "train_wall_s")
+            "train_wall_s", "plateau_points")
     return {"bundle": rel(folder), **{k: card.get(k) for k in keys}}
 
 

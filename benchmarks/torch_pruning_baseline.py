@@ -25,6 +25,7 @@ import copy
 import time
 
 STEPS = 200        # iterative steps of the pruner: ~0.45 % of the channels each, so a target is met closely
+FINE_STEPS = 1000  # ~0.09 % of the channels a step: a single target met within 1 % of its MACs
 MAX_RATIO = 0.9    # of the channels overall after STEPS; no layer beyond MAX_LAYER (never a whole layer)
 MAX_LAYER = 0.9
 TARGETS = (1.0, 0.8, 0.6, 0.4, 0.2)  # table 1: shares of the budget, one fine-tuned model each (a front)
@@ -41,7 +42,7 @@ def epochs_within(compute: float, train_images: int, val_images: int) -> int:
     return max(1, int(per_model - trial_compute(0, 1, train_images=train_images, val_images=val_images) + 1e-9))
 
 
-def prune_to(teacher, input_shape: tuple[int, ...], targets_macs: list[int]) -> list:
+def prune_to(teacher, input_shape: tuple[int, ...], targets_macs: list[int], steps: int = STEPS) -> list:
     """[(model, macs)] for each target (largest first): the teacher pruned until its MACs <= target."""
     import torch
     import torch_pruning as tp
@@ -52,10 +53,10 @@ def prune_to(teacher, input_shape: tuple[int, ...], targets_macs: list[int]) -> 
     example = torch.randn(1, *input_shape)
     pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
                                   global_pruning=True, pruning_ratio=MAX_RATIO, max_pruning_ratio=MAX_LAYER,
-                                  iterative_steps=STEPS, ignored_layers=[getattr(model, model.classifier_name)])
+                                  iterative_steps=steps, ignored_layers=[getattr(model, model.classifier_name)])
     todo, out = sorted(targets_macs, reverse=True), []
     macs = count_macs(model, input_shape)
-    for _ in range(STEPS):
+    for _ in range(steps):
         while todo and macs <= todo[0]:
             out.append((copy.deepcopy(model), macs))
             todo.pop(0)
@@ -68,13 +69,28 @@ def prune_to(teacher, input_shape: tuple[int, ...], targets_macs: list[int]) -> 
     return out
 
 
-def finetune(model, data, epochs: int, seed: int, device: str):
-    """Labels only, autokd's loop at the inherited student's fine-tuning rate; the model, trained."""
+def finetune(model, data, epochs: int, seed: int, device: str, *, teacher=None, alpha: float = 0.5,
+             temperature: float = 4.0):
+    """autokd's loop at the inherited student's fine-tuning rate; the model, trained. On labels, or with
+    ``teacher`` Hinton's KD: (1 - alpha) CE + alpha T^2 KL (``autokd.distill.losses.task_loss``)."""
+    import torch
+
     from autokd.candidate import Candidate
+    from autokd.distill.losses import task_loss
     from autokd.train import TrainConfig, fit
 
     model = model.to(device).train()
-    fit(model, data, TrainConfig(epochs=epochs, lr=Candidate().finetune_lr, seed=seed), device=device)
+    loss_fn = None
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+
+        def loss_fn(x, y):
+            with torch.no_grad():
+                t_logits = teacher(x)
+            logits = model(x)
+            return task_loss(logits, t_logits, y, temperature, alpha)[0], logits
+    fit(model, data, TrainConfig(epochs=epochs, lr=Candidate().finetune_lr, seed=seed), loss_fn=loss_fn,
+        device=device)
     return model.eval()
 
 

@@ -120,8 +120,14 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     assert exp["finetune_epochs"] == 1 and "--finetune-epochs 1" in exp["export_command"]
     auto = exp["rows"]["autokd"]["per_seed"][0]
     assert auto["finetune"]["epochs"] == 1 and auto["macs"] <= 0.4 * exp["teacher"]["macs"]
-    assert exp["gap_to_teacher_points"] == pytest.approx(100 * (exp["teacher"]["test_accuracy"] - auto["test_accuracy"]))
-    assert data["exported"]["gap_to_teacher_points"] == exp["gap_to_teacher_points"]
+    gap = exp["gap_to_teacher_points"]
+    assert gap["mean"] == pytest.approx(100 * (exp["teacher"]["test_accuracy"] - auto["test_accuracy"]))
+    assert data["exported"]["gap_to_teacher_points"] == gap["mean"]
+    tp = exp["rows"]["tp"]["per_seed"][0]  # Torch-Pruning at the exported student's MACs, within 1 %
+    assert 0.99 * auto["macs"] <= tp["macs"] <= auto["macs"] and exp["rows"]["tp-kd"]["per_seed"][0]["macs"] == tp["macs"]
+    assert exp["vs_torch_pruning_equal_macs_points"]["values"] == pytest.approx(
+        [100 * (auto["test_accuracy"] - tp["test_accuracy"])])
+    assert {"vs_torch_pruning_kd_equal_macs_points", "vs_torch_pruning_equal_compute_points"} <= set(exp)
 
     page = tmp_path / "BENCHMARKS.md"
     _run([str(BENCH / "make_tables.py"), "--results", str(tmp_path), "--out", str(page)], timeout=60)
