@@ -29,6 +29,7 @@ PARTS = {  # file stem -> (section title, the command that writes it)
     "claims": ("2. The seeds' claims", "benchmarks/run.py claims --protocol {p}"),
     "overheads": ("3. Overheads", "benchmarks/run.py overheads --protocol {p}"),
     "latency": ("4. Cost vs latency", "benchmarks/run.py latency --protocol {p}"),
+    "ranking": ("5. Does the search rank students as the final training does?", "benchmarks/run.py ranking --protocol {p}"),
 }
 # parts only the device protocols write: shown in section 5, never as "not run yet" for the others
 DEVICE_PARTS = {"gpu_throughput": "Table 3's GPU rows", "device_estimate": "How the device protocol was sized"}
@@ -403,7 +404,18 @@ def device_estimate(d: dict) -> list[str]:
     return lines
 
 
-RENDER = {"exported": exported, "search_quality": search_quality, "claims": claims, "overheads": overheads, "latency": latency,
+def ranking(d: dict) -> list[str]:
+    r = d["results"]
+    rows = [[m["trial"], mega(m["macs"]), num(m["search_val_accuracy"], ".2f", 100),
+             num(m["test_accuracy_after_finetune"], ".2f", 100)] for m in r["members"]]
+    return [f"The front of `{r['study']}` (seed {r['seed']}, n = {len(rows)} students), each exported with "
+            f"`--finetune-epochs {r['finetune_epochs']}`: **Kendall tau-b {num(r['kendall_tau_b'], '.2f')}** between "
+            "the search's score (validation %, the trial's own epochs) and the test % after the fine-tune "
+            "(1: the same order, 0: none).", ""] + table(
+        ["trial", "MACs (M)", "search val. (%)", "test after fine-tune (%)"], rows)
+
+
+RENDER = {"ranking": ranking, "exported": exported, "search_quality": search_quality, "claims": claims, "overheads": overheads, "latency": latency,
           "gpu_throughput": gpu_throughput, "device_estimate": device_estimate}
 
 

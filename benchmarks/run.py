@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/run.py overheads --protocol cpu   # table 3
     .venv/bin/python benchmarks/run.py latency   --protocol cpu   # table 4 (after table 1 for its students)
     .venv/bin/python benchmarks/run.py exported  --protocol cpu   # the headline table (after table 1's joint arm)
+    .venv/bin/python benchmarks/run.py ranking   --protocol cpu   # search score vs final score of one front (Kendall tau)
     .venv/bin/python benchmarks/run.py gpu       --protocol device # table 3's GPU rows (device protocols)
     .venv/bin/python benchmarks/run.py all       --protocol smoke # every part, tiny, in a couple of minutes
     .venv/bin/python benchmarks/make_tables.py                    # BENCHMARKS.md from results/*.json
@@ -30,9 +31,9 @@ sys.path.insert(0, str(HERE))
 from protocols import PROTOCOLS, parts_of  # noqa: E402
 from record import RESULTS, default_out, say, teacher_bundle, teacher_folder, write_json  # noqa: E402
 
-PARTS = ("search", "claims", "overheads", "latency", "exported")  # 'all'; gpu runs only when asked (device protocols)
+PARTS = ("search", "claims", "overheads", "latency", "exported", "ranking")  # 'all'; gpu runs only when asked (device protocols)
 FILES = {"search": "search_quality", "claims": "claims", "overheads": "overheads", "latency": "latency",
-         "exported": "exported", "gpu": "gpu_throughput"}
+         "exported": "exported", "ranking": "ranking", "gpu": "gpu_throughput"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,6 +98,10 @@ def run_part(part: str, protocol, args, results_dir: Path) -> Path:
         import exported
 
         data = exported.run(protocol, results_dir=results_dir, seeds=seeds, workers=args.workers)
+    elif part == "ranking":
+        import ranking
+
+        data = ranking.run(protocol, results_dir=results_dir)
     elif part == "overheads":
         import overheads
 

@@ -36,6 +36,7 @@ search prune-only distill-only
 search inherit torch-pruning
 $PY benchmarks/run.py claims    --protocol "$P" --workers "$WORKERS"
 $PY benchmarks/run.py exported  --protocol "$P" --workers "$WORKERS"   # after the joint arm: it exports its best
+$PY benchmarks/run.py ranking   --protocol "$P"                        # its front of seed 0, each fine-tuned
 $PY benchmarks/run.py overheads --protocol "$P"
 $PY benchmarks/run.py latency   --protocol "$P"
 if [ "$P" = smoke ]; then

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-PARTS = ("search_quality", "claims", "overheads", "latency", "exported")
+PARTS = ("search_quality", "claims", "overheads", "latency", "exported", "ranking")
 ENVELOPE = {"part", "protocol", "command", "date", "machine", "versions", "git_revision", "git_uncommitted",
             "settings", "wall_s", "results"}
 
@@ -136,7 +136,8 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
                   "## 5. Full protocol (GPU)", "### Protocol `smoke`", "Joint / random hypervolume",
                   "## The exported student (headline)", "gap_to_teacher_points"):
         assert title in text, title
-    assert text.count("run.py all --protocol smoke") == 5  # every table names its command
+    assert -1 <= (data["ranking"]["results"]["kendall_tau_b"] or 0) <= 1
+    assert text.count("run.py all --protocol smoke") == 6  # every table names its command
 
 
 def test_torch_pruning_baseline_lands_at_or_under_each_target():

@@ -109,3 +109,15 @@ def test_torch_pruning_meets_an_exported_students_macs_within_one_percent_and_di
     before = [p.detach().clone() for p in model.parameters()]
     tpb.finetune(model, data, 1, seed=0, device="cpu", teacher=teacher, alpha=0.5, temperature=4.0)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_kendall_tau_b_by_hand():
+    from ranking import kendall_tau_b
+
+    assert kendall_tau_b([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    # pairs of (1,2,3) vs (1,3,2): (1,2) concordant, (1,3) concordant, (2,3) discordant -> (2 - 1) / 3
+    assert kendall_tau_b([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # a tie in b: pairs (1,2) tie, (1,3) +, (2,3) + -> 2 / sqrt(3 * 2)
+    assert kendall_tau_b([1, 2, 3], [5, 5, 6]) == pytest.approx(2 / 6 ** 0.5)
+    assert kendall_tau_b([1], [1]) is None and kendall_tau_b([1, 1], [2, 3]) is None
