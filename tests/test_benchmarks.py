@@ -232,3 +232,19 @@ def test_compute_to_match_reads_the_compute_random_needs_for_joints_front():
     assert [p["seed"] for p in m["per_seed"]] == [0, 1, 2] and m["per_seed"][2]["compute"] is None
     assert m["least_times"] is None
     assert compute_to_match([run("joint", 0, 0.7, 60.0, [[6.0, 0.7]])]) is None
+
+
+def test_a_record_names_the_machine_it_ran_on_not_the_protocols_intention(monkeypatch):
+    """A protocol that trains on CUDA, recorded on a machine without a GPU, says "cpu" and the CPU."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    from record import cpu_model, machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    m = machine("cuda")
+    assert (m["device"], m["device_name"], m["gpu"]) == ("cpu", cpu_model(), None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Some GPU 80GB")
+    assert (machine("cuda")["device"], machine("cuda")["device_name"]) == ("cuda", "Some GPU 80GB")
+    assert machine("cpu")["device"] == "cpu"  # a CPU protocol stays on the CPU, GPU or not
