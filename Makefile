@@ -7,7 +7,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast test-device-torch demo faults bench bench-smoke clean
+.PHONY: install test test-fast test-oldest-torch demo faults bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -27,9 +27,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# The training path's tests under the lent GPU machine's PyTorch (2.11), in a throwaway venv (.ci/torch_device.sh).
-test-device-torch: $(STAMP)
-	bash .ci/torch_device.sh
+# The training path's tests under the oldest supported PyTorch (2.11), in a throwaway venv (.ci/torch_oldest.sh).
+test-oldest-torch: $(STAMP)
+	bash .ci/torch_oldest.sh
 
 # Only the fault-injection tests (kills, bad input, cluster failures).
 faults: $(STAMP)
@@ -47,7 +47,8 @@ demo: $(STAMP)
 	@echo "         dashboards/$(DEMO_STUDY).html (open in a browser), students/$(DEMO_STUDY)-t*/ (the exported student)"
 
 # The numbers in benchmarks/BENCHMARKS.md: the CPU protocol (over an hour on 2 cores), or every
-# part tiny (a few minutes: proves the pipeline runs). The GPU protocol: benchmarks/full_protocol.sh.
+# part tiny (a few minutes: proves the pipeline runs). On a CUDA GPU: benchmarks/gpu_protocol.sh
+# (minutes) or benchmarks/full_protocol.sh (hours).
 bench: $(STAMP)
 	bash benchmarks/run_all.sh cpu
 
@@ -55,4 +56,4 @@ bench-smoke: $(STAMP)
 	bash benchmarks/run_all.sh smoke
 
 clean:
-	rm -rf $(VENV) .venv-torch-device .pytest_cache
+	rm -rf $(VENV) .venv-torch-oldest .pytest_cache

@@ -50,7 +50,7 @@ class TrainConfig:
     warmup_epochs: float = knob(0.0, "linear warm-up in epochs (fractions allowed)")
     seed: int = knob(0, "data-order and augmentation stream; init is seeded by the caller")
     # bf16 autocast of the forward pass and loss, CUDA only (never on the CPU). Off unless the
-    # environment says AUTOKD_AMP=1: whether bf16 keeps accuracy is for the device protocol to show,
+    # environment says AUTOKD_AMP=1: whether bf16 keeps accuracy is for the gpu protocol to show,
     # and the variable reaches trials in Ray workers without a new option through every layer.
     amp: bool = knob(help="bf16 autocast on CUDA (default: AUTOKD_AMP=1 in the environment)",
                      factory=lambda: os.environ.get("AUTOKD_AMP", "0") == "1")

@@ -12,7 +12,7 @@
                 (``gpus_per_trial``); make_tables reads their images/s from the search_quality JSON.
 
 Direct processes, not a search: the rows time training alone, without the driver and Ray (table
-3's driver rows measure those). On a CPU (the device-dry protocol) the same code runs and its
+3's driver rows measure those). On a CPU (the gpu-dry protocol) the same code runs and its
 numbers mean nothing.
 """
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/make_tables.py [--results DIR] [--out FILE] [--no-figures]
 
-Each ``<part>-<protocol>.json`` (written by benchmarks/run.py) becomes one table with the command
-that produced it, its date, machine, protocol, n and mean ± std. A part with no file says which
-command would make it. Pure formatting: nothing here measures or recomputes a number.
+The page shows the current result of each part and protocol, headline first: ``<part>-<protocol>.json``
+(written by benchmarks/run.py), each table with n, mean ± std and one line of provenance (file,
+command, date, git revision, machine). Table 2 reads every claims file of a protocol and shows each
+claim from the newest file that ran it. A part with no file says which command would make it.
+Superseded results live in results/archive/ (its CHANGELOG.md), which this script does not read.
+Pure formatting: nothing here measures or recomputes a number.
 
 Figures: before rendering, ``main`` (re)draws every PNG of benchmarks/figures.py from the same
 JSON files (``--no-figures`` skips that; where plotly cannot write images it says why on stderr and
@@ -17,23 +20,25 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from figures import png_path, write_figures
-from protocols import parts_of
+from protocols import PROTOCOLS, VARIANTS, parts_of
 
 HERE = Path(__file__).resolve().parent
 PARTS = {  # file stem -> (section title, the command that writes it)
-    "exported": ("The exported student (headline)", "benchmarks/run.py exported --protocol {p}"),
+    "exported": ("The exported student", "benchmarks/run.py exported --protocol {p}"),
     "search_quality": ("1. Search quality", "benchmarks/run.py search --protocol {p}"),
     "claims": ("2. The seeds' claims", "benchmarks/run.py claims --protocol {p}"),
     "overheads": ("3. Overheads", "benchmarks/run.py overheads --protocol {p}"),
     "latency": ("4. Cost vs latency", "benchmarks/run.py latency --protocol {p}"),
     "ranking": ("5. Does the search rank students as the final training does?", "benchmarks/run.py ranking --protocol {p}"),
 }
-# parts only the device protocols write: shown in section 5, never as "not run yet" for the others
-DEVICE_PARTS = {"gpu_throughput": "Table 3's GPU rows", "device_estimate": "How the device protocol was sized"}
-PROTOCOL_ORDER = ("cpu", "full", "device", "smoke")
+GPU_PARTS = {"gpu_throughput": "Table 3's GPU rows"}  # only the gpu protocols write it: section 5
+PROTOCOL_ORDER = ("cpu", "full", "gpu", "smoke")
+HEADLINE_ORDER = ("full", "cpu", "gpu", "smoke")  # the headline: the first protocol with an exported table
+WIDTH = 120  # prose is wrapped here; table rows are not
 
 
 # ------------------------------------------------------------------ formatting helpers
@@ -62,127 +67,92 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
 
 
-def provenance(d: dict) -> list[str]:
+def para(text: str) -> list[str]:
+    """One paragraph, wrapped (Markdown joins the lines again)."""
+    return textwrap.wrap(text, WIDTH, break_long_words=False, break_on_hyphens=False)
+
+
+def provenance(d: dict, name: str) -> str:
+    """One line: file, command, date, git revision, machine (the rest is in the JSON)."""
     m = d["machine"]
-    device = m["device_name"] if m["device"] == "cuda" else f"CPU only ({m['cpu_model']})"
+    device = m["device_name"] if m["device"] == "cuda" else "CPU only"
     dirty = [f for f in d.get("git_uncommitted") or [] if f.startswith(("autokd", "search_spaces", "benchmarks/spaces"))
              or (f.startswith("benchmarks/") and f.endswith((".py", ".sh")))]  # code and spaces, not results
-    git = d["git_revision"][:10] + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
     commands = d["results"].get("commands") or [d["command"]]
-    return [f"- Command{'s' if len(commands) > 1 else ''}: " + "; ".join(f"`{c}`" for c in commands),
-            f"- Date: {d['date']}; wall time {d['wall_s'] / 60:.1f} min; git {git}",
-            f"- Machine: {m['platform']}, {m['cpus']} CPUs ({m['cpu_model']}), torch {m['torch']}, device: {device}; "
-            f"1-min load average at the end: {m['load_average_1m']}",
-            f"- Protocol `{d['protocol']}`, dataset `{d['settings']['dataset']}`: reduced: {d['settings']['reduced']}."] + (
-        [f"- Summarised again, nothing trained: `{d['summarized']['command']}` on {d['summarized']['date']}, git "
-         f"{d['summarized']['git_revision'][:10]}"] if d.get("summarized") else []) + (
-        [f"- **Superseded**: {d['superseded']}"] if d.get("superseded") else [])
+    more = f" (+{len(commands) - 1} more in the JSON)" if len(commands) > 1 else ""
+    again = d.get("summarized")
+    return (f"`{name}`: `{commands[0]}`{more}; {d['date'][:10]}, {d['wall_s'] / 60:.0f} min, git {d['git_revision'][:10]}"
+            + (f" + uncommitted changes to {len(dirty)} file{'s' if len(dirty) > 1 else ''}" if dirty else "")
+            + (f", summarised again {again['date'][:10]} (git {again['git_revision'][:10]})" if again else "")
+            + f"; {m['cpus']} CPUs ({m['cpu_model']}), torch {m['torch']}, {device}.")
 
 
 # ------------------------------------------------------------------ table 1
-def measured(runs: list[dict], arm: str) -> str:
-    """The day(s) an arm's runs were measured: a file's arms may come from commands days apart
-    (run.py search merges them when the protocol is the same), and the page says so."""
-    days = sorted({str(r.get("date", ""))[:10] for r in runs if r["arm"] == arm} - {""})
-    return "—" if not days else days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
-
-
-def search_quality(d: dict) -> list[str]:
+def search_quality(d: dict, first: bool = True) -> list[str]:
     r, s = d["results"], d["settings"]
-    t, target = r["teacher"], r["target"]
+    t = r["teacher"]
     n = max((v["hypervolume"]["n"] for v in r["by_arm"].values()), default=0)
     parallel = r["runs"][0]["parallel"] if r["runs"] else s["parallel"]
-    lines = [f"Teacher `{t['arch']}` (width {t['width']}, {mega(t['macs'])} M MACs, test accuracy "
-             f"{num(t['test_accuracy'], '.2f', 100)} %); budget {s['budget']} of its MACs; "
-             + (f"every arm the same compute, {r['compute_budget']:g} epoch-equivalents (what {s['trials']} trials of "
-                f"{s['epochs']} epochs cost without early stopping; `autokd search --compute`), trials of {s['epochs']} "
-                "epochs, " if r.get("compute_budget") else f"{s['trials']} trained trials per search, {s['epochs']} "
-                "epochs each, ") +
-             f"{s['train_subset'] or 'all'} training images; {parallel} trials at once; n = {n} seeds. "
-             "Hypervolume of (validation accuracy, MACs / budget) w.r.t. (0, budget), in [0, 1]; best test = "
-             "test accuracy of the best-validation trial's saved weights. MACs = multiply-accumulates of conv + "
-             "linear layers (FLOPs = 2 x MACs).", ""]
-    defs = r["arm_definitions"]
+    spend = (f"every arm {r['compute_budget']:g} epoch-equivalents of compute (what {s['trials']} trials of "
+             f"{s['epochs']} epochs cost)" if r.get("compute_budget")
+             else f"{s['trials']} trials of {s['epochs']} epochs per search")
+    lines = para(f"Teacher `{t['arch']}` ({mega(t['macs'])} M MACs, test {num(t['test_accuracy'], '.2f', 100)} %); "
+                 f"budget {s['budget']} of its MACs; {spend}, {s['train_subset'] or 'all'} training images, "
+                 f"{parallel} trials at once; n = {n} seeds." + (
+                     " Hypervolume of (validation accuracy, MACs / budget) w.r.t. (0, budget), in [0, 1]; best test: the "
+                     "test accuracy of the best-validation trial." if first else "")) + [""]
     at_budget = "target_at_budget" in r
-    rows = [[f"`{arm}`", defs[arm]["what"], f"`{defs[arm]['sampler']}`", defs[arm].get("stopping", "—"),
-             ms(v["hypervolume"], 1, ".4f")] + ([ms(v["hypervolume_at_budget"], 1, ".4f")] if at_budget else []) +
-            [ms(v["test_accuracy"]), ms(v["epochs_spent"], 1, ".1f"),
-             ms(v.get("compute_spent"), 1, ".1f"), ms(v.get("trials"), 1, ".1f"), ms(v["wall_s"], 1, ".0f"),
-             measured(r["runs"], arm), v["hypervolume"]["n"]]
+    rows = [[f"`{arm}`", r["arm_definitions"][arm]["what"].split(" (")[0], ms(v["hypervolume"], 1, ".4f")]
+            + ([ms(v["hypervolume_at_budget"], 1, ".4f")] if at_budget else [])
+            + [ms(v["test_accuracy"]), ms(v.get("compute_spent"), 1, ".1f"), ms(v.get("trials"), 1, ".1f"),
+               ms(v["wall_s"], 1, ".0f"), v["hypervolume"]["n"]]
             for arm in r["arm_order"] if (v := r["by_arm"].get(arm))]
-    header = ["arm", "what", "sampler", "early stopping", "hypervolume"] + (["hypervolume at the budget"] if at_budget else []) + [
-              "best test acc. (%)", "epochs spent",
-              "compute spent (epoch-eq.)", "trained trials", "trials span (s)", "measured", "n"]
-    lines += table(header, rows)
-    ratio = r["hypervolume_ratio_vs_random"]
-    per_seed = ms(r["ratio_per_seed"], 1, ".3f")
-    lines += ["", f"**Joint / random hypervolume: {num(ratio, '.3f')}** (per seed {per_seed}); "
-              f"target >= {target['ratio_target']}: {yes(target['ratio_met'])}"
-              + (f" (equal compute; over random search with the same ladder: "
-                 f"{num(r.get('hypervolume_ratio_vs_random_ladder'), '.3f')}, per seed "
-                 f"{ms(r.get('ratio_ladder_per_seed'), 1, '.3f')})" if "hypervolume_ratio_vs_random_ladder" in r else "")
-              + f". Joint above every single-method arm ({', '.join(r.get('single_method') or ['prune-only', 'distill-only'])}): "
-              f"{yes(target['above_single_method'])}. "
-              + (f"Joint with the ladder above joint without: {yes(target['ladder_helps'])}. "
-                 if "ladder_helps" in target else "") + 
-              f"Both together: {yes(target['met'])}."]
-    if at_budget:
+    header = (["arm", "what", "hypervolume"] + (["at the budget"] if at_budget else [])
+              + ["best test (%)", "compute spent", "trials", "span (s)", "n"])
+    return lines + table(header, rows) + [""] + search_quality_verdicts(r)
+
+
+def search_quality_verdicts(r: dict) -> list[str]:
+    """The targets and the lines that read the table: ratio, at the budget, ceiling, compute, gap."""
+    target = r["target"]
+    ladder = ("" if r.get("hypervolume_ratio_vs_random_ladder") is None else
+              f"; over random search with the same ladder {num(r['hypervolume_ratio_vs_random_ladder'], '.3f')}")
+    text = (f"**Joint / random hypervolume: {num(r['hypervolume_ratio_vs_random'], '.3f')}** (per seed "
+            f"{ms(r['ratio_per_seed'], 1, '.3f')}{ladder}); target >= {target['ratio_target']}: {yes(target['ratio_met'])}."
+            + ("" if target["above_single_method"] is None else
+               f" Joint above every single-method arm: {yes(target['above_single_method'])}."))
+    if "target_at_budget" in r:
         tb = r["target_at_budget"]
-        lines += ["", "At exactly the compute budget (`hypervolume at the budget`: each study's hypervolume once its "
-                  f"compute spent reached {r['compute_budget']:g} epoch-equivalents, without the trials still running "
-                  f"then): joint / random **{num(tb['ratio_vs_random'], '.3f')}** (per seed "
-                  f"{ms(r['ratio_per_seed_at_budget'], 1, '.3f')}), target >= {tb['ratio_target']}: {yes(tb['ratio_met'])}; "
-                  f"over random with the ladder {num(r['hypervolume_ratio_vs_random_ladder_at_budget'], '.3f')}; joint above "
-                  f"every single-method arm: {yes(tb['above_single_method'])}; ladder helps: {yes(tb['ladder_helps'])}; "
-                  f"all: {yes(tb['met'])}."]
-    ranked = sorted(((v["hypervolume"]["mean"], arm) for arm, v in r["by_arm"].items()
-                     if v["hypervolume"]["mean"] is not None), reverse=True)
-    lines += ["", "Arms by mean hypervolume: " + " > ".join(f"`{arm}` {hv:.4f}" for hv, arm in ranked) + "."]
+        text += (f" At exactly the budget (trials still running then left out): {num(tb['ratio_vs_random'], '.3f')} "
+                 f"(per seed {ms(r['ratio_per_seed_at_budget'], 1, '.3f')}), {yes(tb['ratio_met'])}.")
+    lines, text = para(text), ""
     union = r.get("union_front")
     if union and union.get("searching_arms") is not None:
-        n = union["trials_of"]
-        lines += ["", f"Ceiling: the front of the trials every searching arm completed, over all seeds "
-                  f"({n['searching_arms']} trials trained) has hypervolume {union['searching_arms']:.4f}, "
-                  f"{num(union['searching_arms_over_random'], '.3f')} x random's mean; with torch-pruning's models too, "
-                  f"{num(union['all_arms'], '.4f')} ({num(union['all_arms_over_random'], '.3f')} x). A single search "
-                  f"reaches a ratio above the first only with a student better than every one this table trained."]
+        text += (f"Ceiling: the front of every trial the searching arms completed, all seeds together "
+                             f"({union['trials_of']['searching_arms']} trials), has hypervolume "
+                             f"{union['searching_arms']:.4f}, {num(union['searching_arms_over_random'], '.3f')} x "
+                             "random's mean: no single search could reach a ratio above it. ")
     match = r.get("compute_to_match_random")
     if match:
-        seeds = "; ".join(f"seed {m['seed']}: random {m['baseline_hypervolume']:.4f} after {m['baseline_compute']:.1f}, "
-                          + (f"joint there after {m['compute']:.1f} ({m['times']:.1f} x)" if m["compute"] else
-                             "joint never there") for m in match["per_seed"])
-        lines += ["", "Compute to match (not a target of the issue; the compute axis of the figure): per seed, the "
-                  "compute (epoch-equivalents) joint had spent when its hypervolume first reached random search's "
-                  f"final one, and how many times that random spent: {seeds}. Random search spent at least "
-                  f"**{num(match['least_times'], '.1f')} x** the compute joint needed for the same hypervolume."]
+        text += (f"Compute to match: random search spent at least **{num(match['least_times'], '.1f')} x** "
+                 "the compute joint needed to reach random's final hypervolume (per seed in the JSON). ")
     gap = r.get("teacher_gap")
     if gap:
         pts = ", ".join(f"`{a}` {g:.2f}" for a, g in gap["points"].items() if g is not None)
-        above = gap["joint_minus_torch_pruning_points"]
-        lines += ["", f"Gap to the teacher's test accuracy (points, teacher minus the arm's mean best test): {pts}. "
-                  f"Best searching arm (joint or inherit) within {gap['target_points']:g} points at the search's own "
-                  f"epochs: {yes(gap['met'])} ({num(gap['best_searched'], '.2f')} points)."
-                  + ("" if above is None else f" Joint minus torch-pruning: {above:+.2f} points.")]
-    es = r["by_arm"].get("joint"), r["by_arm"].get("joint-no-es")
-    if all(es):
-        lines += ["", f"Early stopping (`joint` measured {measured(r['runs'], 'joint')}, `joint-no-es` "
-                  f"{measured(r['runs'], 'joint-no-es')}): with it, hypervolume {ms(es[0]['hypervolume'], 1, '.4f')} for "
-                  f"{ms(es[0]['epochs_spent'], 1, '.1f')} training epochs; without, "
-                  f"{ms(es[1]['hypervolume'], 1, '.4f')} for {ms(es[1]['epochs_spent'], 1, '.1f')} epochs."]
-    return lines
+        text += (f"Gap to the teacher (points of test accuracy): {pts}; joint within "
+                 f"{gap['target_points']:g} points at the search's own epochs: {yes(gap['met'])}.")
+    return lines + ([""] + para(text) if text else [])
 
 
-def search_quality_figure(json_path: Path, page_dir: Path) -> list[str]:
+def search_quality_figure(json_path: Path, page_dir: Path, caption: bool = True) -> list[str]:
     """Table 1's figure (benchmarks/figures.py) as a Markdown image, or a line saying how to draw it."""
     png = png_path(json_path)
     if not png.exists() or (json_path.exists() and png.stat().st_mtime < json_path.stat().st_mtime):
-        return [f"No figure of `{json_path.name}` yet: `.venv/bin/python benchmarks/figures.py` draws it "
-                "(needs `pip install -e \".[bench]\"` and a Chromium)."]
-    return [f"![hypervolume against compute]({Path(os.path.relpath(png, page_dir)).as_posix()})", "",
-            "Hypervolume against compute: x = compute spent so far (epoch-equivalents) in the order trials "
-            "finished (each run's `hypervolume_vs_compute`; runs from before the compute budget: training epochs, "
-            "`hypervolume_vs_epochs`); per arm the mean over its seeds as a line, each seed faint. Drawn by "
-            f"`.venv/bin/python benchmarks/figures.py` from `{json_path.name}`."]
+        return para(f"No figure of `{json_path.name}` yet: `.venv/bin/python benchmarks/figures.py` draws it "
+                    "(needs `pip install -e \".[bench]\"` and a Chromium).")
+    alt = ("hypervolume against compute spent (epoch-equivalents, in the order trials finished): per arm the mean "
+           "over its seeds as a line, each seed faint" if caption else "hypervolume against compute")
+    return [f"![{alt}]({Path(os.path.relpath(png, page_dir)).as_posix()})"]
 
 
 # ------------------------------------------------------------------ the headline
@@ -196,6 +166,35 @@ HEADLINE_POINTS = (("vs_torch_pruning_equal_macs_points", "vs_torch_pruning_equa
                    ("vs_torch_pruning_kd_equal_macs_points", "vs_torch_pruning_kd_equal_macs", "autokd - Torch-Pruning + KD, equal MACs and epochs", ">= 0"),
                    ("vs_torch_pruning_equal_compute_points", "vs_torch_pruning_equal_compute", "autokd - Torch-Pruning, equal MACs and total compute", ">= 0"),
                    ("gap_to_teacher_points", "at_least_teacher_within_budget", "teacher - autokd", "<= 0 within the budget"))
+WHAT = {"torch-pruning": "Torch-Pruning (global group-norm) on the teacher, fine-tuned on labels",
+        "autokd": "`autokd search` + `autokd export --best --finetune-epochs N`",
+        "alone": "the exported student's architecture, trained alone"}
+
+
+def share_of_teacher(r: dict, kind: str) -> float:
+    """Mean MACs of a row's students as % of the teacher's."""
+    seeds = r["rows"][kind]["per_seed"]
+    return sum(100 * u["macs"] / r["teacher"]["macs"] for u in seeds) / len(seeds)
+
+
+def headline(d: dict) -> list[str]:
+    r = d["results"]
+    rows, t = r["rows"], r["teacher"]
+    n = rows["autokd"]["test_accuracy"]["n"]
+    text = (f"**Headline** (protocol `{d['protocol']}`, `{d['settings']['dataset']}`, test accuracy mean ± std, n = {n} "
+            f"seeds, budget {r['budget']} of the teacher's MACs): autokd's exported student "
+            f"**{ms(rows['autokd']['test_accuracy'])} %** at {share_of_teacher(r, 'autokd'):.0f} % of the teacher's MACs")
+    if rows["alone"]["per_seed"]:
+        text += f"; the same architecture trained alone {ms(rows['alone']['test_accuracy'])} %"
+    if rows.get("tp", {}).get("per_seed"):  # paired at the exported student's MACs
+        text += (f"; Torch-Pruning at the same MACs {ms(rows['tp']['test_accuracy'])} %, with KD "
+                 f"{ms(rows['tp-kd']['test_accuracy'])} % (autokd minus them: "
+                 f"{ms(r['vs_torch_pruning_equal_macs_points'], 1, '.2f')} and "
+                 f"{ms(r['vs_torch_pruning_kd_equal_macs_points'], 1, '.2f')} points, paired by seed)")
+    elif rows.get("torch-pruning", {}).get("per_seed"):
+        text += (f"; Torch-Pruning {ms(rows['torch-pruning']['test_accuracy'])} % at "
+                 f"{share_of_teacher(r, 'torch-pruning'):.0f} %")
+    return para(text + f"; the teacher `{t['arch']}` {num(t['test_accuracy'], '.2f', 100)} % (n = 1).")
 
 
 def exported(d: dict) -> list[str]:
@@ -203,12 +202,13 @@ def exported(d: dict) -> list[str]:
     if "vs_torch_pruning_equal_macs_points" not in r:
         return _exported_before_pairs(d)
     t, rows, tg = r["teacher"], r["rows"], r["targets"]
-    lines = [f"Budget {r['budget']} of the teacher's MACs; teacher trained {t['epochs']} epochs, gaining "
-             f"{num(r['teacher_plateau_points'], '.2f')} points over its last 20 % (converged: < 1). Export: "
-             f"`{r['export_command']}` after a search whose trials trained {r['search_epochs']} epochs; every other "
-             f"row trains {r['search_epochs']} + {r['finetune_epochs']} epochs on the same {r['train_images'] or 'all'} "
-             "images. Test accuracy in %, mean ± std over seeds; MACs = conv + linear multiply-accumulates "
-             "(FLOPs = 2 x MACs); latency: batch 1, 1 thread, ONNX Runtime on the CPU, median ms.", ""]
+    lines = para(f"Budget {r['budget']} of the teacher's MACs; teacher trained {t['epochs']} epochs, gaining "
+                 f"{num(r['teacher_plateau_points'], '.2f')} points over its last 20 % (converged: < 1). Export: "
+                 f"`{r['export_command']}` after a search whose trials trained {r['search_epochs']} epochs; every "
+                 f"other row trains {r['search_epochs']} + {r['finetune_epochs']} epochs on the same "
+                 f"{r['train_images'] or 'all'} images. Test accuracy in %, mean ± std over seeds; MACs = conv + linear "
+                 "multiply-accumulates (FLOPs = 2 x MACs); latency: batch 1, 1 thread, ONNX Runtime on the CPU, "
+                 "median ms.") + [""]
     trow = [["teacher", num(t["test_accuracy"], ".2f", 100), mega(t["macs"]), "100.0", f"{t['onnx_latency_ms']:.3f}", 1]]
     for kind, label in HEADLINE_ROWS.items():
         v = rows.get(kind)
@@ -229,79 +229,59 @@ def _exported_before_pairs(d: dict) -> list[str]:
     r = d["results"]
     t, rows, tg = r["teacher"], r["rows"], r["targets"]
     n = rows["autokd"]["test_accuracy"]["n"]
-    lines = [f"Budget {r['budget']} of the teacher's MACs. Export: `{r['export_command']}` (N = "
-             f"{r['finetune_epochs']}, the teacher's own epochs, on {r['train_images'] or 'all'} training images) "
-             f"after a search whose trials trained {r['search_epochs']} epochs; torch-pruning and alone train "
-             f"{r['search_epochs']} + {r['finetune_epochs']} epochs on the same images. Test accuracy in %, mean ± std "
-             f"over n = {n} seeds; MACs = conv + linear multiply-accumulates (FLOPs = 2 x MACs); latency: batch 1, "
-             "1 thread, ONNX Runtime, median ms.", ""]
+    lines = para(f"Budget {r['budget']} of the teacher's MACs. Export: `{r['export_command']}` (N = "
+                 f"{r['finetune_epochs']}) after {r['search_epochs']}-epoch search trials; torch-pruning and alone train "
+                 f"{r['search_epochs']} + {r['finetune_epochs']} epochs on the same images. Test accuracy in %, mean ± "
+                 f"std over n = {n} seeds; ONNX ms: batch 1, 1 thread, median.") + [""]
     trow = [["teacher", f"`{t['arch']}`", num(t["test_accuracy"], ".2f", 100), mega(t["macs"]), "100.0",
              f"{t['onnx_latency_ms']:.3f}", t["epochs"], 1]]
-    what = {"torch-pruning": "Torch-Pruning (global group-norm), fine-tuned on labels",
-            "autokd": "`autokd search` + `autokd export --best --finetune-epochs N`",
-            "alone": "the exported student's architecture, trained alone"}
-    for kind, label in what.items():
+    for kind, label in WHAT.items():
         v = rows[kind]
         if not v["per_seed"]:
             continue
-        share = [100 * u["macs"] / t["macs"] for u in v["per_seed"]]
-        trow.append([label, ", ".join(sorted({f"`{u.get('init') or '-'}`" for u in v["per_seed"]})) if kind == "autokd"
-                     else "", ms(v["test_accuracy"]), ms(v["macs"], 1e-6, ".3f"), f"{sum(share) / len(share):.1f}",
+        init = ", ".join(sorted({f"`{u.get('init') or '-'}`" for u in v["per_seed"]})) if kind == "autokd" else ""
+        trow.append([label, init, ms(v["test_accuracy"]), ms(v["macs"], 1e-6, ".3f"), f"{share_of_teacher(r, kind):.1f}",
                      ms(v["onnx_latency_ms"], 1, ".3f"), v["per_seed"][0]["epochs"], v["test_accuracy"]["n"]])
     lines += table(["row", "arch / init", "test acc. (%)", "MACs (M)", "% of teacher MACs", "ONNX ms", "epochs", "n"],
                    trow)
-    gap = r["gap_to_teacher_points_per_seed"]
-    above = r["autokd_minus_torch_pruning_points"]
-    lines += ["", f"Exported student before the export fine-tune: {ms(rows['autokd'].get('test_accuracy_before_finetune'))} %; "
-              f"after: {ms(rows['autokd']['test_accuracy'])} %. **gap_to_teacher_points: {num(r['gap_to_teacher_points'], '.2f')}** "
-              f"({ms(gap, 1, '.2f')} over seeds).",
-              "", f"Targets: after the export fine-tune at least the teacher's test accuracy: {yes(tg['at_least_teacher'])}; "
-              f"at least {tg['above_torch_pruning_points']:g} point above torch-pruning at equal epochs: "
-              f"{yes(tg['above_torch_pruning'])} (difference {ms(above, 1, '.2f')} points, paired by seed); every "
-              f"exported student within the budget: {yes(tg['within_budget'])}."]
-    return lines
+    return lines + [""] + para(
+        f"Before the export fine-tune the student scored {ms(rows['autokd'].get('test_accuracy_before_finetune'))} %. "
+        f"**gap_to_teacher_points: {num(r['gap_to_teacher_points'], '.2f')}** ({ms(r['gap_to_teacher_points_per_seed'], 1, '.2f')} "
+        f"over seeds). Targets: at least the teacher's accuracy {yes(tg['at_least_teacher'])}; at least "
+        f"{tg['above_torch_pruning_points']:g} point above torch-pruning {yes(tg['above_torch_pruning'])} (difference "
+        f"{ms(r['autokd_minus_torch_pruning_points'], 1, '.2f')} points, paired by seed); within the budget "
+        f"{yes(tg['within_budget'])}.")
 
 
 # ------------------------------------------------------------------ table 2
-def claims(d: dict) -> list[str]:
-    r = d["results"]
-    st, t = r["student"], r["teacher"]
-    lines = [f"Student `{st['arch']}` at width {st['width']}, {st['epochs']} epochs, {st['train_subset'] or 'all'} "
-             f"training images; teacher `{t['arch']}` (test accuracy {num(t['test_accuracy'], '.2f', 100)} %). "
-             "Test accuracy in %, mean ± std over seeds; difference in points, paired by seed. "
-             f"Rule: {r['rule']}.", ""]
+def current_claims(files: list[tuple[str, dict]]) -> list[tuple[dict, str]]:
+    """Each claim once, from the newest file that ran it (``files`` newest first), with that file's name;
+    a claim no file ran comes from the newest file, as not run."""
+    chosen: dict[tuple[str, str, str], tuple[dict, str]] = {}
+    for name, d in files:
+        for c in d["results"]["claims"]:
+            key = (c["statement"], c["a"], c["b"])
+            if key not in chosen or (not chosen[key][0]["difference"]["n"] and c["difference"]["n"]):
+                chosen[key] = (c, name)
+    return list(chosen.values())
+
+
+def claims(files: list[tuple[str, dict]]) -> list[str]:
+    r = files[0][1]["results"]
+    st = r["student"]
+    teachers = " / ".join(sorted({num(d["results"]["teacher"]["test_accuracy"], ".2f", 100) for _, d in files}))
+    lines = para(f"Student `{st['arch']}` at width {st['width']}, {st['epochs']} epochs, {st['train_subset'] or 'all'} "
+                 f"training images; teacher `{r['teacher']['arch']}` (test {teachers} %: one per file). Test accuracy "
+                 f"in %, mean ± std over seeds; a - b in points, paired by seed. Rule: {r['rule']}.") + [""]
     rows = []
-    for c in r["claims"]:
+    for c, name in current_claims(files):
         diff = c["difference"]
         se = f" (se {diff['se'] * 100:.2f})" if diff.get("se") else ""
-        d_txt = "—" if diff["mean"] is None else ms(diff) + se
         rows.append([c["statement"], c["seed_paper"], f"`{c['a']}`", ms(c["a_test"]), f"`{c['b']}`", ms(c["b_test"]),
-                     d_txt, c["paper"], f"**{c['verdict']}**", diff["n"]])
-    header = ["claim", "seed", "a", "a: test acc.", "b", "b: test acc.", "a - b (points)", "paper", "verdict", "n"]
-    lines += table(header, rows)
-    lines += [""] + [sentence(c) for c in r["claims"]]
-    lines += ["", "Runs:", ""]
-    lines += table(["run", "what", "test acc. (%)", "MACs (M)", "params", "wall per run (s)", "n"],
-                   [[f"`{k}`", v["what"], ms(v["test_accuracy"]), ms(v["macs"], 1e-6, ".3f"),
-                     ms(v["params"], 1, ".0f"), ms(v["wall_s"], 1, ".1f"), v["test_accuracy"]["n"]]
-                    for k, v in sorted(r["runs"].items())])
-    rec = r["runs"].get("recovery-pruned")
-    if rec:
-        lines += ["", f"Recovery (seed 000): the student alone, {ms(r['runs']['alone']['test_accuracy'])} %, pruned "
-                  f"at ratio {st['recovery_ratio']} drops to {ms(rec['test_accuracy'])} %; {st['recovery_epochs']} "
-                  f"epochs of fine-tuning bring it to {ms(r['runs']['recovery-kd']['test_accuracy'])} % with "
-                  f"distillation and {ms(r['runs']['recovery-ce']['test_accuracy'])} % on the labels alone."]
-    return lines
-
-
-def sentence(c: dict) -> str:
-    diff = c["difference"]
-    if diff["mean"] is None:
-        return f"- {c['statement']} (seed {c['seed_paper']}): not run."
-    how = {"reproduced": "reproduced", "not reproduced": "did not reproduce",
-           "same direction, within noise": "went the claimed way but within the noise"}.get(c["verdict"], c["verdict"])
-    return (f"- {c['statement']} (seed {c['seed_paper']}): **{how}** here — `{c['a']}` {ms(c['a_test'])} % vs "
-            f"`{c['b']}` {ms(c['b_test'])} %, difference {ms(diff)} points (n = {diff['n']}).")
+                     "—" if diff["mean"] is None else ms(diff) + se, c["paper"], f"**{c['verdict']}**", diff["n"],
+                     f"`{name}`" if diff["n"] else "—"])
+    header = ["claim", "seed", "a", "a: test acc.", "b", "b: test acc.", "a - b (points)", "paper", "verdict", "n", "file"]
+    return lines + table(header, rows)
 
 
 # ------------------------------------------------------------------ table 3
@@ -330,25 +310,21 @@ def overheads(d: dict) -> list[str]:
     if one.get("gpu_max_allocated_mb") is not None:
         rows.append(["peak GPU memory allocated by one trial", f"{one['gpu_max_allocated_mb']:.0f} MiB", "", ""])
     rows.append(["peak resident memory of the search driver process (2 workers)", f"{drv:.0f} MiB", "", ""])
-    lines = [f"Step timings: batch {st['batch']}, student {st['student']}, teacher `{st['teacher']}` run live, "
-             f"median of {st['repeats']} interleaved repeats (ms): "
-             + ", ".join(f"{k} {v:.1f}" for k, v in st["median_ms"].items()) + ".",
-             f"Driver probe: {dr['trial']}; " + "; ".join(
-                 f"{s['trials']} trials: wall {s['wall_s']:.1f} s, trials' own run time {s['sum_run_s']:.2f} s"
-                 for s in dr["sizes"]) + ".",
-             f"Parallel probe: {par['trial']}; " + "; ".join(
-                 f"{k} worker(s): wall {v['wall_s']:.1f} s, span {num(v['span_s'], '.1f')} s"
-                 for k, v in par["runs"].items()) + ".",
-             f"One-trial probe: {one['trial']}.", ""]
-    return lines + table(["measure", "value", "target", "status"], rows)
+    text = (f"Steps: batch {st['batch']}, student {st['student']}, teacher `{st['teacher']}` run live, median of "
+            f"{st['repeats']} interleaved repeats (the ms are in the JSON). Driver probe: {dr['trial']}; "
+            + "; ".join(f"{s['trials']} trials: wall {s['wall_s']:.1f} s, trials' own run time {s['sum_run_s']:.2f} s"
+                        for s in dr["sizes"]) + f". Parallel probe: {par['trial']}; "
+            + "; ".join(f"{k} worker(s): wall {v['wall_s']:.1f} s, span {num(v['span_s'], '.1f')} s"
+                        for k, v in par["runs"].items()) + f". One-trial probe: {one['trial']}. n = 1 run of each probe.")
+    return para(text) + [""] + table(["measure", "value", "target", "status"], rows)
 
 
 # ------------------------------------------------------------------ table 4
 def latency(d: dict) -> list[str]:
     r = d["results"]
-    lines = [f"Input {'x'.join(map(str, r['input_shape']))} (`{r['dataset']}`), batch {r['batch']}, {r['threads']} "
-             f"thread, {r['statistic']}; ms per image as median (mean ± std). ONNX opset {r['onnx_opset']}, "
-             "ONNX Runtime CPUExecutionProvider. MACs = conv + linear multiply-accumulates.", ""]
+    lines = para(f"Input {'x'.join(map(str, r['input_shape']))} (`{r['dataset']}`), batch {r['batch']}, {r['threads']} "
+                 f"thread, {r['statistic']}; ms per image as median (mean ± std). ONNX opset {r['onnx_opset']}, "
+                 "ONNX Runtime CPUExecutionProvider. MACs = conv + linear multiply-accumulates.") + [""]
     if not r["table1_students"]:
         lines += ["No table-1 students yet under this results folder: run table 1 of this protocol first.", ""]
     lat = lambda x: f"{x['median_ms']:.3f} ({x['mean_ms']:.3f} ± {num(x['std_ms'], '.3f')})"  # noqa: E731
@@ -357,7 +333,7 @@ def latency(d: dict) -> list[str]:
     return lines + table(["model", "kind", "MACs (M)", "params (M)", "PyTorch ms", "ONNX Runtime ms"], rows)
 
 
-# ------------------------------------------------------------------ section 5: the device protocol
+# ------------------------------------------------------------------ section 5: GPU
 def ray_tune_throughput(search: dict) -> str:
     """Table 1's searches as a throughput row: trained epochs x training images / trials' span."""
     runs = search["results"]["runs"]
@@ -374,10 +350,10 @@ def ray_tune_throughput(search: dict) -> str:
 def gpu_throughput(d: dict) -> list[str]:
     r = d["results"]
     gpu = d["machine"]["device_name"]
-    lines = [f"Trial: {r['trial']}. Teacher `{r['teacher']['arch']}` (test accuracy "
-             f"{num(r['teacher']['test_accuracy'], '.2f', 100)} %). Device: {gpu}. Images/s of the timed epoch "
-             "(its validation pass included); K at once: K processes released together, whole GPU = "
-             "K x images / span of their timed epochs. Validation accuracy after the probe's epochs, same seed.", ""]
+    lines = para(f"Trial: {r['trial']}. Teacher `{r['teacher']['arch']}` (test accuracy "
+                 f"{num(r['teacher']['test_accuracy'], '.2f', 100)} %). Device: {gpu}. Images/s of the timed epoch "
+                 "(its validation pass included); K at once: K processes released together, whole GPU = "
+                 "K x images / span of their timed epochs. Validation accuracy after the probe's epochs, same seed.") + [""]
     rows = []
     for row in r["rows"]:
         per = row["per_trial_images_per_s"]
@@ -388,20 +364,6 @@ def gpu_throughput(d: dict) -> list[str]:
                      f"{100 * sum(accs) / len(accs):.2f}", len(per)])
     return lines + table(["row", "bf16 autocast", "trials at once", "whole GPU images/s", "per trial images/s",
                           "val. acc. (%)", "n"], rows)
-
-
-def device_estimate(d: dict) -> list[str]:
-    r = d["results"]
-    lines = [f"**An estimate, not a measurement** (`{d['command']}`, {d['date']}, on {d['machine']['cpu_model']}): "
-             f"host cost {r['host_us_per_op_here']:.1f} us per op measured here + {r['launch_us']:g} us per CUDA "
-             f"launch (assumed); GPU at {100 * r['achieved_fraction']:g} % of the datasheet's dense TF32 rate "
-             f"({r['tf32_dense_flops'] / 1e12:.0f} TFLOP/s; assumed). The model is in benchmarks/device_estimate.py.",
-             ""]
-    order = ("install", "tests", "teacher", "gpu", "search", "latency")
-    rows = [[name, f"{r['parts'][name]['s']:.0f}"] for name in sorted(r["parts"], key=lambda n: (n not in order,
-                                                                                            order.index(n) if n in order else 0, n))]
-    lines += table(["step", "estimated s"], rows + [["**total**", f"**{r['total_s']:.0f}** of {r['budget_s']}"]])
-    return lines
 
 
 def ranking(d: dict) -> list[str]:
@@ -415,22 +377,22 @@ def ranking(d: dict) -> list[str]:
         ["trial", "MACs (M)", "search val. (%)", "test after fine-tune (%)"], rows)
 
 
-RENDER = {"ranking": ranking, "exported": exported, "search_quality": search_quality, "claims": claims, "overheads": overheads, "latency": latency,
-          "gpu_throughput": gpu_throughput, "device_estimate": device_estimate}
+RENDER = {"exported": exported, "search_quality": search_quality, "overheads": overheads, "latency": latency,
+          "ranking": ranking, "gpu_throughput": gpu_throughput}  # claims: rendered from all of a protocol's files
 
 
 # ------------------------------------------------------------------ the page
 def load(results: Path) -> dict[tuple[str, str], list[tuple[str, dict]]]:
-    """(part, protocol) -> [(file name, data)]: one part may have files from several machines."""
+    """(part, protocol) -> [(file name, data)], the current file first, then dated ones, newest first."""
     out: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for path in sorted(results.glob("*.json")):
         try:
             d = json.loads(path.read_text())
         except ValueError:
             continue
-        if d.get("part") in PARTS or d.get("part") in DEVICE_PARTS:
+        if d.get("part") in PARTS or d.get("part") in GPU_PARTS:
             out.setdefault((d["part"], d["protocol"]), []).append((path.name, d))
-    for (part, protocol), files in out.items():  # the current file first, then the dated ones, newest first
+    for (part, protocol), files in out.items():
         files.sort(key=lambda f: f[0], reverse=True)
         files.sort(key=lambda f: f[0] != f"{part}-{protocol}.json")
     return out
@@ -441,49 +403,94 @@ def _protocol_key(p: str) -> tuple[int, str]:
     return (PROTOCOL_ORDER.index(base) if base in PROTOCOL_ORDER else len(PROTOCOL_ORDER), p)
 
 
+def top(found: dict, results: Path, protocols: list[str]) -> list[str]:
+    """The headline, the caveat on the teacher, how the page is made, and what each protocol reduced."""
+    shown = results.resolve().relative_to(HERE.parent) if results.resolve().is_relative_to(HERE.parent) else results
+    lines = ["# autokd benchmarks", ""]
+    first = next((found[("exported", p)][0][1] for p in HEADLINE_ORDER if ("exported", p) in found), None)
+    lines += (headline(first) if first else ["No headline yet: `benchmarks/run.py exported` has not been run."]) + [""]
+    newest = {}  # protocol -> its newest JSON's settings (the protocol's own text as it is now)
+    for (_, q), files in found.items():
+        for _, d in files:
+            if d["date"] >= newest.get(q, ("", None))[0]:
+                newest[q] = (d["date"], d["settings"])
+    settings = {p: newest[p][1] for p in protocols if p in newest}
+    converged = PROTOCOLS["full"].teacher_epochs
+    short = {p: s["teacher_epochs"] for p, s in settings.items() if s["teacher_epochs"] < converged and s["dataset"] != "digits"}
+    if short:
+        lines += para(f"The {', '.join(f'`{p}`' for p in short)} tables distil from a teacher trained only "
+                      f"{'/'.join(sorted({str(e) for e in short.values()}))} epochs, not to convergence ({converged} in "
+                      "the full protocol), so their distillation results are not representative.") + [""]
+    lines += para(f"Generated from `{shown}/*.json` by `.venv/bin/python benchmarks/make_tables.py`, each table under "
+                  "the command that produced it; superseded results: `benchmarks/results/archive/`.") + [""]
+    lines += ["    bash benchmarks/run_all.sh cpu           # every part of the CPU protocol, one command per part",
+              "    bash benchmarks/gpu_protocol.sh          # minutes on any CUDA GPU (section 5)",
+              "    bash benchmarks/full_protocol.sh         # every part, nothing reduced: hours on a CUDA GPU", "",
+              "Protocols (`benchmarks/protocols.py`), each as its JSON records what it reduced:"]
+    for p, s in settings.items():
+        base, _, change = s["reduced"].partition("; VARIANT: ")
+        lines += para(f"- `{p}`: " + (f"`{VARIANTS[p][0]}` with one change: {change}." if change and p in VARIANTS
+                                      else f"{base}."))
+    return lines + [""]
+
+
+def part_section(part: str, found: dict, protocols: list[str], results: Path, page_dir: Path) -> list[str]:
+    title, command = PARTS[part]
+    shown = [p for p in protocols if (part, p) in found]
+    lines = [f"## {title}" + (f" (protocol `{shown[0]}`)" if len(shown) == 1 and shown == protocols[:1] else ""), ""]
+    for p in protocols:
+        files = found.get((part, p), [])
+        only = parts_of(p)  # a variant runs only its parts (run.py's names); the gpu protocols skip these
+        skips = (p.startswith("gpu") and part not in ("search_quality", "latency")) or \
+            (only is not None and command.split()[1] not in only)
+        if not files:
+            lines += [] if skips else [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
+            continue
+        lines += [] if len(shown) == 1 and shown == protocols[:1] else [f"### Protocol `{p}`", ""]
+        if part == "claims":
+            lines += para("Sources: " + " ".join(provenance(d, name) for name, d in files)) + [""] + claims(files) + [""]
+            continue
+        name, d = files[0]
+        lines += para(provenance(d, name)) + [""] + (search_quality(d, p == shown[0]) if part == "search_quality"
+                                                     else RENDER[part](d)) + [""]
+        if part == "search_quality":
+            lines += search_quality_figure(results / name, page_dir, caption=p == shown[0]) + [""]
+    return lines
+
+
+def gpu_section(found: dict) -> list[str]:
+    """What ran on a GPU, where, and what has not run yet."""
+    lines = ["## 5. GPU", ""]
+    ran = {}
+    for (part, p), files in sorted(found.items()):
+        d = files[0][1] if files else None
+        if d and d["machine"]["device"] == "cuda":
+            ran.setdefault((p, d["machine"]["device_name"]), []).append(part)
+    for (p, gpu), parts in sorted(ran.items()):
+        lines += [f"- Protocol `{p}` ran on {gpu}: {', '.join(sorted(parts))}."]
+    missing = [p for p in ("gpu", "full") if not any(q == p for q, _ in ran)]
+    if missing:
+        lines += para(f"Not run on a GPU yet: protocol{'s' if len(missing) > 1 else ''} "
+                      + " and ".join(f"`{p}`" for p in missing) + ". On any machine with a CUDA GPU, "
+                      "`bash benchmarks/gpu_protocol.sh` (minutes: the resnet56 teacher, table 1 at n = 1, table 3's "
+                      "GPU rows, table 4) or `bash benchmarks/full_protocol.sh` (hours: every part at n = 3) writes them.")
+    lines += [""]
+    for p in sorted({p for q, p in found if q == "gpu_throughput"}, key=_protocol_key):
+        name, d = found[("gpu_throughput", p)][0]
+        lines += [f"### {GPU_PARTS['gpu_throughput']}, protocol `{p}`", ""] + para(provenance(d, name)) + [""]
+        lines += gpu_throughput(d) + [""]
+        if ("search_quality", p) in found:
+            lines += para(ray_tune_throughput(found[("search_quality", p)][0][1])) + [""]
+    return lines
+
+
 def page(found: dict[tuple[str, str], list[tuple[str, dict]]], results: Path, page_dir: Path = HERE) -> str:
     """The Markdown page; ``page_dir`` is where it will be written (figures are linked relative to it)."""
-    shown = results.resolve().relative_to(HERE.parent) if results.resolve().is_relative_to(HERE.parent) else results
-    lines = ["# autokd benchmarks", "",
-             f"Generated by `.venv/bin/python benchmarks/make_tables.py` from `{shown}/*.json`; do not edit by hand.",
-             "Every number below comes from the command printed with its table; protocols are in "
-             "`benchmarks/protocols.py`, derived search spaces in `benchmarks/spaces/`.", "",
-             "    bash benchmarks/run_all.sh cpu           # every part of the CPU protocol, one command per part",
-             "    bash benchmarks/run_all.sh smoke         # every part, tiny: proves the pipeline runs",
-             "    bash benchmarks/full_protocol.sh         # the GPU protocol (section 5)",
-             "    .venv/bin/python benchmarks/make_tables.py   # this page, from the JSON files", ""]
     protocols = sorted({p for part, p in found if part in PARTS} | {"cpu"}, key=_protocol_key)
-    for part, (title, command) in PARTS.items():
-        lines += [f"## {title}", ""]
-        for p in protocols:
-            files = found.get((part, p), [])
-            # device protocols skip tables 2 and 3's CPU rows; a variant runs only its parts (run.py's names)
-            only = parts_of(p)
-            skips = p.startswith("device") or (only is not None and command.split()[1] not in only)
-            if not files and not skips:
-                lines += [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
-            for name, d in files:
-                lines += [f"### Protocol `{p}` (`{name}`)", ""] + provenance(d) + [""] + RENDER[part](d) + [""]
-                if part == "search_quality":
-                    lines += search_quality_figure(results / name, page_dir) + [""]
-    full = [p for p in protocols if p.startswith("full")]
-    lines += ["## 5. Full protocol (GPU)", "",
-              "`bash benchmarks/full_protocol.sh` runs every part under the `full` protocol (resnet56 teacher, "
-              "full-width students, all training images, on CUDA; hours on one GPU). `bash benchmarks/device_protocol.sh` "
-              "runs the `device` protocol, sized to one lent H200 session (about 8 minutes of run time), in the device "
-              "calls that benchmarks/README.md lists; its tables 1 and 4 appear above under protocol `device`.", ""]
-    if not any((part, p) in found for part in PARTS for p in full):
-        lines += ["No full-protocol results yet: it has not been run on a GPU.", ""]
-    for part, title in DEVICE_PARTS.items():
-        for p in sorted({p for q, p in found if q == part}, key=_protocol_key):
-            for name, d in found[(part, p)]:
-                lines += [f"### {title}: protocol `{p}` (`{name}`)", ""]
-                lines += (provenance(d) + [""] if part != "device_estimate" else []) + RENDER[part](d) + [""]
-                if part == "gpu_throughput" and ("search_quality", p) in found:
-                    lines += [ray_tune_throughput(found[("search_quality", p)][0][1]), ""]
-    if not any(q == "gpu_throughput" and p == "device" for q, p in found):
-        lines += ["No GPU numbers yet: no session has been lent a device since the device protocol exists; "
-                  "the estimate above is what sized it.", ""]
+    lines = top(found, results, protocols)
+    for part in PARTS:
+        lines += part_section(part, found, protocols, results, page_dir)
+    lines += gpu_section(found)
     return "\n".join(lines).rstrip() + "\n"
 
 

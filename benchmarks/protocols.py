@@ -7,11 +7,11 @@
   full   the GPU protocol: full-width models, the full training set, enough epochs to rank well.
   smoke  every part end to end in a couple of minutes (digits, 1-2 trials, 1 epoch, n = 1): it
          proves the pipeline runs, its numbers mean nothing.
-  device what one lent H200 session can record in about 8 minutes of run time
-         (benchmarks/device_protocol.sh): the resnet56 teacher on all of Fashion-MNIST, table 1's arms
-         at n = 1, the GPU rows of table 3 (images/s of 1, 4 and 8 trials at once), table 4.
-  device-dry  the same script on a CPU in a few minutes (digits, 1 epoch, 2 trials): CI runs it,
-         so the session lent a device spends its minutes on numbers, not on fixing the script.
+  gpu    minutes on any CUDA GPU (benchmarks/gpu_protocol.sh): the resnet56 teacher on all of
+         Fashion-MNIST, table 1's arms at n = 1, the GPU rows of table 3 (images/s of 1, 4 and 8
+         trials at once), table 4.
+  gpu-dry  the same script on a CPU in a few minutes (digits, 1 epoch, 2 trials): CI runs it, so
+         the script is known to run before it meets a GPU.
   cpu-wide-band  table 1 of ``cpu`` with one thing changed, the joint space's ``budget/share`` band
          (0.05-1 of the budget, log-uniform, instead of 0.15-1): a probe of whether the band, not the
          sampler, holds the joint/random ratio down (issue #15). It distils from ``cpu``'s teacher.
@@ -83,7 +83,7 @@ class Protocol:
     latency_repeats: int = 30         # autokd.measure.cpu_latency_ms's default
     latency_warmup: int = 5
     latency_models: tuple[str, ...] | None = None  # None: the whole zoo
-    # ---- table 3's GPU rows (benchmarks/gpu_throughput.py; the device protocols only)
+    # ---- table 3's GPU rows (benchmarks/gpu_throughput.py; the gpu protocols only)
     gpu_trials_at_once: tuple[int, ...] = (1, 4, 8)  # trials training at once on the one GPU
     gpu_probe_epochs: int = 2         # the second epoch is timed (the first warms up CUDA and cuDNN)
     gpu_probe_subset: int | None = None  # training images per probe trial (None: all)
@@ -141,11 +141,10 @@ SMOKE = Protocol(
 _FULL_SPACES = {"joint": "resnet56_to_resnet", "prune_only": "full_prune_only.yaml",
                 "distill_only": "full_distill_only.yaml"}
 
-# Sized by benchmarks/device_estimate.py (an estimate from this CPU's measured per-op cost and the
-# H200's datasheet rates; README.md beside this file): about 5 minutes of run time, 8 the ceiling.
-DEVICE = Protocol(
-    name="device", dataset="fashion-mnist", device="cuda",
-    reduced=("one lent H200 session (about 8 minutes of run time): resnet56 teacher trained 10 epochs at batch 256 "
+# Minutes on one GPU: enough to put GPU numbers beside the CPU tables, not the full protocol's n = 3.
+GPU = Protocol(
+    name="gpu", dataset="fashion-mnist", device="cuda",
+    reduced=("minutes on one GPU: resnet56 teacher trained 10 epochs at batch 256 "
              "on all 54,000 training images; table 1 at n = 1 seed, 8 trials of 2 epochs on a 20,000-image "
              "subset per search, 8 trials at once on the GPU (an eighth each); table 3's GPU rows only; no "
              "table 2; the full protocol: 30 teacher epochs, 40 trials of 15 epochs, n = 3"),
@@ -158,9 +157,9 @@ DEVICE = Protocol(
     latency_models=("resnet20", "resnet32", "resnet56"),
 )
 
-DEVICE_DRY = Protocol(
-    name="device-dry", dataset="digits", device="cpu",
-    reduced=("dry run of the device protocol on a CPU (digits 1x8x8, resnet56 teacher 1 epoch, 2 trials of 1 "
+GPU_DRY = Protocol(
+    name="gpu-dry", dataset="digits", device="cpu",
+    reduced=("dry run of the gpu protocol on a CPU (digits 1x8x8, resnet56 teacher 1 epoch, 2 trials of 1 "
              "epoch on 200 images per arm, probes of 1 and 2 trials at once, n = 1): proves the script runs "
              "end to end; its numbers mean nothing"),
     teacher="resnet56", teacher_width=1.0, teacher_epochs=1, teacher_subset=None, teacher_plateau_points=None,
@@ -187,7 +186,7 @@ CPU_COMPUTE_60 = replace(
 VARIANTS = {"cpu-wide-band": ("cpu", ("search",)),  # variant -> (the protocol whose teacher it uses, its parts)
             "cpu-compute-60": ("cpu", ("search",))}
 
-PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE, DEVICE, DEVICE_DRY, CPU_WIDE_BAND, CPU_COMPUTE_60)}
+PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE, GPU, GPU_DRY, CPU_WIDE_BAND, CPU_COMPUTE_60)}
 
 
 def teacher_protocol(name: str) -> str:

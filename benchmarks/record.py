@@ -41,9 +41,12 @@ def cpu_model() -> str:
 
 
 def machine(device: str = "cpu") -> dict:
+    """The machine a result was recorded on; ``device`` is the protocol's, and says "cuda" only where
+    a CUDA GPU is there to run it (the record describes the machine, not the intention)."""
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    device = "cuda" if device == "cuda" and gpu else "cpu"
     return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
             "cpu_model": cpu_model(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "device": device, "device_name": gpu if device == "cuda" else cpu_model(), "gpu": gpu,

@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/run.py latency   --protocol cpu   # table 4 (after table 1 for its students)
     .venv/bin/python benchmarks/run.py exported  --protocol cpu   # the headline table (after table 1's joint arm)
     .venv/bin/python benchmarks/run.py ranking   --protocol cpu   # search score vs final score of one front (Kendall tau)
-    .venv/bin/python benchmarks/run.py gpu       --protocol device # table 3's GPU rows (device protocols)
+    .venv/bin/python benchmarks/run.py gpu       --protocol gpu    # table 3's GPU rows (the gpu protocols)
     .venv/bin/python benchmarks/run.py all       --protocol smoke # every part, tiny, in a couple of minutes
     .venv/bin/python benchmarks/make_tables.py                    # BENCHMARKS.md from results/*.json
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from protocols import PROTOCOLS, parts_of  # noqa: E402
 from record import RESULTS, default_out, say, teacher_bundle, teacher_folder, write_json  # noqa: E402
 
-PARTS = ("search", "claims", "overheads", "latency", "exported", "ranking")  # 'all'; gpu runs only when asked (device protocols)
+PARTS = ("search", "claims", "overheads", "latency", "exported", "ranking")  # 'all'; gpu runs only when asked (the gpu protocols)
 FILES = {"search": "search_quality", "claims": "claims", "overheads": "overheads", "latency": "latency",
          "exported": "exported", "ranking": "ranking", "gpu": "gpu_throughput"}
 

@@ -33,7 +33,7 @@ $PY benchmarks/run.py teacher   --protocol "$P" --threads "${TEACHER_THREADS:-1}
 search joint random
 search joint-no-ladder random-ladder
 search prune-only distill-only
-search inherit torch-pruning
+search torch-pruning
 $PY benchmarks/run.py claims    --protocol "$P" --workers "$WORKERS"
 $PY benchmarks/run.py exported  --protocol "$P" --workers "$WORKERS"   # after the joint arm: it exports its best
 $PY benchmarks/run.py ranking   --protocol "$P"                        # its front of seed 0, each fine-tuned

@@ -19,8 +19,7 @@ search, no ladder) at equal compute; ``hypervolume_ratio_vs_random_ladder`` the 
 search with the ladder (which isolates the sampler and the warm start); each also ``_at_budget``,
 with the targets judged on both (``target``, ``target_at_budget``).
 
-Two arms are not plain searches of the protocol's spaces: ``inherit`` searches the joint space with
-every student built from the trained teacher, and ``torch-pruning`` is no search at all but the
+One arm is not a search of the protocol's spaces: ``torch-pruning`` is no search at all but the
 outside baseline of benchmarks/torch_pruning_baseline.py (Torch-Pruning's own API on the trained
 teacher), scored the same way from its five fine-tuned models.
 """
@@ -44,7 +43,7 @@ TARGET_GAP_POINTS = 2.0  # issue #14: the best searched student within 2 points 
 
 @dataclass(frozen=True)
 class Arm:
-    space: str             # the protocol's space role: joint | prune_only | distill_only | inherit | teacher
+    space: str             # the protocol's space role: joint | prune_only | distill_only | teacher
     sampler: str           # autokd.search.SAMPLERS
     stopping: str          # early stopping: ladder (MO-ASHA) | dominated (the stop-if-dominated rule) | none
     warm_start: bool       # the space's warm_start settings enqueued first
@@ -61,8 +60,6 @@ ARMS = {
     "prune-only": Arm("prune_only", "tpe", "ladder", False, "pruning only, no distillation (TPE, ladder)"),
     "distill-only": Arm("distill_only", "tpe", "ladder", False, "distillation only, no pruning: width and depth "
                         "(TPE, ladder)"),
-    "inherit": Arm("inherit", "tpe", "ladder", False, "the joint space with student/init fixed to teacher: the "
-                   "trained teacher pruned, then distilled back (TPE, ladder)"),
     "torch-pruning": Arm("teacher", "none", "none", False, "outside baseline, no search: Torch-Pruning's MetaPruner "
                          "(global group-norm magnitude) prunes the trained teacher to 100/80/60/40/20 % of the "
                          "budget, each fine-tuned on labels for the epochs a fifth of the compute pays for with its one "
@@ -78,18 +75,9 @@ def compute_budget(protocol) -> float:
     return float(protocol.trials * protocol.epochs)
 
 
-# the inherit arm's space: the protocol's joint space with student/init fixed to teacher
-INHERIT_SPACES = {"cpu_joint.yaml": "cpu_inherit.yaml", "resnet56_to_resnet": "full_inherit.yaml"}
-
-
 def arm_space(protocol, arm: str) -> str:
     """The space (path or shipped name) an arm searches."""
-    role = ARMS[arm].space
-    if role != "inherit":
-        return protocol.space(role)
-    from protocols import SPACES
-
-    return str(SPACES / INHERIT_SPACES[protocol.spaces["joint"]])
+    return protocol.space(ARMS[arm].space)
 
 
 def study_name(protocol, arm: str, seed: int) -> str:
@@ -328,10 +316,10 @@ def _ratio(by_arm: dict, hv: dict, baseline: str, key: str = "hypervolume") -> t
 
 def teacher_gap(by_arm: dict, teacher_test: float | None) -> dict:
     """Issue #14's search-epochs target: per arm, teacher test accuracy minus the arm's mean best test
-    accuracy, in points; met when the best searching arm (joint or inherit) is within TARGET_GAP_POINTS."""
+    accuracy, in points; met when the joint arm is within TARGET_GAP_POINTS."""
     gaps = {arm: None if teacher_test is None or v["test_accuracy"]["mean"] is None
             else 100 * (teacher_test - v["test_accuracy"]["mean"]) for arm, v in by_arm.items()}
-    searched = [g for a, g in gaps.items() if a in ("joint", "inherit") and g is not None]
+    searched = [g for a, g in gaps.items() if a == "joint" and g is not None]
     tp, joint = by_arm.get("torch-pruning"), by_arm.get("joint")
     above = None if not (tp and joint) or None in (tp["test_accuracy"]["mean"], joint["test_accuracy"]["mean"]) \
         else 100 * (joint["test_accuracy"]["mean"] - tp["test_accuracy"]["mean"])

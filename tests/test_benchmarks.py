@@ -133,8 +133,8 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     _run([str(BENCH / "make_tables.py"), "--results", str(tmp_path), "--out", str(page)], timeout=60)
     text = page.read_text()
     for title in ("## 1. Search quality", "## 2. The seeds' claims", "## 3. Overheads", "## 4. Cost vs latency",
-                  "## 5. Full protocol (GPU)", "### Protocol `smoke`", "Joint / random hypervolume",
-                  "## The exported student (headline)", "gap_to_teacher_points"):
+                  "## 5. GPU", "### Protocol `smoke`", "Joint / random hypervolume",
+                  "## The exported student", "gap_to_teacher_points"):
         assert title in text, title
     assert -1 <= (data["ranking"]["results"]["kendall_tau_b"] or 0) <= 1
     assert text.count("run.py all --protocol smoke") == 6  # every table names its command
@@ -239,3 +239,50 @@ def test_compute_to_match_reads_the_compute_random_needs_for_joints_front():
     assert [p["seed"] for p in m["per_seed"]] == [0, 1, 2] and m["per_seed"][2]["compute"] is None
     assert m["least_times"] is None
     assert compute_to_match([run("joint", 0, 0.7, 60.0, [[6.0, 0.7]])]) is None
+
+
+def test_a_record_names_the_machine_it_ran_on_not_the_protocols_intention(monkeypatch):
+    """A protocol that trains on CUDA, recorded on a machine without a GPU, says "cpu" and the CPU."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    from record import cpu_model, machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    m = machine("cuda")
+    assert (m["device"], m["device_name"], m["gpu"]) == ("cpu", cpu_model(), None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Some GPU 80GB")
+    assert (machine("cuda")["device"], machine("cuda")["device_name"]) == ("cuda", "Some GPU 80GB")
+    assert machine("cpu")["device"] == "cpu"  # a CPU protocol stays on the CPU, GPU or not
+
+
+def _claim(statement: str, n: int, mean: float | None) -> dict:
+    return {"statement": statement, "a": "x", "b": "y", "difference": {"n": n, "mean": mean}}
+
+
+def test_each_claim_comes_from_the_newest_file_that_ran_it():
+    sys.path.insert(0, str(BENCH))
+    from make_tables import current_claims
+
+    newest = {"results": {"claims": [_claim("A", 0, None), _claim("B", 3, 0.5), _claim("C", 0, None)]}}
+    older = {"results": {"claims": [_claim("A", 3, 1.0), _claim("B", 3, 9.9)]}}
+    got = [(c["statement"], c["difference"]["mean"], name)
+           for c, name in current_claims([("claims-p.json", newest), ("claims-p-2026.json", older)])]
+    assert got == [("A", 1.0, "claims-p-2026.json"), ("B", 0.5, "claims-p.json"), ("C", None, "claims-p.json")]
+
+
+def test_the_committed_page_puts_the_headline_first_and_shows_only_current_results():
+    sys.path.insert(0, str(BENCH))
+    from make_tables import load, page
+
+    results = BENCH / "results"
+    text = page(load(results), results)
+    lines = text.splitlines()
+    assert len(lines) <= 220
+    assert lines[2].startswith("**Headline**") and "n = 3" in lines[2] and " ± " in "\n".join(lines[2:6])
+    assert text.count("teacher trained only") == 1  # the caveat on the CPU teacher, said once
+    assert "Superseded" not in text and "-20261202-" not in text  # archived tables stay in the archive
+    claims = text.split("## 2.")[1].split("## 3.")[0]
+    assert "**not run**" not in claims  # every claim some file ran shows its numbers
+    assert not any(len(line) > 130 for line in lines if not line.startswith(("|", "![")))  # prose is wrapped

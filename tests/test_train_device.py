@@ -1,7 +1,7 @@
 """The GPU code paths of fit / evaluate / batches / TeacherCache, and their CPU fallback.
 
 On the CPU (every CI machine) the GPU options must be no-ops that call nothing of ``torch.cuda``
-and leave the numbers as they were; on a machine with CUDA (the device protocol runs this file
+and leave the numbers as they were; on a machine with CUDA (benchmarks/gpu_protocol.sh runs this file
 there too) the same calls must train on the GPU and hand back plain NCHW weights.
 """
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_teacher_cache_finds_rows_in_any_order_and_misses_others(digits):
     assert (cache.hits, cache.misses) == (1, 3)
 
 
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run by benchmarks/device_protocol.sh there)")
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device (benchmarks/gpu_protocol.sh runs it there)")
 @pytest.mark.parametrize("amp", [False, True])
 def test_on_cuda_training_stays_on_the_gpu_and_returns_nchw_weights(digits, amp):
     data = _small(digits)
