@@ -33,7 +33,7 @@ PARTS = {  # file stem -> (section title, the command that writes it)
     "claims": ("2. The seeds' claims", "benchmarks/run.py claims --protocol {p}"),
     "overheads": ("3. Overheads", "benchmarks/run.py overheads --protocol {p}"),
     "latency": ("4. Cost vs latency", "benchmarks/run.py latency --protocol {p}"),
-    "ranking": ("5. Does the search rank students as the final training does?", "benchmarks/run.py ranking --protocol {p}"),
+    "ranking": ("Search score vs final score", "benchmarks/run.py ranking --protocol {p}"),
 }
 GPU_PARTS = {"gpu_throughput": "Table 3's GPU rows"}  # only the gpu protocols write it: section 5
 PROTOCOL_ORDER = ("cpu", "full", "gpu", "smoke")
@@ -421,8 +421,11 @@ def top(found: dict, results: Path, protocols: list[str]) -> list[str]:
         lines += para(f"The {', '.join(f'`{p}`' for p in short)} tables distil from a teacher trained only "
                       f"{'/'.join(sorted({str(e) for e in short.values()}))} epochs, not to convergence ({converged} in "
                       "the full protocol), so their distillation results are not representative.") + [""]
-    lines += para(f"Generated from `{shown}/*.json` by `.venv/bin/python benchmarks/make_tables.py`, each table under "
-                  "the command that produced it; superseded results: `benchmarks/results/archive/`.") + [""]
+    not_run = [f"{PARTS[part][0].lower()} (`{PARTS[part][1].format(p='cpu')}`)" for part in PARTS
+               if not any((part, p) in found for p in protocols)]
+    lines += para(f"Generated from `{shown}/*.json` by `.venv/bin/python benchmarks/make_tables.py`, each table "
+                  "under its command; superseded results: `benchmarks/results/archive/`."
+                  + (f" Not run yet: {'; '.join(not_run)}." if not_run else "")) + [""]
     lines += ["    bash benchmarks/run_all.sh cpu           # every part of the CPU protocol, one command per part",
               "    bash benchmarks/gpu_protocol.sh          # minutes on any CUDA GPU (section 5)",
               "    bash benchmarks/full_protocol.sh         # every part, nothing reduced: hours on a CUDA GPU", "",
@@ -438,6 +441,8 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
     title, command = PARTS[part]
     shown = [p for p in protocols if (part, p) in found]
     lines = [f"## {title}" + (f" (protocol `{shown[0]}`)" if len(shown) == 1 and shown == protocols[:1] else ""), ""]
+    if not shown:  # named in the page's top paragraph instead
+        return []
     for p in protocols:
         files = found.get((part, p), [])
         only = parts_of(p)  # a variant runs only its parts (run.py's names); the gpu protocols skip these
