@@ -33,7 +33,6 @@ PARTS = {  # file stem -> (section title, the command that writes it)
     "claims": ("2. The seeds' claims", "benchmarks/run.py claims --protocol {p}"),
     "overheads": ("3. Overheads", "benchmarks/run.py overheads --protocol {p}"),
     "latency": ("4. Cost vs latency", "benchmarks/run.py latency --protocol {p}"),
-    "ranking": ("Search score vs final score", "benchmarks/run.py ranking --protocol {p}"),
 }
 GPU_PARTS = {"gpu_throughput": "Table 3's GPU rows"}  # only the gpu protocols write it: section 5
 PROTOCOL_ORDER = ("cpu", "full", "gpu", "smoke")
@@ -366,6 +365,19 @@ def gpu_throughput(d: dict) -> list[str]:
                           "val. acc. (%)", "n"], rows)
 
 
+RANKING_COMMAND = "benchmarks/run.py ranking --protocol {p}"
+
+
+def ranking_of(found: dict, protocol: str) -> list[str]:
+    """Below the headline: does the search rank students as the final training does?"""
+    files = found.get(("ranking", protocol))
+    if not files:
+        return para(f"Search score vs final score (Kendall tau): not run yet, "
+                    f"`.venv/bin/python {RANKING_COMMAND.format(p=protocol)}`.") + [""]
+    name, d = files[0]
+    return para(provenance(d, name)) + [""] + ranking(d) + [""]
+
+
 def ranking(d: dict) -> list[str]:
     r = d["results"]
     rows = [[m["trial"], mega(m["macs"]), num(m["search_val_accuracy"], ".2f", 100),
@@ -390,7 +402,7 @@ def load(results: Path) -> dict[tuple[str, str], list[tuple[str, dict]]]:
             d = json.loads(path.read_text())
         except ValueError:
             continue
-        if d.get("part") in PARTS or d.get("part") in GPU_PARTS:
+        if d.get("part") in PARTS or d.get("part") in GPU_PARTS or d.get("part") == "ranking":
             out.setdefault((d["part"], d["protocol"]), []).append((path.name, d))
     for (part, protocol), files in out.items():
         files.sort(key=lambda f: f[0], reverse=True)
@@ -421,15 +433,11 @@ def top(found: dict, results: Path, protocols: list[str]) -> list[str]:
         lines += para(f"The {', '.join(f'`{p}`' for p in short)} tables distil from a teacher trained only "
                       f"{'/'.join(sorted({str(e) for e in short.values()}))} epochs, not to convergence ({converged} in "
                       "the full protocol), so their distillation results are not representative.") + [""]
-    not_run = [f"{PARTS[part][0].lower()} (`{PARTS[part][1].format(p='cpu')}`)" for part in PARTS
-               if not any((part, p) in found for p in protocols)]
-    lines += para(f"Generated from `{shown}/*.json` by `.venv/bin/python benchmarks/make_tables.py`, each table "
-                  "under its command; superseded results: `benchmarks/results/archive/`."
-                  + (f" Not run yet: {'; '.join(not_run)}." if not_run else "")) + [""]
-    lines += ["    bash benchmarks/run_all.sh cpu           # every part of the CPU protocol, one command per part",
-              "    bash benchmarks/gpu_protocol.sh          # minutes on any CUDA GPU (section 5)",
-              "    bash benchmarks/full_protocol.sh         # every part, nothing reduced: hours on a CUDA GPU", "",
-              "Protocols (`benchmarks/protocols.py`), each as its JSON records what it reduced:"]
+    lines += para(f"Generated from `{shown}/*.json` by `.venv/bin/python benchmarks/make_tables.py`, each table under "
+                  "its command; superseded results: `benchmarks/results/archive/`. Every part of the CPU protocol: "
+                  "`bash benchmarks/run_all.sh cpu`; minutes on any CUDA GPU: `bash benchmarks/gpu_protocol.sh` "
+                  "(section 5); every part, nothing reduced: `bash benchmarks/full_protocol.sh` (hours on a CUDA GPU).")
+    lines += ["", "Protocols (`benchmarks/protocols.py`), each as its JSON records what it reduced:"]
     for p, s in settings.items():
         base, _, change = s["reduced"].partition("; VARIANT: ")
         lines += para(f"- `{p}`: " + (f"`{VARIANTS[p][0]}` with one change: {change}." if change and p in VARIANTS
@@ -441,8 +449,6 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
     title, command = PARTS[part]
     shown = [p for p in protocols if (part, p) in found]
     lines = [f"## {title}" + (f" (protocol `{shown[0]}`)" if len(shown) == 1 and shown == protocols[:1] else ""), ""]
-    if not shown:  # named in the page's top paragraph instead
-        return []
     for p in protocols:
         files = found.get((part, p), [])
         only = parts_of(p)  # a variant runs only its parts (run.py's names); the gpu protocols skip these
@@ -458,6 +464,8 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
         name, d = files[0]
         lines += para(provenance(d, name)) + [""] + (search_quality(d, p == shown[0]) if part == "search_quality"
                                                      else RENDER[part](d)) + [""]
+        if part == "exported":
+            lines += ranking_of(found, p)
         if part == "search_quality":
             lines += search_quality_figure(results / name, page_dir, caption=p == shown[0]) + [""]
     return lines
