@@ -25,11 +25,11 @@ from ..provenance import provenance, resolve_device
 from ..seeds import sampler_seed
 from ..teacher import get_teacher, train_model
 from ..train import TrainConfig
-from . import record, store
+from . import store
 from .compute import trial_compute
 from .config import DEFAULT_TRIALS, SAMPLERS, SearchConfig
 from .prepare import Plan, Session, prepare
-from .record import RECORD_VERSION, StudyRecord, TrialRecord
+from .record import RECORD_VERSION, StudyRecord, TrialRecord, warm_start_attrs, write_study
 from .stopping import RungResult, make_stopper
 
 Say = Callable[[str], None]
@@ -78,7 +78,7 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
         f"{b.macs / 1e6:.3f} M MACs ({b.flops / 1e6:.3f} M FLOPs, "
         f"{100 * b.share_of_teacher:.0f}% of teacher {plan.teacher.arch})")
     if cfg.reference and not StudyRecord.of(study).references:
-        record.write_study(study, references=[reference_student(plan, say)])
+        write_study(study, references=[reference_student(plan, say)])
     stopper = make_stopper(cfg.stopping, cfg.epochs, eta=cfg.eta, min_dominators=cfg.min_dominators,
                            margin=cfg.stop_margin) if cfg.early_stopping else None
     if stopper:
@@ -100,7 +100,7 @@ def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict
              "teacher_macs": plan.teacher.macs, "dataset": cfg.dataset, "space": plan.space.name,
              "objectives": list(store.OBJECTIVES), "cost_unit": COST_UNIT, "input_shape": list(plan.shape),
              "num_classes": plan.data.num_classes, "record_version": RECORD_VERSION}
-    record.write_study(study, **attrs)
+    write_study(study, **attrs)
     write_json(folder / "config.json", record)
 
 
@@ -135,7 +135,7 @@ def enqueue_warm_start(study: optuna.Study, space, names: list[str] | None = Non
     sampled)."""
     chosen = list(space.warm_start) if names is None else names
     for name in chosen:
-        study.enqueue_trial(space.warm_start[name], user_attrs=record.warm_start_attrs(name), skip_if_exists=True)
+        study.enqueue_trial(space.warm_start[name], user_attrs=warm_start_attrs(name), skip_if_exists=True)
     return len(chosen)
 
 
