@@ -38,6 +38,7 @@ from .measure import COST_UNIT, LATENCY_THREADS, cpu_latency_ms, measure
 from .pareto import choose, pareto_info
 from .provenance import provenance
 from .search import store as studies
+from .search.record import StudyRecord
 from .teacher import get_teacher, input_shape
 from .train import Diverged, TrainConfig, evaluate
 from .trial import TrialContext, TrialRun, run_trial
@@ -55,9 +56,9 @@ class ExportMismatch(RuntimeError):
 # ------------------------------------------------------------------ the study's recipe
 def _recipe(study, config: dict) -> dict:
     """Dataset, seeds and teacher recipe of the search (config.json first, then study attributes)."""
-    search, teacher, attrs = config.get("search") or {}, config.get("teacher") or {}, study.user_attrs
-    recipe = {"dataset": search.get("dataset", attrs.get("dataset")), "seed": int(search.get("seed", 0)),
-              "teacher": teacher.get("spec", attrs.get("teacher")),
+    search, teacher, rec = config.get("search") or {}, config.get("teacher") or {}, StudyRecord.of(study)
+    recipe = {"dataset": search.get("dataset", rec.dataset), "seed": int(search.get("seed", 0)),
+              "teacher": teacher.get("spec", rec.teacher),
               "teacher_epochs": int(search.get("teacher_epochs", 15)),
               "train_subset": search.get("train_subset")}
     missing = [k for k in ("dataset", "teacher") if not recipe[k]]

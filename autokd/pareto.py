@@ -4,7 +4,7 @@ A study has two objectives, ``values = [val_accuracy, macs]`` (maximize, minimiz
 becomes one *point*, a plain dict::
 
     {"number", "state", "val_accuracy", "macs", "flops", "params", "share_of_teacher",
-     "candidate", "trial_params", "stopped_at_epoch", "failure", "weights",
+     "candidate", "trial_params", "plan", "prune_ratios", "stopped_at_epoch", "failure", "weights",
      "compute", "compute_recorded", "finished", "rungs_promoted"}
 
 ``macs`` are conv+linear multiply-accumulates, ``flops = 2 * macs`` (:mod:`autokd.measure`),
@@ -19,7 +19,7 @@ Hypervolume, in [0, 1]: the area that the front dominates between itself and the
 number up to n, for each completed trial n.
 
 Compute, in epoch-equivalents (one training epoch over the trial's training set = 1; an
-evaluation-only pass counts a fraction): a trial's user attr ``compute`` where the search recorded
+evaluation-only pass counts a fraction): a trial's recorded ``compute`` where the search recorded
 it, else the training epochs it ran (:func:`compute_of`). Completed, stopped and failed trials all
 spend it; rejected ones (over budget, never trained) spend none. ``hypervolume_by_compute`` is
 (compute spent so far, hypervolume of the completed trials so far) after each trial that spent
@@ -37,6 +37,7 @@ from typing import Iterable
 from .errors import UserError
 from .measure import COST_UNIT_TITLE, flops_from_macs
 from .search import store
+from .search.record import StudyRecord, TrialRecord
 from .search.budget import BudgetError, parse_budget
 from .search.front import hypervolume_2d, pareto_front_points
 
@@ -113,14 +114,14 @@ def hypervolume_history(completed: list[dict], reference_macs: float | None) -> 
 SPENDING = ("complete", "stopped", "failed")  # the states whose trials spent compute (not "rejected")
 
 
-def compute_of(attrs: dict) -> float:
-    """A trial's compute in epoch-equivalents: its ``compute`` user attr, or else the training epochs
+def compute_of(rec: TrialRecord) -> float:
+    """A trial's compute in epoch-equivalents: its recorded ``compute``, or else the training epochs
     it ran: the largest epoch of ``epoch_val_accuracy`` ({"0": acc, "1": acc, ...}; "0" is a score
     before any training, so no epoch) or the length of ``history``, whichever is larger; 0 if none."""
-    if attrs.get("compute") is not None:
-        return float(attrs["compute"])
-    epochs = [int(k) for k in (attrs.get("epoch_val_accuracy") or {}) if str(k).isdigit()]
-    return float(max(max(epochs, default=0), len(attrs.get("history") or [])))
+    if rec.compute is not None:
+        return float(rec.compute)
+    epochs = [int(k) for k in rec.epoch_val_accuracy if str(k).isdigit()]
+    return float(max(max(epochs, default=0), len(rec.history)))
 
 
 def finish_order(points: list[dict]) -> list[dict]:
@@ -181,26 +182,27 @@ def kept_ratios(candidate: dict, keys: Iterable[str] | None = None) -> dict[str,
 
 # ------------------------------------------------------------------ from a study
 def _point(t, state: str, teacher_macs: int | None) -> dict:
-    attrs = t.user_attrs
+    rec = TrialRecord.of(t)
     if state == "complete":
         acc, macs = float(t.values[0]), int(t.values[1])
     else:
-        acc = attrs.get("val_accuracy")
-        acc = None if acc is None else float(acc)
-        macs = int(attrs["macs"]) if attrs.get("macs") is not None else None
+        acc = None if rec.val_accuracy is None else float(rec.val_accuracy)
+        macs = None if rec.macs is None else int(rec.macs)
     return {
         "number": t.number, "state": state, "val_accuracy": acc, "macs": macs,
         "flops": None if macs is None else flops_from_macs(macs),
-        "params": attrs.get("params_count"),
+        "params": rec.params_count,
         "share_of_teacher": (macs / teacher_macs) if (macs is not None and teacher_macs) else None,
-        "candidate": dict(attrs.get("candidate") or {}), "trial_params": dict(t.params),
+        "candidate": dict(rec.candidate), "trial_params": dict(t.params),
+        # as the public API takes them (None in a study from before record version 2)
+        "plan": rec.plan, "prune_ratios": rec.prune_ratios,
         # every lambda_ij as the trial ran it (a named kd/pairs resolved on its points); older studies: the candidate's
-        "lambdas": dict(attrs.get("lambdas") or (attrs.get("candidate") or {}).get("lambdas") or {}),
-        "stopped_at_epoch": attrs.get("stopped_at_epoch"), "failure": attrs.get("failure"),
-        "weights": attrs.get("weights"),
-        "compute": 0.0 if state == "rejected" else compute_of(attrs), "compute_recorded": "compute" in attrs,
+        "lambdas": dict(rec.lambdas or rec.candidate.get("lambdas") or {}),
+        "stopped_at_epoch": rec.stopped_at_epoch, "failure": rec.failure,
+        "weights": rec.weights,
+        "compute": 0.0 if state == "rejected" else compute_of(rec), "compute_recorded": rec.compute is not None,
         "finished": t.datetime_complete.isoformat(timespec="microseconds") if t.datetime_complete else None,
-        "rungs_promoted": None if attrs.get("rungs_promoted") is None else [int(r) for r in attrs["rungs_promoted"]],
+        "rungs_promoted": None if rec.rungs_promoted is None else [int(r) for r in rec.rungs_promoted],
     }
 
 
@@ -212,14 +214,14 @@ def _state(t) -> str:
     if t.state == TrialState.PRUNED:
         return "stopped"
     if t.state == TrialState.FAIL:
-        return "rejected" if t.user_attrs.get("rejected") else "failed"
+        return "rejected" if TrialRecord.of(t).rejected else "failed"
     return "running"
 
 
 def _teacher(study, config: dict) -> dict:
-    cfg, attrs = config.get("teacher") or {}, study.user_attrs
-    macs = cfg.get("macs", attrs.get("teacher_macs"))
-    return {"arch": cfg.get("arch", attrs.get("teacher_arch")), "spec": cfg.get("spec", attrs.get("teacher")),
+    cfg, rec = config.get("teacher") or {}, StudyRecord.of(study)
+    macs = cfg.get("macs", rec.teacher_macs)
+    return {"arch": cfg.get("arch", rec.teacher_arch), "spec": cfg.get("spec", rec.teacher),
             "macs": macs, "flops": None if macs is None else flops_from_macs(macs),
             "val_accuracy": cfg.get("val_accuracy"), "test_accuracy": cfg.get("test_accuracy")}
 
@@ -253,9 +255,9 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True) 
             config = store.read_config(study.study_name)
         except UserError:
             config = {}
-    attrs = study.user_attrs
+    rec = StudyRecord.of(study)
     budget = (config.get("budget") or {})
-    budget_macs = budget.get("macs_budget", attrs.get("macs_budget"))
+    budget_macs = budget.get("macs_budget", rec.macs_budget)
     teacher = _teacher(study, config)
     groups: dict[str, list] = {s: [] for s in STATES}
     for t in study.get_trials(deepcopy=False):
@@ -274,13 +276,13 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True) 
         running=groups["running"], budget_macs=budget_macs, teacher=teacher,
         hypervolume_history=hypervolume_history(completed, reference),
         hypervolume_reference_macs=reference,
-        dataset=(config.get("search") or {}).get("dataset", attrs.get("dataset")),
-        budget_text=budget.get("budget_text", attrs.get("budget_text")),
+        dataset=(config.get("search") or {}).get("dataset", rec.dataset),
+        budget_text=budget.get("budget_text", rec.budget_text),
         importances=imp, importances_note=note,
         hypervolume_by_compute=hypervolume_vs_compute(spent, reference),
         compute_from_epochs=sum(not p["compute_recorded"] for p in spent),
         promotions=promotions(spent),
-        references=[dict(r) for r in attrs.get("references") or [] if r.get("macs") and r.get("val_accuracy") is not None])
+        references=[dict(r) for r in rec.references if r.get("macs") and r.get("val_accuracy") is not None])
 
 
 # ------------------------------------------------------------------ choosing one point

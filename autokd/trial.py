@@ -35,16 +35,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bundle import save_bundle
-from .candidate import LEARNED_MASK, MAX_RATIO, Candidate, check_candidate
+from .candidate import LEARNED_MASK, Candidate, check_candidate
 from .data import DataSplits
 from .distill import (PAIR_LOSSES, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
                       make_pairs, split_key)
 from .errors import UserError
-from .measure import COST_UNIT, Cost, flops_from_macs, measure
-from .models import MODELS, channel_plan, create_model
+from .measure import COST_UNIT, flops_from_macs, measure
+from .models import MODELS, channel_plan
 from .provenance import provenance
-from .inherit import RECALIBRATION_IMAGES, check_inheritable, inherit_student, inherited_plan, recalibrate_bn
-from .prune import CRITERIA, ChannelGates, layout, predict_cost, prune_to_plan, resolve_ratios, target_plan
+from .inherit import RECALIBRATION_IMAGES, inherit_student, recalibrate_bn
+from .price import pruning_ratios
+from .prune import CRITERIA, ChannelGates, layout, predict_cost, prune_to_plan, target_plan
 from .seeds import trial_seeds
 from .teacher import input_shape, seeded_model
 from .train import TrainConfig, evaluate, fit
@@ -103,59 +104,6 @@ def _checked_teacher(teacher: nn.Module, data: DataSplits) -> nn.Module:
     if not getattr(teacher, "points", None):
         raise UserError("the teacher has no distillation points (.points): build it with autokd's zoo")
     return teacher
-
-
-def pruning_ratios(c: Candidate, student: nn.Module) -> dict[str, float]:
-    """The ratio ``c`` asks for at every prunable layer of ``student`` (built, not yet pruned).
-
-    With ``init="teacher"`` the student has the teacher's widths, and a ``width`` w below 1 means
-    uniform pruning by importance on top of the candidate's ratios: each layer keeps the share
-    w * (1 - r) of its channels, i.e. its ratio becomes 1 - w * (1 - r) (at most MAX_RATIO).
-    """
-    per_layer = resolve_ratios(student, ratio_spec(student, c.prune) if c.prune else 0.0)
-    if c.init != "teacher" or c.width == 1.0:
-        return per_layer
-    return {n: min(MAX_RATIO, float(f"{1 - c.width * (1 - r):.12g}")) for n, r in per_layer.items()}
-
-
-def predict_student_cost(c: Candidate, *, teacher_arch: str, teacher_plan: dict[str, int], teacher_width: float,
-                         num_classes: int, in_channels: int, input_shape: tuple[int, ...]) -> Cost:
-    """The exact cost of ``c``'s student after pruning, before anything is built or trained: a
-    scratch student from its architecture and width, an inherited one from the teacher's plan."""
-    return predict_student(c, teacher_arch=teacher_arch, teacher_plan=teacher_plan, teacher_width=teacher_width,
-                           num_classes=num_classes, in_channels=in_channels, input_shape=input_shape)[1]
-
-
-def predict_student(c: Candidate, *, teacher_arch: str, teacher_plan: dict[str, int], teacher_width: float,
-                    num_classes: int, in_channels: int, input_shape: tuple[int, ...]) -> tuple[dict[str, int], Cost]:
-    """(channel plan, cost) of ``c``'s student after pruning: :func:`predict_student_cost` with the plan."""
-    if c.init == "teacher":
-        check_inheritable(teacher_arch, c.student)
-        width, base = teacher_width, inherited_plan(teacher_arch, teacher_plan, c.student, c.blocks)
-    else:
-        width, base = c.width, None
-    with torch.device("meta"):  # shapes only: what pruning_ratios reads
-        student = create_model(c.student, num_classes=num_classes, in_channels=in_channels, width=width, plan=base)
-    return predict_cost(c.student, num_classes=num_classes, in_channels=in_channels, width=width,
-                        ratios_spec=pruning_ratios(c, student), input_shape=input_shape, plan=base)
-
-
-def ratio_spec(model: nn.Module, prune: dict[str, float]) -> float | dict[str, float]:
-    """Candidate.prune -> a ratio spec for ``autokd.prune``. ``{"*": r}`` alone is the float r;
-    without "*" the dict is passed as is; "*" with other keys gives a per-layer dict: every
-    layer at r, then each key's layers (as ``resolve_ratios`` expands that key, residual partners
-    included) at its ratio, keys covering more layers first, so a layer key beats its stage key."""
-    if set(prune) == {"*"}:
-        return float(prune["*"])
-    if "*" not in prune:
-        return dict(prune)
-    per_layer = resolve_ratios(model, float(prune["*"]))
-    probe = 0.5  # any nonzero ratio marks the layers a key reaches
-    reach = {k: [n for n, r in resolve_ratios(model, {k: probe}).items() if r == probe]
-             for k in prune if k != "*"}
-    for key in sorted(reach, key=lambda k: -len(reach[k])):
-        per_layer.update({n: float(prune[key]) for n in reach[key]})
-    return per_layer
 
 
 class TrialRun:

@@ -162,6 +162,7 @@ def _timed_search(cfg_kwargs: dict, results_dir: str) -> dict:
     import torch
 
     from autokd.search import store as studies
+    from autokd.search.record import TrialRecord
     from autokd.search import SearchConfig, search
 
     isolate(Path(results_dir))
@@ -175,7 +176,7 @@ def _timed_search(cfg_kwargs: dict, results_dir: str) -> dict:
     ends = [t.datetime_complete for t in trained]
     return {"wall_s": wall, "span_s": (max(ends) - min(starts)).total_seconds() if trained else None,
             "trained": len(trained), "failed": studies.counts(study)["failed"],
-            "candidates": [t.user_attrs["candidate"] for t in trained],
+            "candidates": [TrialRecord.of(t).candidate for t in trained],
             "peak_rss_mb": peak_rss_mb()}
 
 

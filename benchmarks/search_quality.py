@@ -103,9 +103,11 @@ def _train_split(dataset: str, seed: int, subset: int | None):
 def _epochs_run(trial) -> int:
     """Training epochs a trial ran: its highest reported epoch (an inherited student's epoch-0 score
     trains nothing), or its history's training epochs."""
-    attrs = trial.user_attrs
-    reported = max((int(e) for e in attrs.get("epoch_val_accuracy") or {}), default=0)
-    history = sum(1 for h in attrs.get("history") or [] if h.get("epoch", 1) != 0)
+    from autokd.search.record import TrialRecord
+
+    rec = TrialRecord.of(trial)
+    reported = max((int(e) for e in rec.epoch_val_accuracy), default=0)
+    history = sum(1 for h in rec.history if h.get("epoch", 1) != 0)
     return max(reported, history)
 
 

@@ -32,7 +32,7 @@ def test_epochs_and_evaluations_from_the_rung_record():
     assert epochs_in({"0": 0.5, "1": 0.6, "2": 0.7}) == (2, 3)  # epoch 0 is a score, not an epoch
     assert epochs_in({"1": 0.6}) == (1, 1)
     assert epochs_in(None) == (0, 0) and epochs_in({}) == (0, 0)
-    assert spent([{"compute": 1.5}, {}, {"compute": None}, {"compute": 2}]) == 3.5
+    assert spent([1.5, None, None, 2]) == 3.5
 
 
 def test_compute_and_trials_targets():

@@ -18,7 +18,8 @@ from autokd.measure import count_macs
 from autokd.models import channel_plan, create_model
 from autokd.teacher import seeded_model, train_model
 from autokd.train import TrainConfig
-from autokd.trial import TrialContext, TrialRun, predict_student_cost, run_trial
+from autokd.price import TeacherShape, predict_macs
+from autokd.trial import TrialContext, TrialRun, run_trial
 
 runner = CliRunner()
 SHAPE = (1, 8, 8)
@@ -36,9 +37,8 @@ def _ctx(teacher, digits, **kw) -> TrialContext:
 
 
 def _predicted(c: Candidate, model) -> int:
-    return predict_student_cost(c, teacher_arch=model.arch, teacher_plan=channel_plan(model),
-                                teacher_width=model.build_args["width"], num_classes=10, in_channels=1,
-                                input_shape=SHAPE).macs
+    shape = TeacherShape(model.arch, 0, channel_plan(model), model.build_args["width"], 10, SHAPE)
+    return predict_macs(c, shape)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -105,9 +105,8 @@ def test_init_teacher_with_a_student_of_another_family_is_one_line_before_traini
     assert res.exit_code == 2 and len(lines) == 1 and "family" in lines[0], res.output
     assert not (tmp_path / "runs").exists()
     with pytest.raises(UserError, match="family"):
-        predict_student_cost(Candidate(student="vgg11", init="teacher"), teacher_arch="resnet56",
-                             teacher_plan=channel_plan(create_model("resnet56")), teacher_width=1.0,
-                             num_classes=10, in_channels=3, input_shape=(3, 32, 32))
+        teacher = TeacherShape("resnet56", 0, channel_plan(create_model("resnet56")), 1.0, 10, (3, 32, 32))
+        predict_macs(Candidate(student="vgg11", init="teacher"), teacher)
 
 
 @pytest.mark.slow

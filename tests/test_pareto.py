@@ -10,6 +10,7 @@ from optuna.trial import TrialState, create_trial
 from autokd.errors import UserError
 from autokd.pareto import (ChooseError, choose, compute_of, hypervolume_2d, hypervolume_vs_compute, kept_ratios,
                            lambda_matrix, pareto_front_points, pareto_info, promotions)
+from autokd.search.record import TrialRecord
 
 BUDGET, TEACHER_MACS = 100, 250  # MACs; hypervolume divides MACs by the budget
 DISTS = {"student/arch": CategoricalDistribution(["convtiny", "convverytiny"]),
@@ -285,10 +286,10 @@ def test_finish_ties_go_by_trial_number():
 
 
 def test_compute_of_old_trials_counts_training_epochs():
-    assert compute_of({"compute": 0.7, "history": [{}, {}, {}]}) == 0.7           # recorded wins
-    assert compute_of({"epoch_val_accuracy": {"0": 0.1, "1": 0.2, "2": 0.3}}) == 2.0  # epoch 0 trains nothing
-    assert compute_of({"epoch_val_accuracy": {"1": 0.2}, "history": [{}, {}, {}]}) == 3.0
-    assert compute_of({"history": []}) == 0.0 and compute_of({}) == 0.0
+    assert compute_of(TrialRecord(compute=0.7, history=[{}, {}, {}])) == 0.7           # recorded wins
+    assert compute_of(TrialRecord(epoch_val_accuracy={"0": 0.1, "1": 0.2, "2": 0.3})) == 2.0  # epoch 0 trains nothing
+    assert compute_of(TrialRecord(epoch_val_accuracy={"1": 0.2}, history=[{}, {}, {}])) == 3.0
+    assert compute_of(TrialRecord(history=[])) == 0.0 and compute_of(TrialRecord()) == 0.0
     info = pareto_info(hand_study(), CONFIG, importances=False)  # no `compute`, empty histories
     assert info.compute_spent == 0.0 and info.compute_from_epochs == 7  # every trial but the rejected one
 

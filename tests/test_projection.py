@@ -170,11 +170,9 @@ def teachers():
 
 
 def _plan_and_macs(cand, teacher):
-    from autokd.trial import predict_student
+    from autokd.price import predict_student
 
-    plan, cost = predict_student(cand, teacher_arch=teacher.arch, teacher_plan=teacher.plan,
-                                 teacher_width=teacher.width, num_classes=teacher.num_classes,
-                                 in_channels=teacher.input_shape[0], input_shape=teacher.input_shape)
+    plan, cost = predict_student(cand, teacher)
     return plan, cost.macs
 
 
@@ -217,7 +215,8 @@ def test_a_projected_student_costs_what_was_predicted_once_built():
     from autokd.data import load_dataset
     from autokd.measure import count_macs
     from autokd.models import channel_plan, create_model
-    from autokd.search.budget import TeacherShape, project_candidate
+    from autokd.price import TeacherShape
+    from autokd.search.budget import project_candidate
     from autokd.trial import TrialContext, TrialRun
 
     data = load_dataset("digits", seed=0)

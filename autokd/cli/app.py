@@ -24,6 +24,7 @@ from ..provenance import resolve_device
 from ..search import SearchConfig
 from ..search.driver import search as run_search
 from ..search import store
+from ..search.record import StudyRecord
 from ..teacher import cache_dir, get_teacher, train_model
 from ..train import TrainConfig
 from .common import check_positive, epoch_printer, err, out, parse_shape, user_errors
@@ -175,11 +176,11 @@ def studies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     rows = []
     for name in st.list_names():
         s = st.load(name)
-        c = st.counts(s)
+        c, rec = st.counts(s), StudyRecord.of(s)
         best = max((t.values[0] for t in s.best_trials), default=None)
         rows.append({"study": name, **c, "front": len(s.best_trials), "best_val_accuracy": best,
-                     "teacher": s.user_attrs.get("teacher"), "dataset": s.user_attrs.get("dataset"),
-                     "macs_budget": s.user_attrs.get("macs_budget"), "path": str(st.study_dir(name))})
+                     "teacher": rec.teacher, "dataset": rec.dataset,
+                     "macs_budget": rec.macs_budget, "path": str(st.study_dir(name))})
     if as_json:
         print(json.dumps(rows, indent=2))
         return

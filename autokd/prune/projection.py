@@ -91,7 +91,7 @@ def _probes(shape: Mapping[str, float], channels: Collection[int], keep: float =
     """One scale inside each interval of constant plan: 0, the midpoints, then all-capped.
 
     With ``keep`` w < 1 (an inherited student whose width prunes uniformly on top: its ratio is
-    1 - w (1 - r), autokd.trial.pruning_ratios) a layer of ``c`` channels loses its j-th channel
+    1 - w (1 - r), autokd.price.pruning_ratios) a layer of ``c`` channels loses its j-th channel
     where 1 - w + w s rel = (j - 1/2) / c; w = 1 gives the edges above."""
     rels = {r for r in shape.values() if r > 0}
     edges = _distinct(sorted({e for rel in rels for c in set(channels) for j in range(1, n_pruned(c, MAX_RATIO) + 1)

@@ -2,8 +2,8 @@
 
 ``40%`` and ``0.4`` mean 40 % of the teacher's MACs. ``100M`` (also ``2.5G``, ``1e8``) is an
 absolute count of **FLOPs**, as the flag's name says: 100 M FLOPs = 50 M MACs.
-:func:`predict_macs` gives a candidate's exact MACs from its architecture and ratios alone
-(``autokd.prune.predict_cost``); :func:`cheapest_macs` the least any candidate of a space can cost.
+A candidate's exact MACs come from :mod:`autokd.price` (its architecture and ratios alone);
+:func:`cheapest_macs` is the least any candidate of a space can cost.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from ..candidate import Candidate
 from ..errors import UserError
 from ..measure import count_macs, flops_from_macs, macs_from_flops
 from ..models import MODELS, channel_plan, create_model
+from ..price import TeacherShape, predict_macs, unpruned_channels
 from ..space import SearchSpace, params_to_candidate
-from ..trial import predict_student_cost
 
 SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
@@ -61,18 +61,6 @@ def parse_budget(text: str, teacher_macs: int) -> Budget:
     return Budget(macs, text, macs / teacher_macs)
 
 
-@dataclass(frozen=True)
-class TeacherShape:
-    """What the budget and inherited students need to know of the teacher, without training it."""
-
-    arch: str
-    macs: int
-    plan: dict[str, int]   # its channel plan (a bundle's may be pruned)
-    width: float
-    num_classes: int
-    input_shape: tuple[int, ...]
-
-
 def teacher_shape(spec: str, input_shape: tuple[int, ...], num_classes: int) -> TeacherShape:
     """The teacher's architecture, MACs and channel plan, known without training it."""
     if spec in MODELS and not Path(spec).exists():
@@ -86,14 +74,6 @@ def teacher_shape(spec: str, input_shape: tuple[int, ...], num_classes: int) -> 
                         float(model.build_args.get("width", 1.0)), num_classes, tuple(input_shape))
 
 
-def predict_macs(cand: Candidate, teacher: TeacherShape) -> int:
-    """The exact MACs of ``cand``'s student after pruning, from its architecture and ratios alone
-    (an inherited student's from the teacher's plan)."""
-    return predict_student_cost(cand, teacher_arch=teacher.arch, teacher_plan=teacher.plan,
-                                teacher_width=teacher.width, num_classes=teacher.num_classes,
-                                in_channels=teacher.input_shape[0], input_shape=teacher.input_shape).macs
-
-
 def cheapest_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) -> int:
     """The least a candidate of ``space`` can cost (its cheapest corners, ``min_cost_candidates``)."""
     return min(predict_macs(params_to_candidate(p, fixed=space.fixed, base=base), teacher)
@@ -104,32 +84,18 @@ def cheapest_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) ->
 SHARE = "budget/share"  # the space parameter that asks for projection: the target as a share of the budget
 
 
-def _unpruned_channels(cand: Candidate, teacher: TeacherShape) -> list[int]:
-    """Channel counts of ``cand``'s student before pruning (an inherited one: the teacher's blocks)."""
-    from ..inherit import inherited_plan
-    from ..prune import predict_cost
-
-    if cand.init == "teacher":
-        width, base = teacher.width, inherited_plan(teacher.arch, teacher.plan, cand.student, cand.blocks)
-    else:
-        width, base = cand.width, None
-    plan, _ = predict_cost(cand.student, num_classes=teacher.num_classes, in_channels=teacher.input_shape[0],
-                           width=width, ratios_spec=0.0, input_shape=teacher.input_shape, plan=base)
-    return list(plan.values())
-
-
 def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
     """(candidate, Projection, shape): ``cand`` with its pruning ratios read as a *shape* and scaled,
     by bisection on the exact MAC count (``autokd.prune.projection``), to the least pruning that fits
     ``target_macs``, and the shape that was scaled. No ratio (or all 0): the shape is uniform, every layer alike. An inherited student's
-    width below 1 prunes uniformly on top, as always (``autokd.trial.pruning_ratios``)."""
+    width below 1 prunes uniformly on top, as always (``autokd.price.pruning_ratios``)."""
     from dataclasses import replace
 
     from ..prune.projection import project_shape
 
     shape = {k: v for k, v in cand.prune.items()} if any(v > 0 for v in cand.prune.values()) else {"*": 1.0}
     keep = cand.width if cand.init == "teacher" else 1.0
-    channels = _unpruned_channels(cand, teacher)
+    channels = unpruned_channels(cand, teacher)
 
     def project(shape: dict[str, float]):
         return project_shape(shape, lambda ratios: predict_macs(replace(cand, prune=ratios), teacher),

@@ -45,9 +45,9 @@ def epochs_in(epoch_scores: Mapping[str, float] | None) -> tuple[int, int]:
     return max(epochs, default=0), len(epochs)
 
 
-def spent(trial_attrs: Iterable[Mapping]) -> float:
-    """Compute recorded on trials (their ``compute`` user attr), summed; a trial without one adds 0."""
-    return float(sum(float(a.get("compute") or 0.0) for a in trial_attrs))
+def spent(computes: Iterable[float | None]) -> float:
+    """Compute recorded on trials (each trial's ``TrialRecord.compute``), summed; a trial without one adds 0."""
+    return float(sum(float(c or 0.0) for c in computes))
 
 
 __all__ = ["EVAL_COST", "trial_compute", "epochs_in", "spent"]

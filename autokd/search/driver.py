@@ -29,6 +29,7 @@ from . import store
 from .compute import trial_compute
 from .config import DEFAULT_TRIALS, SAMPLERS, SearchConfig
 from .prepare import Plan, Session, prepare
+from .record import RECORD_VERSION, StudyRecord, TrialRecord, warm_start_attrs, write_study
 from .stopping import RungResult, make_stopper
 
 Say = Callable[[str], None]
@@ -76,8 +77,8 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
     say(f"study {cfg.study}: {c['trained']}{wanted} trials trained so far, compute {work} epoch-equivalents; budget "
         f"{b.macs / 1e6:.3f} M MACs ({b.flops / 1e6:.3f} M FLOPs, "
         f"{100 * b.share_of_teacher:.0f}% of teacher {plan.teacher.arch})")
-    if cfg.reference and not study.user_attrs.get("references"):
-        study.set_user_attr("references", [reference_student(plan, say)])
+    if cfg.reference and not StudyRecord.of(study).references:
+        write_study(study, references=[reference_student(plan, say)])
     stopper = make_stopper(cfg.stopping, cfg.epochs, eta=cfg.eta, min_dominators=cfg.min_dominators,
                            margin=cfg.stop_margin) if cfg.early_stopping else None
     if stopper:
@@ -98,9 +99,8 @@ def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict
     attrs = {**budget.as_dict(), "teacher": cfg.teacher, "teacher_arch": plan.teacher.arch,
              "teacher_macs": plan.teacher.macs, "dataset": cfg.dataset, "space": plan.space.name,
              "objectives": list(store.OBJECTIVES), "cost_unit": COST_UNIT, "input_shape": list(plan.shape),
-             "num_classes": plan.data.num_classes}
-    for key, value in attrs.items():
-        study.set_user_attr(key, value)
+             "num_classes": plan.data.num_classes, "record_version": RECORD_VERSION}
+    write_study(study, **attrs)
     write_json(folder / "config.json", record)
 
 
@@ -135,7 +135,7 @@ def enqueue_warm_start(study: optuna.Study, space, names: list[str] | None = Non
     sampled)."""
     chosen = list(space.warm_start) if names is None else names
     for name in chosen:
-        study.enqueue_trial(space.warm_start[name], user_attrs={"warm_start": name}, skip_if_exists=True)
+        study.enqueue_trial(space.warm_start[name], user_attrs=warm_start_attrs(name), skip_if_exists=True)
     return len(chosen)
 
 
@@ -160,11 +160,10 @@ def _preload_rungs(study: optuna.Study, stopper) -> None:
     ones scored before its last pruning step (``unranked_epochs``: the live search ranks none of them)."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=states):
-        unranked = set(t.user_attrs.get("unranked_epochs", []))
-        for epoch, acc in t.user_attrs.get("epoch_val_accuracy", {}).items():
-            if int(epoch) in stopper.rungs and int(epoch) not in unranked:
-                group = t.user_attrs.get("candidate", {}).get("init", "scratch")
-                stopper.record(RungResult(t.number, int(epoch), float(acc), int(t.user_attrs.get("macs", 0)), group))
+        rec = TrialRecord.of(t)
+        for epoch, acc in rec.epoch_val_accuracy.items():
+            if int(epoch) in stopper.rungs and int(epoch) not in rec.unranked_epochs:
+                stopper.record(RungResult(t.number, int(epoch), float(acc), int(rec.macs or 0), rec.init))
 
 
 def run_trials(session: Session, say: Say) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import UserError
+from . import record
+from .record import TrialRecord
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 OBJECTIVES = ("val_accuracy", "macs")      # the study's values, in this order (optuna-dashboard shows these names)
@@ -117,7 +119,7 @@ def recover_interrupted(study) -> int:
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "failure", "interrupted: the search driver stopped")
+        record.write_stored(study, t, failure="interrupted: the search driver stopped")
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         n += 1
     return n
@@ -134,7 +136,7 @@ def counts(study) -> dict[str, int]:
         elif t.state == TrialState.PRUNED:
             c["stopped"] += 1
         elif t.state == TrialState.FAIL:
-            c["rejected" if t.user_attrs.get("rejected") else "failed"] += 1
+            c["rejected" if TrialRecord.of(t).rejected else "failed"] += 1
         elif t.state == TrialState.RUNNING:  # WAITING: queued warm-start settings, not started
             c["running"] += 1
     c["trained"] = c["done"] + c["stopped"]
@@ -142,7 +144,7 @@ def counts(study) -> dict[str, int]:
 
 
 def compute_spent(study) -> float:
-    """Epoch-equivalents the study's trials spent so far (their ``compute`` attrs; autokd.search.compute)."""
+    """Epoch-equivalents the study's trials spent so far (their recorded ``compute``; autokd.search.compute)."""
     from .compute import spent
 
-    return spent(t.user_attrs for t in study.get_trials(deepcopy=False))
+    return spent(TrialRecord.of(t).compute for t in study.get_trials(deepcopy=False))

@@ -1,8 +1,8 @@
 """The Ray Tune side of the search: what runs in the workers, and the driver's Tune plug-ins.
 
 ``trainable`` runs one candidate in a Ray worker and reports every epoch; :class:`OptunaSearcher`
-(a Tune ``Searcher``) asks the study on disk for candidates, rejects over-budget ones before any
-training and tells every result back; :class:`ParetoScheduler` applies the two-objective early
+(a Tune ``Searcher``) asks the study on disk for candidates (:mod:`autokd.search.sampling`), rejects
+over-budget ones before any training and tells every result back (:mod:`autokd.search.record`); :class:`ParetoScheduler` applies the two-objective early
 stopping of :mod:`autokd.search.stopping`; :class:`Progress` prints a line per finished trial;
 :class:`Interrupt` owns Ctrl-C; :func:`init_ray` starts a loopback-only local Ray or joins
 ``--address``; :func:`run_round` puts them together for one Tune run. The driver
@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,17 +31,17 @@ from ray.tune.search import Searcher
 
 from ..candidate import Candidate
 from ..errors import UserError
-from ..models import create_model
-from ..seeds import trial_seed
-from ..space import suggest
 from ..inherit import RECALIBRATION_IMAGES
+from ..models import create_model
 from ..train import Diverged
 from ..trial import TrialContext, run_trial
-from .budget import SHARE, predict_macs, project_candidate
+from . import record
 from .compute import epochs_in, trial_compute
 from .front import pareto_front_points
 from .prepare import Session
 from .ray_start import init_ray
+from .record import RayReport, TrialRecord
+from .sampling import sample_candidate
 
 
 
@@ -57,11 +57,11 @@ def trainable(config: dict, data=None, teacher_blob=None) -> None:
     device = "cuda" if config.get("gpus", 0) > 0 and torch.cuda.is_available() else "cpu"
 
     def report(epoch: int, metrics: dict) -> None:
-        tune.report({"epoch": epoch, "val_accuracy": float(metrics["val_accuracy"]),
-                     "macs": int(metrics["macs"]), "node_id": node, "pid": os.getpid(),
-                     # pruning steps still to come (prune/at during, learned masks, gradual steps): this
-                     # score is of a wider student than the trial's, so no rung ranks it
-                     "pending": "target_macs" in metrics})
+        tune.report(RayReport(epoch=epoch, val_accuracy=float(metrics["val_accuracy"]), macs=int(metrics["macs"]),
+                              node_id=node, pid=os.getpid(),
+                              # pruning steps still to come (prune/at during, learned masks, gradual steps):
+                              # this score is of a wider student than the trial's, so no rung ranks it
+                              pending="target_macs" in metrics).as_dict())
 
     ctx = TrialContext(teacher=teacher.to(device), data=data, device=device, report=report,
                        rung_val_images=config.get("rung_val_images") or None,
@@ -69,21 +69,22 @@ def trainable(config: dict, data=None, teacher_blob=None) -> None:
     try:
         result = run_trial(Candidate.from_dict(config["candidate"]), ctx)
     except Diverged as e:
-        tune.report({"final": True, "failure": f"diverged: {e}", "node_id": node})
+        tune.report(RayReport(final=True, failure=f"diverged: {e}", node_id=node).as_dict())
         return
     except (torch.OutOfMemoryError, MemoryError):
-        tune.report({"final": True, "failure": "out of memory", "node_id": node})
+        tune.report(RayReport(final=True, failure="out of memory", node_id=node).as_dict())
         return
     except Exception as e:  # noqa: BLE001 - a candidate that cannot run is recorded, not retried
         first = (str(e).splitlines() or [""])[0][:300]
         oom = "allocate memory" in first or "out of memory" in first.lower()  # CPU allocator: a RuntimeError
-        tune.report({"final": True, "failure": ("out of memory: " if oom else "") + f"{e.__class__.__name__}: {first}",
-                     "node_id": node})
+        why = ("out of memory: " if oom else "") + f"{e.__class__.__name__}: {first}"
+        tune.report(RayReport(final=True, failure=why, node_id=node).as_dict())
         return
-    tune.report({"final": True, "val_accuracy": result.val_accuracy, "macs": result.macs,
-                 "params": result.params, "node_id": node, "hostname": socket.gethostname(),
-                 "history": result.history, "weights": config.get("out_dir"),
-                 "lambdas": result.candidate.get("lambdas", {})})  # every lambda_ij as run (a named kd/pairs resolved)
+    tune.report(RayReport(final=True, val_accuracy=result.val_accuracy, macs=result.macs, params=result.params,
+                          node_id=node, hostname=socket.gethostname(), history=result.history,
+                          weights=config.get("out_dir"),
+                          # every lambda_ij as run (a named kd/pairs resolved)
+                          lambdas=result.candidate.get("lambdas", {})).as_dict())
 
 
 # ------------------------------------------------------------------ the driver side
@@ -107,15 +108,13 @@ class Tally:
         return {k: v for k, v in asdict(self).items() if k not in ("points", "compute")}
 
 
-def _record_epoch(trial, result: dict) -> None:
-    """Keep ``result``'s validation accuracy on the Optuna trial, by epoch (the rung table on resume);
+def _record_epoch(trial, report: RayReport) -> None:
+    """Keep ``report``'s validation accuracy on the Optuna trial, by epoch (the rung table on resume);
     an epoch scored before the student reached its final shape is also listed in ``unranked_epochs``."""
-    rungs = dict(trial.user_attrs.get("epoch_val_accuracy", {}))
-    rungs[str(result["epoch"])] = result["val_accuracy"]
-    trial.set_user_attr("epoch_val_accuracy", rungs)
-    if result.get("pending"):
-        unranked = sorted({*trial.user_attrs.get("unranked_epochs", []), int(result["epoch"])})
-        trial.set_user_attr("unranked_epochs", unranked)
+    rec = TrialRecord.of(trial)
+    record.write(trial, epoch_val_accuracy={**rec.epoch_val_accuracy, str(report.epoch): report.val_accuracy})
+    if report.pending:
+        record.write(trial, unranked_epochs=sorted({*rec.unranked_epochs, int(report.epoch)}))
 
 
 class OptunaSearcher(Searcher):
@@ -130,7 +129,7 @@ class OptunaSearcher(Searcher):
         self.session, self.tally, self.interrupt = session, tally, interrupt
         self.study = session.study
         self.live: dict[str, object] = {}      # Tune trial id -> Optuna trial
-        self.last: dict[str, dict] = {}        # Tune trial id -> last per-epoch result
+        self.last: dict[str, RayReport] = {}   # Tune trial id -> last per-epoch report
         self.stopped: set[str] = set()         # early-stopped by the scheduler
         self.committed: dict[str, float] = {}  # Tune trial id -> the compute it will spend if it runs to the end
         self.promoted: dict[str, list[int]] = {}  # Tune trial id -> rungs the scheduler let it pass
@@ -160,31 +159,16 @@ class OptunaSearcher(Searcher):
     def _spend(self, trial_id: str, trial) -> None:
         """Record on the Optuna trial the compute it spent (autokd.search.compute), and count it."""
         self.committed.pop(trial_id, None)
-        scores = trial.user_attrs.get("epoch_val_accuracy") or {}
+        rec = TrialRecord.of(trial)
+        scores = rec.epoch_val_accuracy
         epochs, evaluations = epochs_in(scores)
-        last = (trial.user_attrs.get("candidate") or {}).get("epochs")
+        last = rec.candidate.get("epochs")
         spent = self.compute_of(epochs, evaluations, "0" in scores, scored_last=last is None or epochs >= int(last))
-        trial.set_user_attr("compute", spent)
+        record.write(trial, compute=spent)
         if self.promoted.get(trial_id):
-            trial.set_user_attr("rungs_promoted", self.promoted[trial_id])
+            record.write(trial, rungs_promoted=self.promoted[trial_id])
         self.promoted.pop(trial_id, None)
         self.tally.compute += spent
-
-    def _project(self, trial, cand: Candidate) -> tuple[Candidate, str | None]:
-        """A projected space's candidate put on its share of the budget (``budget/share``): (candidate,
-        None), or (candidate, why) for a shape that cannot get there (recorded as rejected)."""
-        plan = self.session.plan
-        share = trial.params.get(SHARE, plan.space.fixed.get(SHARE))
-        if share is None:
-            return cand, None
-        target = max(1, int(float(share) * plan.budget.macs))
-        trial.set_user_attr("shape", dict(cand.prune))
-        trial.set_user_attr("target_macs", target)
-        try:
-            cand, _, _ = project_candidate(cand, plan.teacher, target)
-        except UserError as e:
-            return cand, str(e)
-        return cand, None
 
     def suggest(self, trial_id: str):
         plan, cfg = self.session.plan, self.session.cfg
@@ -192,18 +176,13 @@ class OptunaSearcher(Searcher):
             return self.FINISHED if not self.live else None
         for _ in range(cfg.max_rejections):
             trial = self.study.ask(plan.space.distributions)
-            cand = replace(suggest(trial, plan.space, plan.base), seed=trial_seed(cfg.seed, trial.number))
-            cand, why = self._project(trial, cand)
-            macs = predict_macs(cand, plan.teacher)
-            trial.set_user_attr("candidate", cand.as_dict())
-            trial.set_user_attr("macs", macs)
-            if why or macs > plan.budget.macs:
-                trial.set_user_attr("rejected", True)
-                if why:
-                    trial.set_user_attr("rejected_because", why)
+            sample = sample_candidate(trial, plan)
+            record.write(trial, **sample.record())
+            if sample.rejected:
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.tally.rejected += 1
                 continue
+            cand, macs = sample.candidate, sample.macs
             self.live[trial_id] = trial
             self.committed[trial_id] = self.compute_of(cand.epochs, cand.epochs + (cand.init == "teacher"),
                                                        cand.init == "teacher")
@@ -215,52 +194,49 @@ class OptunaSearcher(Searcher):
                         f"({plan.budget.macs:,} MACs); widen the space or raise --flops-budget")
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if result.get("final") or trial_id not in self.live:
+        report = RayReport.of(result)
+        if report.final or trial_id not in self.live:
             return
-        self.last[trial_id] = result
+        self.last[trial_id] = report
         trial = self.live[trial_id]
-        if result.get("pid") and trial.user_attrs.get("worker_pid") != result["pid"]:
+        if report.pid and TrialRecord.of(trial).worker_pid != report.pid:
             # where it runs, known while it runs (a retry after a lost worker runs elsewhere)
-            trial.set_user_attr("worker_pid", result["pid"])
-            trial.set_user_attr("node_id", result.get("node_id"))
-        _record_epoch(trial, result)
+            record.write(trial, worker_pid=report.pid, node_id=report.node_id)
+        _record_epoch(trial, report)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
-        result = result or {}
-        if result.get("node_id"):
-            trial.set_user_attr("node_id", result["node_id"])
-        interrupted = self.interrupt is not None and self.interrupt.hit and not result.get("final")
-        failed = error or result.get("failure") or interrupted
-        stopped = not failed and (trial_id in self.stopped or not result.get("final"))
+        report = RayReport.of(result)
+        if report.node_id:
+            record.write(trial, node_id=report.node_id)
+        interrupted = self.interrupt is not None and self.interrupt.hit and not report.final
+        failed = error or report.failure or interrupted
+        stopped = not failed and (trial_id in self.stopped or not report.final)
         # a scheduler STOP reaches here with the stopping result itself (Tune skips on_trial_result for
         # it), newer than self.last: an inherited student stopped at rung 1 scored epochs 0 and 1
-        last = result if "epoch" in result and not result.get("final") else self.last.get(trial_id, result)
-        if stopped and "epoch" in last and "val_accuracy" in last:
+        last = report if report.epoch is not None and not report.final else self.last.get(trial_id, report)
+        if stopped and last.scored:
             _record_epoch(trial, last)
         self._spend(trial_id, trial)
         if failed:
-            reason = result.get("failure") or ("interrupted (Ctrl-C)" if interrupted and not error else
-                                               "the trial's worker failed (crashed or was killed)")
-            trial.set_user_attr("failure", reason)
+            reason = report.failure or ("interrupted (Ctrl-C)" if interrupted and not error else
+                                        "the trial's worker failed (crashed or was killed)")
+            record.write(trial, failure=reason)
             self.study.tell(trial, state=TrialState.FAIL)
             self.tally.failed += 1
         elif stopped:
-            trial.set_user_attr("val_accuracy", last.get("val_accuracy"))
-            trial.set_user_attr("stopped_at_epoch", last.get("epoch"))
+            record.write(trial, val_accuracy=last.val_accuracy, stopped_at_epoch=last.epoch)
             self.study.tell(trial, state=TrialState.PRUNED)
             self.tally.stopped += 1
             self.tally.trained += 1
         else:
-            trial.set_user_attr("params_count", result["params"])
-            trial.set_user_attr("history", result.get("history", []))
-            trial.set_user_attr("weights", result.get("weights"))
-            trial.set_user_attr("lambdas", result.get("lambdas"))
-            self.study.tell(trial, [float(result["val_accuracy"]), float(result["macs"])])
+            record.write(trial, params_count=report.params, history=report.history or [], weights=report.weights,
+                         lambdas=report.lambdas)
+            self.study.tell(trial, [float(report.val_accuracy), float(report.macs)])
             self.tally.points.append(
-                {"number": trial.number, "val_accuracy": float(result["val_accuracy"]), "macs": int(result["macs"])})
+                {"number": trial.number, "val_accuracy": float(report.val_accuracy), "macs": int(report.macs)})
             self.tally.done += 1
             self.tally.trained += 1
         self.last.pop(trial_id, None)
@@ -269,7 +245,7 @@ class OptunaSearcher(Searcher):
         """Ray restarts a trial whose worker died (``max_retries``): counted on the Optuna trial."""
         trial = self.live.get(trial_id)
         if trial is not None:
-            trial.set_user_attr("retries", int(trial.user_attrs.get("retries", 0)) + 1)
+            record.write(trial, retries=TrialRecord.of(trial).retries + 1)
             self.last.pop(trial_id, None)
 
     def abandon_live(self, reason: str) -> None:
@@ -281,7 +257,7 @@ class OptunaSearcher(Searcher):
             self.live.pop(trial_id)
             try:
                 self._spend(trial_id, trial)
-                trial.set_user_attr("failure", reason)
+                record.write(trial, failure=reason)
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.tally.failed += 1
             except Exception:  # noqa: BLE001 - already told, or the storage is going away
@@ -297,11 +273,12 @@ class ParetoScheduler(FIFOScheduler):
         self.stopper, self.searcher = stopper, searcher
 
     def on_trial_result(self, controller, trial, result):
-        if result.get("final") or "epoch" not in result or result.get("pending"):
+        report = RayReport.of(result)
+        if report.final or report.epoch is None or report.pending:
             return TrialScheduler.CONTINUE  # a score of the student before its last pruning step is not ranked
         number, group = trial.config["trial_number"], trial.config["candidate"].get("init", "scratch")
-        epoch = int(result["epoch"])
-        if self.stopper.observe(number, epoch, float(result["val_accuracy"]), int(result["macs"]), group):
+        epoch = int(report.epoch)
+        if self.stopper.observe(number, epoch, float(report.val_accuracy), int(report.macs), group):
             self.searcher.stopped.add(trial.trial_id)
             return TrialScheduler.STOP
         if epoch in self.stopper.rungs:  # passed this rung: the dashboard shows who each rung promoted
@@ -332,7 +309,7 @@ class Progress(Callback):
             return
         n, tally = trial.config.get("trial_number"), self.searcher.tally
         running = sum(t.status == "RUNNING" for t in (trials or [])) if trials is not None else 0
-        acc = (result or {}).get("val_accuracy")
+        acc = RayReport.of(result).val_accuracy
         acc_s = f" val acc {100 * acc:.2f}%" if acc is not None else ""
         macs = trial.config.get("predicted_macs", 0)
         elapsed = time.time() - self.started
@@ -360,8 +337,8 @@ class Progress(Callback):
         return f"\n  front so far: {', '.join(cells)}{' ...' if len(front) > 4 else ''}" if cells else ""
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line("stopped early" if trial.last_result.get("final") is None else
-                   ("failed: " + trial.last_result["failure"]) if trial.last_result.get("failure") else "done",
+        report = RayReport.of(trial.last_result)
+        self._line("stopped early" if not report.final else ("failed: " + report.failure) if report.failure else "done",
                    trial, trial.last_result, trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):

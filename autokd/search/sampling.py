@@ -1,0 +1,79 @@
+"""Sampling one candidate: sample, project onto its share of the budget, or reject. No work is done.
+
+:func:`sample_candidate` asks an Optuna trial for the space's parameters (``autokd.space.suggest``),
+gives the candidate its seed (``autokd.seeds.trial_seed``), puts a projected space's candidate on its
+share of the budget (``budget/share``, :func:`autokd.search.budget.project_candidate`) and prices it
+exactly (:mod:`autokd.price`): no tensor is built, nothing trains and nothing is written.
+``autokd.search.tune.OptunaSearcher.suggest`` is a thin adapter over it that records the
+:class:`Sample` on the study and hands an accepted one to Ray.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from ..candidate import Candidate
+from ..errors import UserError
+from ..price import predict_student, student_ratios
+from ..seeds import trial_seed
+from ..space import suggest
+from .budget import SHARE, project_candidate
+
+if TYPE_CHECKING:
+    from .prepare import Plan
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled candidate, priced: trained if ``rejected_because`` is None and it fits the budget."""
+
+    candidate: Candidate
+    macs: int                          # exact, after pruning
+    plan: dict[str, int]               # channels per layer after pruning
+    prune_ratios: dict[str, float]     # ratio per prunable layer (prune_model's form)
+    budget_macs: int
+    shape: dict[str, float] | None = None   # projected: the pruning shape sampled
+    target_macs: int | None = None          # projected: its share of the budget
+    why_not: str | None = None              # projection could not reach the target
+
+    @property
+    def rejected(self) -> bool:
+        return self.why_not is not None or self.macs > self.budget_macs
+
+    def record(self) -> dict[str, Any]:
+        """The :class:`autokd.search.record.TrialRecord` fields this sample sets."""
+        fields = {} if self.target_macs is None else {"shape": self.shape, "target_macs": self.target_macs}
+        fields.update(candidate=self.candidate.as_dict(), macs=self.macs, plan=self.plan,
+                      prune_ratios=self.prune_ratios)
+        if self.rejected:
+            fields["rejected"] = True
+        if self.why_not:
+            fields["rejected_because"] = self.why_not
+        return fields
+
+
+def _project(trial, cand: Candidate, plan: "Plan") -> tuple[Candidate, dict | None, int | None, str | None]:
+    """(candidate, shape, target MACs, why not): a projected space's candidate put on its share of the
+    budget; ``why not`` for a shape that cannot get there. Not projected: (cand, None, None, None)."""
+    share = trial.params.get(SHARE, plan.space.fixed.get(SHARE))
+    if share is None:
+        return cand, None, None, None
+    target = max(1, int(float(share) * plan.budget.macs))
+    shape = dict(cand.prune)
+    try:
+        projected, _, _ = project_candidate(cand, plan.teacher, target)
+    except UserError as e:
+        return cand, shape, target, str(e)
+    return projected, shape, target, None
+
+
+def sample_candidate(trial, plan: "Plan") -> Sample:
+    """Sample ``plan.space`` on ``trial`` (from ``study.ask``), project and price it; see the module doc."""
+    cand = replace(suggest(trial, plan.space, plan.base), seed=trial_seed(plan.cfg.seed, trial.number))
+    cand, shape, target, why = _project(trial, cand, plan)
+    channels, cost = predict_student(cand, plan.teacher)
+    return Sample(candidate=cand, macs=cost.macs, plan=channels, prune_ratios=student_ratios(cand, plan.teacher),
+                  budget_macs=plan.budget.macs, shape=shape, target_macs=target, why_not=why)
+
+
+__all__ = ["Sample", "sample_candidate"]
