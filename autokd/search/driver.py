@@ -23,6 +23,7 @@ from ..inherit import RECALIBRATION_IMAGES
 from ..measure import COST_UNIT
 from ..provenance import provenance, resolve_device
 from ..seeds import sampler_seed
+from ..space import write_space
 from ..teacher import get_teacher, train_model
 from ..train import TrainConfig
 from . import store
@@ -88,7 +89,9 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
 
 def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict, seed: int) -> None:
     cfg, budget = plan.cfg, plan.budget
-    record = {"search": cfg.as_dict(), "space": {"name": plan.space.name, "path": str(plan.space.path)},
+    space_file = write_space(plan.space, folder / f"{plan.space.name}.yaml").name  # a resume samples this one
+    record = {"search": cfg.as_dict(),
+              "space": {"name": plan.space.name, "path": str(plan.space.path), "file": space_file},
               "teacher": {"spec": cfg.teacher, "arch": plan.teacher.arch, "macs": plan.teacher.macs,
                           "test_accuracy": tcard.get("test_accuracy"), "val_accuracy": tcard.get("val_accuracy"),
                           "bundle": tcard.get("cached_at", cfg.teacher)},
