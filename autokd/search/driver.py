@@ -188,9 +188,11 @@ def run_trials(session: Session, say: Say) -> None:
                     raise UserError(f"{counts['failed'] - failures_at_start} trials failed in this run; see "
                                     f"`autokd studies` and the trials' 'failure' attribute in {session.folder}")
                 before = (counts["trained"], counts["failed"])
-                tune.run_round(session, tune.Tally.of(counts, spent), started, say, interrupt)
+                gave_up = tune.run_round(session, tune.Tally.of(counts, spent), started, say, interrupt)
                 if interrupt.hit:
                     raise KeyboardInterrupt
+                if gave_up:
+                    raise UserError(f"search {cfg.study} stopped: {gave_up}")
                 counts, spent = store.counts(study), store.compute_spent(study)
                 if (counts["trained"], counts["failed"]) == before:
                     break  # nothing ran and nothing failed: do not spin
