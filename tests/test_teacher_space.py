@@ -4,7 +4,6 @@ stops after --max-failures of them in a row instead of sampling forever."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import optuna
 import pytest
