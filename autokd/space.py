@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import optuna
 import yaml
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution, json_to_distribution)
+                                  IntDistribution, distribution_to_json, json_to_distribution)
 
 from .errors import UserError
 from .candidate import BLOCK_RULES, INITS, MAX_RATIO, PAIRING_NAMES, PRUNE_AT, Candidate
@@ -348,22 +348,37 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-# ------------------------------------------------------------------ defaults per teacher
-# teacher family -> shipped space (fullmatch on the teacher's architecture name)
-_DEFAULT_SPACES = (
-    (r"resnet(20|32|44|56|110)", "resnet56_to_resnet"),   # CIFAR ResNets (6n+2 deep)
-    (r"vgg\d+", "vgg16_to_vgg"),
-    (r"resnet18|convtiny|convverytiny", "resnet18_to_convtiny"),
-)
+# ------------------------------------------------------------------ a space as data again
+def space_data(space: SearchSpace) -> dict:
+    """The plain data :func:`load_space` reads back into ``space`` (distributions in Optuna's JSON form)."""
+    data: dict[str, object] = {"description": space.description}
+    if space.teacher is not None:
+        data["teacher"] = space.teacher
+    data["params"] = {name: json.loads(distribution_to_json(d)) for name, d in space.distributions.items()}
+    if space.fixed:
+        data["fixed"] = dict(space.fixed)
+    if space.warm_start:
+        data["warm_start"] = {name: dict(params) for name, params in space.warm_start.items()}
+    return data
 
 
-def default_space_for(teacher_arch: str) -> str:
-    """The shipped space used when a search names none, chosen by the teacher's family."""
-    for pattern, space in _DEFAULT_SPACES:
-        if re.fullmatch(pattern, teacher_arch):
-            return space
-    raise UserError(f"no default search space for teacher {teacher_arch!r}; pass one of "
-                    f"{', '.join(shipped_spaces())} or a YAML file")
+def write_space(space: SearchSpace, path: Path) -> Path:
+    """``space`` as a YAML file that :func:`load_space` reads back to the same space (temp file + rename)."""
+    path = Path(path)
+    text = f"# search space {space.name} (from {space.path}), as a search used it\n"
+    text += yaml.safe_dump(space_data(space), sort_keys=False, width=120)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def fix_params(space: SearchSpace, values: Mapping[str, object]) -> SearchSpace:
+    """``space`` with ``values`` fixed: taken out of the sampled distributions and the warm starts."""
+    fixed = {**space.fixed, **values}
+    return replace(space, fixed=fixed,
+                   distributions={k: v for k, v in space.distributions.items() if k not in fixed},
+                   warm_start={n: {k: v for k, v in p.items() if k not in fixed} for n, p in space.warm_start.items()})
 
 
 # ------------------------------------------------------------------ sample -> Candidate
@@ -443,5 +458,5 @@ def _suggest_one(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistributio
     return trial.suggest_categorical(name, dist.choices)  # type: ignore[attr-defined]
 
 
-__all__ = ["SearchSpace", "SpaceError", "load_space", "shipped_spaces", "default_space_for",
+__all__ = ["SearchSpace", "SpaceError", "load_space", "shipped_spaces", "space_data", "write_space", "fix_params",
            "params_to_candidate", "suggest", "spaces_dirs"]

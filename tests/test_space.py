@@ -10,8 +10,9 @@ import optuna
 import pytest
 
 from autokd.models import MODELS, create_model
-from autokd.space import (SearchSpace, SpaceError, default_space_for, load_space, params_to_candidate,
+from autokd.space import (SearchSpace, SpaceError, load_space, params_to_candidate,
                           shipped_spaces, suggest)
+from autokd.teacher_space import family_space
 from autokd.trial import Candidate
 
 SHIPPED = ("resnet18_to_convtiny", "resnet56_to_resnet", "vgg16_to_vgg")
@@ -63,7 +64,7 @@ def test_shipped_space_loads_and_fits_its_models(name):
     pairs = {(int(i), int(j)) for n in space.distributions if (m := LAMBDA.fullmatch(n)) for i, j in [m.groups()]}
     # every pair exists in the models, and every pair of the models is searched
     assert pairs == {(i, j) for i in range(1, teacher_points + 1) for j in range(1, s_points + 1)}
-    assert default_space_for(space.teacher) == name
+    assert family_space(space.teacher) == name
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -94,13 +95,11 @@ def test_value_sets_match_the_registries():
     assert space.PRUNE_AT is candidate.PRUNE_AT and space.MAX_RATIO == prune.MAX_RATIO == candidate.MAX_RATIO
 
 
-def test_default_space_for_each_family():
-    assert default_space_for("resnet110") == "resnet56_to_resnet"
-    assert default_space_for("vgg19") == "vgg16_to_vgg"
-    assert default_space_for("convtiny") == "resnet18_to_convtiny"
-    with pytest.raises(Exception, match="resnet56_to_resnet") as e:
-        default_space_for("mobilenet")
-    assert "\n" not in str(e.value)
+def test_each_family_has_a_shipped_space():
+    """Which space each family derives its teachers' defaults from (tests/test_teacher_space.py)."""
+    assert family_space("resnet110") == "resnet56_to_resnet"
+    assert family_space("vgg19") == "vgg16_to_vgg"
+    assert family_space("convtiny") == "resnet18_to_convtiny"
 
 
 # ------------------------------------------------------------------ sampling

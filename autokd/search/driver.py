@@ -23,6 +23,7 @@ from ..inherit import RECALIBRATION_IMAGES
 from ..measure import COST_UNIT
 from ..provenance import provenance, resolve_device
 from ..seeds import sampler_seed
+from ..space import write_space
 from ..teacher import get_teacher, train_model
 from ..train import TrainConfig
 from . import store
@@ -89,7 +90,9 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
 
 def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict, seed: int) -> None:
     cfg, budget = plan.cfg, plan.budget
-    record = {"search": cfg.as_dict(), "space": {"name": plan.space.name, "path": str(plan.space.path)},
+    space_file = write_space(plan.space, folder / f"{plan.space.name}.yaml").name  # a resume samples this one
+    record = {"search": cfg.as_dict(),
+              "space": {"name": plan.space.name, "path": str(plan.space.path), "file": space_file},
               "teacher": {"spec": cfg.teacher, "arch": plan.teacher.arch, "macs": plan.teacher.macs,
                           "test_accuracy": tcard.get("test_accuracy"), "val_accuracy": tcard.get("val_accuracy"),
                           "bundle": tcard.get("cached_at", cfg.teacher)},
@@ -184,9 +187,11 @@ def run_trials(session: Session, say: Say) -> None:
                     raise UserError(f"{counts['failed'] - failures_at_start} trials failed in this run; see "
                                     f"`autokd studies` and the trials' 'failure' attribute in {session.folder}")
                 before = (counts["trained"], counts["failed"])
-                tune.run_round(session, tune.Tally.of(counts, spent), started, say, interrupt)
+                gave_up = tune.run_round(session, tune.Tally.of(counts, spent), started, say, interrupt)
                 if interrupt.hit:
                     raise KeyboardInterrupt
+                if gave_up:
+                    raise UserError(f"search {cfg.study} stopped: {gave_up}")
                 counts, spent = store.counts(study), store.compute_spent(study)
                 if (counts["trained"], counts["failed"]) == before:
                     break  # nothing ran and nothing failed: do not spin

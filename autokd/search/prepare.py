@@ -17,7 +17,8 @@ from ..data import DataSplits, load_dataset
 from ..errors import UserError
 from ..inherit import check_inheritable
 from ..provenance import resolve_device
-from ..space import SearchSpace, default_space_for, load_space
+from ..space import SearchSpace, fix_params, load_space
+from ..teacher_space import check_lambda_points, default_space_for
 from . import store
 from .budget import SHARE, Budget, TeacherShape, cheapest_macs, cheapest_projected_macs, parse_budget, teacher_shape
 from .config import SearchConfig, check_config, default_study_name
@@ -65,6 +66,7 @@ def prepare(cfg: SearchConfig) -> Plan:
     budget = parse_budget(cfg.flops_budget, teacher.macs)
     space = _space(cfg, teacher.arch)
     check_inheritable_space(space, teacher.arch)
+    check_lambda_points(space, teacher.arch)
     base = Candidate(epochs=cfg.epochs) if cfg.lr is None else Candidate(epochs=cfg.epochs, lr=cfg.lr)
     if SHARE in space.distributions or SHARE in space.fixed:  # projected: its own floor, at the largest ratios
         check_projectable(space, base, teacher, budget)
@@ -107,11 +109,15 @@ def check_inheritable_space(space: SearchSpace, teacher_arch: str) -> None:
 
 
 def _space(cfg: SearchConfig, teacher_arch: str) -> SearchSpace:
-    space = load_space(cfg.space or default_space_for(teacher_arch))
-    if cfg.lr is None:
-        return space
-    fixed = {**space.fixed, "train/lr": cfg.lr}  # --lr fixes what the space would sample
-    return replace(space, fixed=fixed, distributions={k: v for k, v in space.distributions.items() if k not in fixed})
+    """--space; else the space a study being resumed was created with; else the teacher's default."""
+    space = load_space(cfg.space) if cfg.space else _saved_space(cfg) or default_space_for(teacher_arch)
+    return space if cfg.lr is None else fix_params(space, {"train/lr": cfg.lr})  # --lr fixes what it would sample
+
+
+def _saved_space(cfg: SearchConfig) -> SearchSpace | None:
+    """The space file a study keeps in its folder (``config.json``'s ``space.file``), if it has one."""
+    name = store.read_config(cfg.study).get("space", {}).get("file") if store.exists(cfg.study) else None
+    return load_space(store.study_dir(cfg.study) / name) if name else None
 
 
 def check_resume(cfg: SearchConfig, saved: dict) -> None:

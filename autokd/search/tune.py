@@ -133,6 +133,8 @@ class OptunaSearcher(Searcher):
         self.stopped: set[str] = set()         # early-stopped by the scheduler
         self.committed: dict[str, float] = {}  # Tune trial id -> the compute it will spend if it runs to the end
         self.promoted: dict[str, list[int]] = {}  # Tune trial id -> rungs the scheduler let it pass
+        self.failed_in_a_row = 0               # failed trials since the last trained one
+        self.gave_up: str | None = None        # why no trial is started any more (cfg.max_failures reached)
         data = getattr(session.plan, "data", None)  # the split sizes price an evaluation pass
         self.sizes = {"train_images": len(data.train_y), "val_images": len(data.val_y)} if data is not None else None
 
@@ -172,7 +174,7 @@ class OptunaSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         plan, cfg = self.session.plan, self.session.cfg
-        if self.full():
+        if self.full() or self.gave_up:
             return self.FINISHED if not self.live else None
         for _ in range(cfg.max_rejections):
             trial = self.study.ask(plan.space.distributions)
@@ -226,6 +228,7 @@ class OptunaSearcher(Searcher):
             record.write(trial, failure=reason)
             self.study.tell(trial, state=TrialState.FAIL)
             self.tally.failed += 1
+            self._count_failure(reason)
         elif stopped:
             record.write(trial, val_accuracy=last.val_accuracy, stopped_at_epoch=last.epoch)
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -239,7 +242,17 @@ class OptunaSearcher(Searcher):
                 {"number": trial.number, "val_accuracy": float(report.val_accuracy), "macs": int(report.macs)})
             self.tally.done += 1
             self.tally.trained += 1
+        if not failed:
+            self.failed_in_a_row = 0
         self.last.pop(trial_id, None)
+
+    def _count_failure(self, reason: str) -> None:
+        """After ``cfg.max_failures`` failed trials in a row no new trial starts, and ``gave_up`` says why."""
+        self.failed_in_a_row += 1
+        limit = self.session.cfg.max_failures
+        if self.failed_in_a_row >= limit and not self.gave_up:
+            self.gave_up = (f"{self.failed_in_a_row} trials in a row failed, the last with: {reason}; "
+                            f"the study is kept (`autokd studies`), fix the cause and resume with the same command")
 
     def note_retry(self, trial_id: str) -> None:
         """Ray restarts a trial whose worker died (``max_retries``): counted on the Optuna trial."""
@@ -392,8 +405,9 @@ class InterruptStopper(Stopper):
 
 
 def run_round(session: Session, tally: Tally, started: float, say: Callable[[str], None] | None,
-              interrupt: Interrupt | None = None) -> None:
-    """One Ray Tune run that trains trials until the target is reached (or trials fail)."""
+              interrupt: Interrupt | None = None) -> str | None:
+    """One Ray Tune run that trains trials until the target is reached; returns why it stopped
+    before, when ``cfg.max_failures`` trials failed in a row (None otherwise)."""
     cfg = session.cfg
     init_ray(cfg)
     searcher = OptunaSearcher(session, tally, interrupt)
@@ -417,3 +431,4 @@ def run_round(session: Session, tally: Tally, started: float, say: Callable[[str
     finally:
         searcher.abandon_live("interrupted (Ctrl-C)" if interrupt and interrupt.hit else
                               "interrupted: the search driver stopped while it ran")
+    return searcher.gave_up
