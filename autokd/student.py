@@ -12,16 +12,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from .bundle import load_bundle
 from .candidate import Candidate, check_candidate
 from .data import load_dataset
 from .distill import PAIRINGS, make_pairs, parse_lambda
 from .errors import UserError
 from .inherit import check_inheritable
 from .fields import knob
-from .models import MODELS, create_model
+from .models import create_model
 from .provenance import resolve_device
-from .teacher import get_teacher
+from .teacher import get_teacher, untrained_teacher
 from .train import Diverged, TrainConfig
 from .trial import TrialContext, TrialResult, check_names, run_trial
 
@@ -43,16 +42,6 @@ class DistillJob:
     device: str = knob("auto", "where to train: auto (cuda if available) | cpu | cuda")
     candidate: Candidate = knob(help="how the student is built and trained (its student field: see `student`)",
                                 factory=Candidate)
-
-
-def untrained_teacher(spec: str, num_classes: int, in_channels: int):
-    """The teacher ``spec``'s architecture (a bundle's, or a name's at random weights), without training it."""
-    if Path(spec).exists():
-        return load_bundle(spec)[0]
-    if spec not in MODELS:
-        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
-                        + ", ".join(MODELS.names()))
-    return create_model(spec, num_classes=num_classes, in_channels=in_channels)
 
 
 def resolve_student(job: DistillJob, teacher_arch: str) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..bundle import load_bundle
 from ..candidate import Candidate
 from ..errors import UserError
 from ..measure import count_macs, flops_from_macs, macs_from_flops
-from ..models import MODELS, channel_plan, create_model
+from ..models import channel_plan
 from ..space import SearchSpace, params_to_candidate
+from ..teacher import untrained_teacher
 from ..trial import predict_student_cost
 
 SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
@@ -75,13 +74,7 @@ class TeacherShape:
 
 def teacher_shape(spec: str, input_shape: tuple[int, ...], num_classes: int) -> TeacherShape:
     """The teacher's architecture, MACs and channel plan, known without training it."""
-    if spec in MODELS and not Path(spec).exists():
-        model = create_model(spec, num_classes=num_classes, in_channels=input_shape[0])
-    elif Path(spec).exists():
-        model, _ = load_bundle(spec)
-    else:
-        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
-                        + ", ".join(MODELS.names()))
+    model = untrained_teacher(spec, num_classes, input_shape[0])
     return TeacherShape(model.arch, count_macs(model, input_shape), channel_plan(model),
                         float(model.build_args.get("width", 1.0)), num_classes, tuple(input_shape))
 
