@@ -28,7 +28,7 @@ from ..teacher import cache_dir, get_teacher, train_model
 from ..train import TrainConfig
 from .common import check_positive, epoch_printer, err, out, parse_shape, user_errors
 from .distill import distill
-from .options import default, option
+from .options import Fields, default, option, with_fields
 from .pareto import export, front_table, pareto
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -112,43 +112,11 @@ def train(
     out.print(f"saved: {target}", highlight=False)
 
 
-S = SearchConfig
-
-
 @app.command()
 @user_errors
-def search(
-    teacher: Annotated[str, option(S, "teacher")] = default(S, "teacher"),
-    flops_budget: Annotated[str, option(S, "flops_budget")] = default(S, "flops_budget"),
-    dataset: Annotated[str, option(S, "dataset")] = default(S, "dataset"),
-    space: Annotated[Optional[str], option(S, "space")] = default(S, "space"),
-    study: Annotated[Optional[str], option(S, "study")] = default(S, "study"),
-    trials: Annotated[Optional[int], option(S, "trials")] = default(S, "trials"),
-    compute: Annotated[Optional[float], option(S, "compute")] = default(S, "compute"),
-    parallel: Annotated[int, option(S, "parallel")] = default(S, "parallel"),
-    epochs: Annotated[int, option(S, "epochs")] = default(S, "epochs"),
-    lr: Annotated[Optional[float], option(S, "lr")] = default(S, "lr"),
-    teacher_epochs: Annotated[int, option(S, "teacher_epochs")] = default(S, "teacher_epochs"),
-    sampler: Annotated[str, option(S, "sampler")] = default(S, "sampler"),
-    seed: Annotated[int, option(S, "seed")] = default(S, "seed"),
-    address: Annotated[Optional[str], option(S, "address")] = default(S, "address"),
-    cpus_per_trial: Annotated[float, option(S, "cpus_per_trial")] = default(S, "cpus_per_trial"),
-    gpus_per_trial: Annotated[float, option(S, "gpus_per_trial")] = default(S, "gpus_per_trial"),
-    device: Annotated[str, option(S, "device")] = default(S, "device"),
-    early_stopping: Annotated[bool, option(S, "early_stopping")] = default(S, "early_stopping"),
-    stopping: Annotated[str, option(S, "stopping")] = default(S, "stopping"),
-    eta: Annotated[int, option(S, "eta")] = default(S, "eta"),
-    warm_start: Annotated[bool, option(S, "warm_start")] = default(S, "warm_start"),
-    train_subset: Annotated[Optional[int], option(S, "train_subset")] = default(S, "train_subset"),
-    rung_val_images: Annotated[int, option(S, "rung_val_images")] = default(S, "rung_val_images"),
-) -> None:
+@with_fields(cfg=Fields(SearchConfig))
+def search(cfg: SearchConfig) -> None:
     """Search students: distillation and pruning settings against accuracy and MACs, under a budget."""
-    cfg = SearchConfig(teacher=teacher, dataset=dataset, flops_budget=flops_budget, space=space, study=study,
-                       trials=trials, compute=compute, parallel=parallel, epochs=epochs, lr=lr, teacher_epochs=teacher_epochs,
-                       sampler=sampler, seed=seed, address=address, cpus_per_trial=cpus_per_trial,
-                       gpus_per_trial=gpus_per_trial, device=device, early_stopping=early_stopping,
-                       stopping=stopping, eta=eta, warm_start=warm_start, train_subset=train_subset,
-                       rung_val_images=rung_val_images)
     try:
         result = run_search(cfg, printer=lambda m: out.print(m, highlight=False))
     except KeyboardInterrupt:
