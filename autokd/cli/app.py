@@ -26,12 +26,12 @@ from ..search.driver import search as run_search
 from ..search import store
 from ..teacher import cache_dir, get_teacher, train_model
 from ..train import TrainConfig
-from .common import check_positive, epoch_printer, err, out, parse_shape, user_errors
+from .common import OneLineErrors, check_positive, epoch_printer, err, out, parse_shape, user_errors
 from .distill import distill
 from .options import Fields, default, option, with_fields
 from .pareto import export, front_table, pareto
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="autokd: search knowledge distillation and structured pruning together.")
 @app.command()
 @user_errors
