@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..bundle import save_bundle
@@ -24,9 +24,10 @@ from ..provenance import resolve_device
 from ..search import SearchConfig
 from ..search.driver import search as run_search
 from ..search import store
+from ..student import DistillJob
 from ..teacher import cache_dir, get_teacher, train_model
 from ..train import TrainConfig
-from .common import OneLineErrors, check_positive, epoch_printer, err, out, parse_shape, user_errors
+from .common import OneLineErrors, check_positive, epoch_printer, err, out, parse_shape, user_errors, wide
 from .distill import distill
 from .options import Fields, default, option, with_fields
 from .pareto import export, front_table, pareto
@@ -62,7 +63,7 @@ def models(
 
 @app.command()
 @user_errors
-def datasets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def datasets(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """Every dataset, and whether it is available offline here."""
     rows = dataset_status()
     if as_json:
@@ -81,13 +82,13 @@ def datasets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @user_errors
 def train(
     arch: Annotated[str, typer.Argument(help="a zoo architecture, see `autokd models`")],
-    dataset: Annotated[str, option(SearchConfig, "dataset")] = default(SearchConfig, "dataset"),
+    dataset: Annotated[str, option(DistillJob, "dataset")] = default(DistillJob, "dataset"),
     epochs: Annotated[int, option(TrainConfig, "epochs")] = default(TrainConfig, "epochs"),
-    width: Annotated[float, option(Candidate, "width")] = default(Candidate, "width"),
+    width: Annotated[float, typer.Option(help="width multiplier of every layer's channels")] = default(Candidate, "width"),
     lr: Annotated[float, option(TrainConfig, "lr")] = default(TrainConfig, "lr"),
     seed: Annotated[int, option(TrainConfig, "seed", help="also the init and the data split")] = default(TrainConfig, "seed"),
-    train_subset: Annotated[Optional[int], option(SearchConfig, "train_subset")] = default(SearchConfig, "train_subset"),
-    device: Annotated[str, option(SearchConfig, "device", help="where to train")] = default(SearchConfig, "device"),
+    train_subset: Annotated[Optional[int], option(DistillJob, "train_subset")] = default(DistillJob, "train_subset"),
+    device: Annotated[str, option(DistillJob, "device")] = default(DistillJob, "device"),
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="write the bundle here instead of the cache")] = None,
     force: Annotated[bool, typer.Option(help="retrain even if a cached teacher exists")] = False,
 ) -> None:
@@ -130,38 +131,51 @@ def search(cfg: SearchConfig) -> None:
 def print_front(name: str) -> None:
     """The front as a table (the one `autokd pareto` prints), and where the study lives."""
     info = pareto_info(store.load(name), store.read_config(name), importances=False)
-    (out if out.is_terminal else Console(width=160)).print(front_table(info))  # piped: 160 columns
+    wide().print(front_table(info))
     out.print(f"study: {store.study_dir(name)}  (optuna-dashboard {store.storage_url(name)})", highlight=False)
     out.print(f"next: autokd pareto {name}   |   autokd export {name} --best", highlight=False)
 
 
+def study_row(name: str) -> dict:
+    """One study's counts and front, or, for a study whose files cannot be read, why not."""
+    try:
+        s = store.load(name)
+    except store.DamagedStudy as e:
+        return {"study": name, "damaged": str(e), "path": str(store.study_dir(name))}
+    best = max((t.values[0] for t in s.best_trials), default=None)
+    return {"study": name, **store.counts(s), "front": len(s.best_trials), "best_val_accuracy": best,
+            "teacher": s.user_attrs.get("teacher"), "dataset": s.user_attrs.get("dataset"),
+            "macs_budget": s.user_attrs.get("macs_budget"), "path": str(store.study_dir(name))}
+
+
+STUDY_COLUMNS = ("teacher", "dataset", "done", "stopped", "rejected", "failed", "front")
+
+
 @app.command()
 @user_errors
-def studies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The studies on disk, their trial counts and fronts."""
-    st = store
-    rows = []
-    for name in st.list_names():
-        s = st.load(name)
-        c = st.counts(s)
-        best = max((t.values[0] for t in s.best_trials), default=None)
-        rows.append({"study": name, **c, "front": len(s.best_trials), "best_val_accuracy": best,
-                     "teacher": s.user_attrs.get("teacher"), "dataset": s.user_attrs.get("dataset"),
-                     "macs_budget": s.user_attrs.get("macs_budget"), "path": str(st.study_dir(name))})
+def studies(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
+    """The studies on disk, their trial counts and fronts; a damaged one is marked, the others listed."""
+    rows = [study_row(name) for name in store.list_names()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     if not rows:
-        out.print(f"no studies under {st.studies_root()} yet: run `autokd search`")
+        out.print(f"no studies under {store.studies_root()} yet: run `autokd search`")
         return
-    table = Table(title=f"studies in {st.studies_root()}")
-    for col in ("study", "teacher", "dataset", "done", "stopped", "rejected", "failed", "front", "best val acc %"):
-        table.add_column(col)
+    table = Table(title=f"studies in {store.studies_root()}")
+    table.add_column("study", no_wrap=True)
+    for col in (*STUDY_COLUMNS, "best val acc %"):
+        table.add_column(col, justify="left" if col in ("teacher", "dataset") else "right")
     for r in rows:
-        table.add_row(r["study"], str(r["teacher"]), str(r["dataset"]), str(r["done"]), str(r["stopped"]),
-                      str(r["rejected"]), str(r["failed"]), str(r["front"]),
-                      "-" if r["best_val_accuracy"] is None else f"{100 * r['best_val_accuracy']:.2f}")
-    out.print(table)
+        if "damaged" in r:
+            table.add_row(r["study"], "[red]damaged[/]", *[""] * len(STUDY_COLUMNS))
+            continue
+        best = "-" if r["best_val_accuracy"] is None else f"{100 * r['best_val_accuracy']:.2f}"
+        table.add_row(r["study"], *(str(r[c]) for c in STUDY_COLUMNS), best)
+    wide().print(table)
+    for r in rows:
+        if "damaged" in r:
+            err.print(f"[red]damaged:[/] {escape(r['damaged'])}", highlight=False, soft_wrap=True)
 
 
 app.command()(distill)

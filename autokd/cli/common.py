@@ -20,6 +20,11 @@ out = Console()
 err = Console(stderr=True)
 
 
+def wide() -> Console:
+    """``out`` on a terminal; piped, a 160-column console, so a table is not cut to 80 columns."""
+    return out if out.is_terminal else Console(width=160)
+
+
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

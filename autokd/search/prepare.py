@@ -73,6 +73,7 @@ def prepare(cfg: SearchConfig) -> Plan:
                         f"{floor:,} MACs, the budget is {budget.macs:,} MACs ({cfg.flops_budget}); "
                         "raise --flops-budget or use a space with smaller students")
     if store.exists(cfg.study):
+        store.check_readable(cfg.study)
         check_resume(cfg, store.read_config(cfg.study))
     return Plan(cfg, data, shape, teacher, budget, space, base)
 
