@@ -277,8 +277,25 @@ def test_a_study_names_its_two_objectives(home):
     assert study.metric_names == ["val_accuracy", "macs"]  # what optuna-dashboard labels the axes
 
 
-def test_one_trial_from_the_cli_to_fit_crosses_five_files():
-    """`autokd search` -> the driver -> the Ray Tune side -> the trial -> the training loop."""
+def test_one_trial_from_the_cli_to_fit_is_a_chain_of_four_imports():
+    """`autokd search` -> the driver -> the Ray Tune side -> the trial -> the training loop: each
+    of the five modules imports the next one."""
     graph = import_graph()
     path = ["autokd.cli.app", "autokd.search.driver", "autokd.search.tune", "autokd.trial", "autokd.train"]
-    assert all(b in graph[a] for a, b in zip(path, path[1:]))
+    assert [b in graph[a] for a, b in zip(path, path[1:])] == [True] * 4
+
+
+def _stage(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_the_readme_layout_lists_the_stages_in_import_order():
+    """README: each stage of the layout imports only stages listed before it."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("\n\n")[1]
+    stages = ["autokd." + name.removesuffix(".py").removesuffix("/") for name in block.split()]
+    assert len(stages) >= 15 and "autokd.cli" in stages
+    upward = sorted((a, b) for a, targets in import_graph().items() if _stage(a) in stages
+                    for b in targets if _stage(b) in stages
+                    and stages.index(_stage(b)) > stages.index(_stage(a)))
+    assert upward == []

@@ -136,8 +136,8 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
             raise
         # the keyed layers alone cannot get there: every other layer, and every keyed layer at 0, joins
         # far behind them (a tenth of the smallest keyed share), so the shape's order of cuts is kept
-        # and the target is met (a 0 in a shape would otherwise never prune: 2026-12-02, a prune-only
-        # trial, resnet32 x 0.5 with layer3 at 0, was rejected at 31 % of the budget)
+        # and the target is met (a layer at 0 would otherwise never prune, and a shape whose other
+        # layers carry the MACs would be rejected far above its share)
         floor = min(v for v in shape.values() if v > 0) / 10
         shape = {**{k: v if v > 0 else floor for k, v in shape.items()}, "*": floor}
         proj = project(shape)

@@ -110,7 +110,7 @@ WARM_START_SHARE = 0.5  # of --compute: the warm starts' most, so the sampler al
 def warm_starts_within(plan: Plan) -> list[str]:
     """The space's warm-start names a new study enqueues: all of them, or with ``--compute`` the first
     ones, in the file's order, whose full cost (autokd.search.compute) fits in ``WARM_START_SHARE`` of
-    it (always the first). At 20 epoch-equivalents six warm starts were the whole search (issue #15)."""
+    it (always the first): otherwise a small ``--compute`` is spent on warm starts alone."""
     cfg, space = plan.cfg, plan.space
     names = list(space.warm_start)
     if cfg.compute is None or not names:

@@ -28,7 +28,7 @@ RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "t
 
 @dataclass(frozen=True)
 class Plan:
-    """A checked search, ready to run: ``autokd.search.driver.run(plan)``."""
+    """A checked search, ready to run: what :func:`autokd.search.driver.search` opens and runs."""
 
     cfg: SearchConfig            # with its study name resolved
     data: DataSplits
