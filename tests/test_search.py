@@ -121,13 +121,19 @@ def test_bad_search_input(env, args, needle):
     assert not list(Path(env["tmp"] / "studies").glob("*/study.db"))  # nothing written
 
 
-def test_python_api_is_the_search_function():
+def test_the_python_api_hands_its_settings_to_the_driver(monkeypatch):
     import autokd
     import autokd.cli  # noqa: F401  (importing the stage modules must not shadow the function)
-    import autokd.search.driver  # noqa: F401
+    from importlib import import_module
 
-    assert callable(autokd.search) and autokd.search is search
-    assert "search" in autokd.__all__ and "export_student" in autokd.__all__
+    driver = import_module("autokd.search.driver")  # `autokd.search` is the function, not the package
+
+    seen = {}
+    monkeypatch.setattr(driver, "search", lambda cfg, printer=None, **kw: seen.update(cfg=cfg, printer=printer, **kw)
+                        or "the study")
+    assert autokd.search(trials=3, study="x") == "the study"
+    assert seen == {"cfg": None, "printer": None, "trials": 3, "study": "x"}
+    assert autokd.search is search and {"search", "export_student"} <= set(autokd.__all__)
 
 
 @pytest.mark.slow
