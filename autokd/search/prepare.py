@@ -20,7 +20,7 @@ from ..provenance import resolve_device
 from ..space import SearchSpace, default_space_for, load_space
 from . import store
 from .budget import SHARE, Budget, TeacherShape, cheapest_macs, cheapest_projected_macs, parse_budget, teacher_shape
-from .config import SearchConfig, check_config, default_study_name
+from .config import DEFAULT_TRIALS, SearchConfig, check_config, default_study_name
 from .stopping import ParetoStopper
 
 RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "train_subset")  # fixed per study
@@ -56,7 +56,10 @@ class Session:
 
 def prepare(cfg: SearchConfig) -> Plan:
     """Check ``cfg`` and resolve everything a search needs but the teacher's weights; see the module doc."""
-    cfg = replace(cfg, study=cfg.study or default_study_name(cfg))
+    # resolved, as config.json records them: the study's name, and the trials a search without
+    # --trials or --compute runs (with --compute alone there is no trial limit: None)
+    trials = DEFAULT_TRIALS if cfg.trials is None and cfg.compute is None else cfg.trials
+    cfg = replace(cfg, study=cfg.study or default_study_name(cfg), trials=trials)
     check_config(cfg)
     resolve_device(cfg.device)  # an unknown name, or cuda without a GPU: before the study's folder is made
     data = load_dataset(cfg.dataset, seed=cfg.seed, train_subset=cfg.train_subset)
