@@ -41,12 +41,12 @@ class Fields:
     """The options a command takes from one dataclass: one per field but those in ``skip``.
 
     ``source`` is the dataclass, or an instance whose values are the defaults (the command's own,
-    e.g. a job's candidate); ``flags`` renames an option (``{"lambdas": "--lambda"}``); ``more`` adds
-    to a field's help what it also means on this command."""
+    e.g. a job's candidate); ``more`` adds to a field's help what it also means on this command.
+    A field that is no plain option (a repeatable flag parsed into a dict) is skipped and written
+    as the command's own parameter."""
 
     source: Any
     skip: tuple[str, ...] = ()
-    flags: Mapping[str, str] = field(default_factory=dict)
     more: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -68,8 +68,7 @@ class Fields:
         return replace(self.source, **values)
 
     def _option(self, name: str) -> Any:
-        flags = (self.flags[name],) if name in self.flags else ()
-        return option(self.cls, name, *flags, help=self.more.get(name, ""))
+        return option(self.cls, name, help=self.more.get(name, ""))
 
 
 def _cli_type(hint: Any) -> Any:
