@@ -1,8 +1,10 @@
 """The ``autokd`` app: the commands models, datasets, train, search and studies; ``distill``,
 ``pareto`` and ``export`` live in their own modules and are registered here.
 
-A user mistake (``UserError``) is printed as one line on stderr with exit code 2, never a
-traceback. Every option that a dataclass field defines takes its default and help from it.
+A user mistake (``UserError``, or a command line Click cannot parse) is printed as one line on
+stderr with exit code 2, never a traceback. ``search`` has one option per ``SearchConfig`` field
+(:func:`~autokd.cli.options.with_fields`); every other option a dataclass field defines takes its
+default and help from that field.
 """
 from __future__ import annotations
 
