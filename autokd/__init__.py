@@ -1,8 +1,8 @@
 """autokd: search knowledge distillation and structured pruning together.
 
 The few functions a notebook user needs; everything else lives in the stage modules
-(data -> models -> teacher -> inherit -> prune -> distill -> train -> measure -> candidate/trial -> space
--> search -> pareto -> plots -> export -> cli). ``import autokd`` loads no torch: each name below is
+(data -> models -> measure -> candidate -> train -> teacher -> prune -> distill -> trial -> student
+-> space -> search -> pareto -> plots -> export -> cli, each importing only those before it). ``import autokd`` loads no torch: each name below is
 imported from its module on first use.
 
     study = autokd.search(teacher="resnet56", flops_budget="40%")    # an optuna.Study, on disk

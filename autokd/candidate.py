@@ -17,7 +17,7 @@ BLOCK_RULES = ("even", "first", "last")  # which teacher blocks an inherited sha
 MAX_RATIO = 0.95  # largest pruning ratio: past it a 16-channel layer keeps 1 channel; no search needs more
 LEARNED_MASK = "learned-mask"  # the prune method that learns its masks while distilling (PDD)
 # named pairings (autokd.distill.pairing.PAIRINGS, kept torch-free here): a search can sample one name and
-# one weight instead of the T x S lambda_ij (issue #15: fewer dimensions for a short search)
+# one weight instead of the T x S lambda_ij: fewer dimensions for a short search
 PAIRING_NAMES = ("diag", "deepest", "all", "none")
 
 

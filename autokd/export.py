@@ -236,8 +236,10 @@ def export_student(study_name: str, *, best: bool = False, trial: int | None = N
     say = printer or (lambda _m: None)
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
-    if finetune_epochs < 0 or (train_subset is not None and train_subset < 1):
-        raise UserError("--finetune-epochs must be >= 0 and --train-subset >= 1")
+    if finetune_epochs < 0:
+        raise UserError(f"--finetune-epochs must be 0 (no fine-tuning) or more, got {finetune_epochs}")
+    if train_subset is not None and train_subset < 1:
+        raise UserError(f"--train-subset must be at least 1, got {train_subset}")
     st = studies.load(study_name)
     config = studies.read_config(study_name)
     point = choose(pareto_info(st, config, importances=False), best=best, trial=trial, under=under)
@@ -285,6 +287,8 @@ def _build(study_name, point, candidate, recipe, target: Path, study_folder: Pat
         finetune = None
         if recipe["finetune_epochs"]:
             model, data, finetune = _finetune(model, candidate, teacher, tcard, recipe, device, say, progress)
+            source = {**source, "source": f"{source['source']}, then fine-tuned {finetune['epochs']} epochs by "
+                                          f"export (the trial's distillation settings)"}
         split = {"val": evaluate(model, data.val_x, data.val_y), "test": evaluate(model, data.test_x, data.test_y)}
         card = _card(study_name=study_name, point=point, candidate=candidate, model=model, teacher=teacher.cpu().eval(),
                      tcard=tcard, data=data, recipe=recipe, source=source, split=split)

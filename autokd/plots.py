@@ -155,7 +155,8 @@ def hypervolume_by_compute(info: ParetoInfo) -> "go.Figure":
 
 
 def _trials(numbers: list[int]) -> str:
-    return f"{len(numbers)}: " + ", ".join(map(str, numbers)) if numbers else "0"
+    """``2: 0, 2`` (how many, then which trials); ``none``, not a ``0`` that reads as trial 0."""
+    return f"{len(numbers)}: " + ", ".join(map(str, numbers)) if numbers else "none"
 
 
 def promotions_table(info: ParetoInfo) -> str:
@@ -229,12 +230,24 @@ def importances(info: ParetoInfo) -> "go.Figure":
     return fig
 
 
+MAX_AXES = 8  # parameter axes of the parallel coordinates: past about 8, their labels overlap
+
+
+def axes(values: dict[str, list], importances: dict[str, float], most: int = MAX_AXES) -> list[str]:
+    """The parameters worth an axis: those that vary across the trials, the most important first
+    (then by name), at most ``most`` of them."""
+    varying = [name for name, vs in values.items() if len({str(v) for v in vs}) > 1]
+    return sorted(varying, key=lambda name: (-importances.get(name, 0.0), name))[:most]
+
+
 def parallel_coordinates(info: ParetoInfo) -> "go.Figure":
-    """Completed trials: every parameter all of them have, then val accuracy; colour = accuracy."""
+    """Completed trials: the parameters that matter most (``axes``), MACs and val accuracy; colour = accuracy."""
     import plotly.graph_objects as go
 
     done = info.completed
-    names = sorted(set.intersection(*(set(p["trial_params"]) for p in done))) if done else []
+    common = sorted(set.intersection(*(set(p["trial_params"]) for p in done))) if done else []
+    values = {name: [p["trial_params"][name] for p in done] for name in common}
+    names = axes(values, info.importances or {})
     dims = []
     for name in names:
         values = [p["trial_params"][name] for p in done]
@@ -250,8 +263,11 @@ def parallel_coordinates(info: ParetoInfo) -> "go.Figure":
     dims.append(dict(label="val acc (%)", values=acc))
     fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=acc, colorscale="Viridis", showscale=True,
                                                              colorbar=dict(title="val acc %"))))
-    fig.update_layout(title="Sampled parameters vs validation accuracy (completed trials)",
-                      height=520, margin=dict(l=80, r=80, t=110))
+    order = ", the most important" if info.importances else ""
+    fig.data[0].labelangle = -20
+    fig.update_layout(title=f"Sampled parameters vs validation accuracy (completed trials; {len(names)} of "
+                            f"{len(common)} parameters: those that vary{order})", height=560,
+                      margin=dict(l=80, r=80, t=150))
     return fig
 
 

@@ -416,7 +416,7 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     inherited = changes.get("init", base.init) == "teacher"
     if inherited and changes.get("prune_method", base.prune_method) != "learned-mask":
         # an inherited student is pruned, then fine-tuned: cut mid-way it has only the schedule's tail
-        # to recover (make demo, 2026-12-01: four inherited trials at 94-97 % by epoch 3 fell to 29-81 %)
+        # to recover, and falls far below the accuracy it had before the cut
         changes["prune_at"] = "start"
     if changes.get("prune_at", base.prune_at) == "during":
         changes["prune_steps"] = 1  # gradual steps start at epoch 0: pruning mid-training is one step

@@ -12,16 +12,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from .bundle import load_bundle
 from .candidate import Candidate, check_candidate
 from .data import load_dataset
-from .distill import PAIRINGS, make_pairs, parse_lambda
+from .distill import parse_lambda
 from .errors import UserError
 from .inherit import check_inheritable
 from .fields import knob
-from .models import MODELS, create_model
+from .models import create_model
 from .provenance import resolve_device
-from .teacher import get_teacher
+from .teacher import get_teacher, untrained_teacher
 from .train import Diverged, TrainConfig
 from .trial import TrialContext, TrialResult, check_names, run_trial
 
@@ -37,22 +36,12 @@ class DistillJob:
     student: str | None = knob(None, f"the student's zoo architecture (default {DEFAULT_STUDENT}; with init teacher "
                                      "the teacher's own)")
     dataset: str = knob("digits", "see `autokd datasets`")
-    pairs: str = knob("diag", "feature pairing: all | diag | deepest | none (weight 1 per pair); --lambda replaces it")
     teacher_epochs: int = knob(TrainConfig().epochs, "epochs for a named teacher trained on first use")
     train_subset: int | None = knob(None, "train on the first N training images only")
     device: str = knob("auto", "where to train: auto (cuda if available) | cpu | cuda")
+    # a distilled student pairs matching depths unless told otherwise (a search samples its own pairing)
     candidate: Candidate = knob(help="how the student is built and trained (its student field: see `student`)",
-                                factory=Candidate)
-
-
-def untrained_teacher(spec: str, num_classes: int, in_channels: int):
-    """The teacher ``spec``'s architecture (a bundle's, or a name's at random weights), without training it."""
-    if Path(spec).exists():
-        return load_bundle(spec)[0]
-    if spec not in MODELS:
-        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
-                        + ", ".join(MODELS.names()))
-    return create_model(spec, num_classes=num_classes, in_channels=in_channels)
+                                factory=lambda: Candidate(pairs="diag"))
 
 
 def resolve_student(job: DistillJob, teacher_arch: str) -> str:
@@ -63,22 +52,21 @@ def resolve_student(job: DistillJob, teacher_arch: str) -> str:
     return student
 
 
-def resolve_lambdas(texts: list[str] | None, pairs: str, n_teacher: int, n_student: int) -> dict[str, float]:
-    """``--lambda tI:sJ=W`` texts (they replace the pairing), else the named pairing's weights."""
+def with_lambdas(c: Candidate, texts: list[str] | None, n_teacher: int, n_student: int) -> Candidate:
+    """``c`` with the ``--lambda tI:sJ=W`` texts as its lambdas, in place of its named pairing."""
     if not texts:
-        return make_pairs(pairs, n_teacher, n_student)
+        return c
     parsed = [parse_lambda(text, n_teacher, n_student) for text in texts]
     lambdas = dict(parsed)
     if len(lambdas) < len(parsed):
         raise UserError("--lambda: the same pair is given twice")
-    return lambdas
+    return replace(c, pairs="", lambdas=lambdas)
 
 
 def check_job(job: DistillJob) -> None:
     """The checks that need no data: values, registered names, device."""
     check_candidate(job.candidate)
     check_names(replace(job.candidate, student=job.student or DEFAULT_STUDENT))
-    PAIRINGS.get(job.pairs)
     if job.teacher_epochs < 1:
         raise UserError(f"--teacher-epochs must be >= 1, got {job.teacher_epochs}")
     if job.train_subset is not None and job.train_subset < 1:
@@ -97,7 +85,7 @@ def distill_student(job: DistillJob, *, lambdas: list[str] | None = None, out: s
     shell = untrained_teacher(job.teacher, data.num_classes, data.in_channels)
     c = replace(job.candidate, student=resolve_student(job, shell.arch))
     n_s = len(create_model(c.student, num_classes=data.num_classes, in_channels=data.in_channels, width=c.width).points)
-    c.lambdas = resolve_lambdas(lambdas, job.pairs, len(shell.points), n_s)
+    c = with_lambdas(c, lambdas, len(shell.points), n_s)
     teacher, card = get_teacher(job.teacher, data, TrainConfig(epochs=job.teacher_epochs, seed=c.seed),
                                 progress=progress("teacher") if progress else None, device=device, on_train=printer)
     folder = Path(out) if out is not None else Path("runs") / f"{c.student}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -65,15 +65,31 @@ def cache_dir(arch: str, dataset: str, cfg: TrainConfig, width: float, train_sub
     return autokd_home() / "teachers" / f"{arch}-{safe}{subset}-w{width:g}-e{cfg.epochs}-lr{cfg.lr:g}-s{cfg.seed}"
 
 
+def teacher_bundle(spec: str) -> Path | None:
+    """The bundle ``spec`` names (a folder or its ``.safetensors`` file), or None for a zoo name;
+    a one-line UserError for neither. The one place a ``--teacher`` value is told apart."""
+    if Path(spec).exists():
+        return Path(spec)
+    if spec not in MODELS:
+        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
+                        + ", ".join(MODELS.names()))
+    return None
+
+
+def untrained_teacher(spec: str, num_classes: int, in_channels: int) -> nn.Module:
+    """The teacher ``spec``'s architecture (a bundle's, or a name's at random weights), without training it."""
+    bundle = teacher_bundle(spec)
+    if bundle is not None:
+        return load_bundle(bundle)[0]
+    return create_model(spec, num_classes=num_classes, in_channels=in_channels)
+
+
 def get_teacher(spec: str, data: DataSplits, cfg: TrainConfig, *, width: float = 1.0,
                 progress: Progress | None = None, device: str = "cpu",
                 on_train: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
     """Load the teacher ``spec`` (bundle path or architecture name), training and caching it if needed."""
-    if Path(spec).exists():
+    if teacher_bundle(spec) is not None:
         return load_bundle(spec)
-    if spec not in MODELS:
-        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
-                        + ", ".join(MODELS.names()))
     folder = cache_dir(spec, data.name, cfg, width, data.train_subset)
     if (folder / "model.safetensors").exists():
         model, card = load_bundle(folder)

@@ -122,11 +122,11 @@ def test_samplers_for_small_budgets():
     assert isinstance(SAMPLERS.get("gp")(0, 10), optuna.samplers.GPSampler)
 
 
-def _first_candidates(sampler: str, n: int) -> list[dict]:
+def _first_candidates(sampler: str, n: int, seed: int = 7) -> list[dict]:
     from autokd.search.driver import enqueue_warm_start
 
     space = load_space("resnet56_to_resnet")
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=SAMPLERS.get(sampler)(7, 12))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=SAMPLERS.get(sampler)(seed, 12))
     enqueue_warm_start(study, space)
     out = []
     for i in range(n):
@@ -145,6 +145,7 @@ def test_same_seed_same_sampler_same_first_candidates(sampler):
     for got, (name, params) in zip(first, space.warm_start.items()):
         assert {k: got[k] for k in params} == params, name
     assert len({str(sorted(c.items())) for c in first[6:]}) == 2  # then sampled, not repeats
+    assert _first_candidates(sampler, 8, seed=8)[6:] != first[6:]  # another seed, other samples
 
 
 def test_shipped_warm_starts_are_the_papers_settings():

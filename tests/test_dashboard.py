@@ -77,6 +77,25 @@ def test_compute_and_promotions_views():
     assert "compute spent 5.75 epoch-equivalents" in text
 
 
+def test_a_rung_that_stopped_no_trial_says_none():
+    from types import SimpleNamespace
+
+    from autokd.plots import promotions_table
+
+    text = promotions_table(SimpleNamespace(promotions={1: {"promoted": [0, 3], "stopped": []}}))
+    assert "<tr><td>1</td><td>2: 0, 3</td><td>none</td></tr>" in text  # not a "0" that reads as trial 0
+
+
+def test_parallel_coordinates_keep_the_parameters_that_vary_most_important_first():
+    from autokd.plots import axes
+
+    values = {"a": [1, 2], "b": [1, 1], "c": ["x", "y"], "d": [0.1, 0.2], "e": [3, 4]}
+    importances = {"d": 0.6, "a": 0.3, "b": 0.1}
+    assert axes(values, importances) == ["d", "a", "c", "e"]   # b never varies; c, e unranked, by name
+    assert axes(values, importances, most=2) == ["d", "a"]
+    assert axes(values, {}) == ["a", "c", "d", "e"]
+
+
 def test_old_study_says_it_has_no_promotions(page):
     text = page.read_text()
     assert "records no rung promotions" in text and "counted as their training epochs" in text

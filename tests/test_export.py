@@ -183,6 +183,19 @@ def test_a_format_mismatch_is_loud_and_leaves_nothing(env, monkeypatch):
     assert list(env.iterdir()) == []  # neither the folder, nor its temp sibling, nor the parent
 
 
+@pytest.mark.parametrize("args,line", [
+    (dict(finetune_epochs=-1), "--finetune-epochs must be 0 (no fine-tuning) or more, got -1"),
+    (dict(train_subset=0), "--train-subset must be at least 1, got 0"),
+])
+def test_export_names_the_option_and_value_that_are_wrong(env, args, line):
+    from autokd.export import export_student
+
+    with pytest.raises(UserError) as e:
+        export_student(STUDY, best=True, out=env / "x", **args)
+    assert str(e.value) == line
+    assert not (env / "x").exists()
+
+
 def test_export_fine_tunes_the_chosen_point_on_the_whole_training_split(env, world, digits):
     """--finetune-epochs N: the trial's own weights keep training N epochs on every training image
     (not the search's subset), with the trial's distillation settings; the card says before/after."""
@@ -195,6 +208,8 @@ def test_export_fine_tunes_the_chosen_point_on_the_whole_training_split(env, wor
     assert ft["epochs"] == 1 and ft["train_images"] == len(digits.train_y)
     assert 0.0 <= ft["test_accuracy_before"] <= 1.0 and ft["test_accuracy_after"] == card["test_accuracy"]
     assert card["macs"] == result.macs  # fine-tuning prunes nothing: the point's cost
+    assert "fine-tuned 1 epochs" in card["weights"]["source"]  # not "the trial's own weights" alone
+    assert "Weights: the trial's own weights, then fine-tuned 1 epochs" in (folder / "card.md").read_text()
     same_logits(folder, digits.val_x[:16])
     small = export_student(STUDY, best=True, out=env / "ft200", finetune_epochs=1, train_subset=200)
     assert json.loads((small / "card.json").read_text())["finetune"]["train_images"] == 200

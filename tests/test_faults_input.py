@@ -178,3 +178,45 @@ def test_bad_export_input_is_one_line_exit_2_and_writes_nothing(finished, args, 
     assert needle in line, line
     assert not (finished / "students").exists()
     assert sorted(p.name for p in (finished / "studies" / "s").iterdir()) == before
+
+
+# ------------------------------------------------------------------ a damaged study
+@pytest.fixture
+def damaged(finished):
+    """Study 's' healthy; study 'cut' a copy of it whose study.db keeps only its first 100 bytes."""
+    cut = studies.study_dir("cut")
+    cut.mkdir()
+    (cut / "study.db").write_bytes((studies.study_dir("s") / "study.db").read_bytes()[:100])
+    (cut / "config.json").write_bytes((studies.study_dir("s") / "config.json").read_bytes())
+    return finished
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("command", [
+    ["pareto", "cut"], ["export", "cut", "--best"],
+    ["search", "--study", "cut", "--teacher", "resnet20", "--space", "space.yaml", "--trials", "1"],
+])
+def test_a_damaged_study_db_is_one_line_naming_it_and_nothing_is_written(damaged, command):
+    before = _files(damaged)
+    line = one_line(runner.invoke(app, command))
+    assert f"{studies.study_dir('cut') / 'study.db'} is damaged" in line, line
+    assert "restore it from a copy, or move the folder" in line
+    assert _files(damaged) == before  # the damaged file as it was, no dashboard, no export, no teacher
+
+
+def test_a_damaged_config_json_is_one_line_naming_it(damaged):
+    (studies.study_dir("s") / "config.json").write_text('{"search": {"data')
+    line = one_line(runner.invoke(app, ["pareto", "s", "--no-html"]))
+    assert f"{studies.study_dir('s') / 'config.json'} is damaged (not JSON" in line, line
+
+
+def test_studies_lists_the_healthy_ones_and_marks_the_damaged_one(damaged):
+    table = runner.invoke(app, ["studies"])
+    assert table.exit_code == 0, table.output
+    assert "damaged" in table.output and "Traceback" not in table.output
+    rows = {r["study"]: r for r in json.loads(runner.invoke(app, ["studies", "--json"]).stdout)}
+    assert rows["s"]["done"] == 1 and rows["s"]["failed"] == 1 and "damaged" not in rows["s"]
+    assert "is damaged" in rows["cut"]["damaged"] and "done" not in rows["cut"]

@@ -121,13 +121,49 @@ def test_bad_search_input(env, args, needle):
     assert not list(Path(env["tmp"] / "studies").glob("*/study.db"))  # nothing written
 
 
-def test_python_api_is_the_search_function():
+def test_the_resolved_config_records_the_trials_a_search_runs(env):
+    """config.json records the prepared config: 12 trials by default, no limit with --compute alone."""
+    from autokd.search.prepare import prepare
+
+    assert prepare(config(env, trials=None)).cfg.trials == 12
+    assert prepare(config(env, trials=None, compute=5.0)).cfg.trials is None
+    assert prepare(config(env, trials=3, compute=5.0)).cfg.trials == 3
+
+
+def test_a_teacher_trained_by_a_search_says_each_epoch():
+    from autokd.search.driver import _epochs_said
+
+    said = []
+    _epochs_said("teacher", said.append)(3, 15, {"loss": 0.2, "val_accuracy": 0.912})
+    assert said == ["teacher epoch 3/15: val accuracy 91.20%"]
+
+
+def test_the_progress_lists_a_front_point_once():
+    """Two trials at the same (accuracy, MACs) are both on the front; the progress line says it once."""
+    from types import SimpleNamespace
+
+    from autokd.search.tune import Progress
+
+    points = [{"number": 1, "val_accuracy": 0.965, "macs": 2_530_000},
+              {"number": 2, "val_accuracy": 0.965, "macs": 2_530_000},
+              {"number": 3, "val_accuracy": 0.90, "macs": 1_000_000}]
+    progress = Progress(SimpleNamespace(tally=SimpleNamespace(points=points, compute=0.0)), 12, 0.0, None)
+    assert progress._front() == "\n  front so far: 90.0%@1M, 96.5%@2.53M"
+
+
+def test_the_python_api_hands_its_settings_to_the_driver(monkeypatch):
     import autokd
     import autokd.cli  # noqa: F401  (importing the stage modules must not shadow the function)
-    import autokd.search.driver  # noqa: F401
+    from importlib import import_module
 
-    assert callable(autokd.search) and autokd.search is search
-    assert "search" in autokd.__all__ and "export_student" in autokd.__all__
+    driver = import_module("autokd.search.driver")  # `autokd.search` is the function, not the package
+
+    seen = {}
+    monkeypatch.setattr(driver, "search", lambda cfg, printer=None, **kw: seen.update(cfg=cfg, printer=printer, **kw)
+                        or "the study")
+    assert autokd.search(trials=3, study="x") == "the study"
+    assert seen == {"cfg": None, "printer": None, "trials": 3, "study": "x"}
+    assert autokd.search is search and {"search", "export_student"} <= set(autokd.__all__)
 
 
 @pytest.mark.slow

@@ -1,23 +1,26 @@
 """Two-objective early stopping on hand-made rung tables."""
 from __future__ import annotations
 
-from autokd.search.stopping import ParetoStopper, RungResult, default_rungs, dominates
+from autokd.search.front import dominates
+from autokd.search.stopping import ParetoStopper, make_stopper
 
 
-def test_default_rungs():
-    assert default_rungs(1) == []
-    assert default_rungs(2) == [1]
-    assert default_rungs(10) == [1, 3, 9]
-    assert default_rungs(9) == [1, 3]
+def test_the_dominated_rule_stops_at_rungs_1_3_9_below_the_last_epoch():
+    assert make_stopper("dominated", 1).rungs == []
+    assert make_stopper("dominated", 2).rungs == [1]
+    assert make_stopper("dominated", 10).rungs == [1, 3, 9]
+    assert make_stopper("dominated", 9).rungs == [1, 3]
 
 
 def test_dominance_by_hand():
-    r = RungResult(0, 1, 0.80, 100)
-    assert dominates(r, 0.70, 100)          # as cheap, more accurate
-    assert dominates(r, 0.80, 150)          # as accurate, cheaper
-    assert not dominates(r, 0.80, 100)      # identical: not strictly better
-    assert not dominates(r, 0.90, 150)      # less accurate
-    assert not dominates(r, 0.70, 50)       # more expensive
+    r = (0.80, 100)                           # (accuracy, MACs)
+    assert dominates(r, (0.70, 100))          # as cheap, more accurate
+    assert dominates(r, (0.80, 150))          # as accurate, cheaper
+    assert not dominates(r, (0.80, 100))      # identical: not strictly better
+    assert not dominates(r, (0.90, 150))      # less accurate
+    assert not dominates(r, (0.70, 50))       # more expensive
+    assert not dominates(r, (0.79, 100), margin=0.02)  # 1 point better, the margin asks for 2
+    assert dominates(r, (0.77, 100), margin=0.02)
 
 
 def test_hand_made_table_stops_exactly_the_expected_trials():

@@ -1,8 +1,10 @@
 """The ``autokd`` app: the commands models, datasets, train, search and studies; ``distill``,
 ``pareto`` and ``export`` live in their own modules and are registered here.
 
-A user mistake (``UserError``) is printed as one line on stderr with exit code 2, never a
-traceback. Every option that a dataclass field defines takes its default and help from it.
+A user mistake (``UserError``, or a command line Click cannot parse) is printed as one line on
+stderr with exit code 2, never a traceback. ``search`` has one option per ``SearchConfig`` field
+(:func:`~autokd.cli.options.with_fields`); every other option a dataclass field defines takes its
+default and help from that field.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..bundle import save_bundle
@@ -25,14 +27,15 @@ from ..search import SearchConfig
 from ..search.driver import search as run_search
 from ..search import store
 from ..search.record import StudyRecord
+from ..student import DistillJob
 from ..teacher import cache_dir, get_teacher, train_model
 from ..train import TrainConfig
-from .common import check_positive, epoch_printer, err, out, parse_shape, user_errors
+from .common import OneLineErrors, check_positive, epoch_printer, err, out, parse_shape, user_errors, wide
 from .distill import distill
-from .options import default, option
+from .options import Fields, default, option, with_fields
 from .pareto import export, front_table, pareto
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="autokd: search knowledge distillation and structured pruning together.")
 @app.command()
 @user_errors
@@ -63,7 +66,7 @@ def models(
 
 @app.command()
 @user_errors
-def datasets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def datasets(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """Every dataset, and whether it is available offline here."""
     rows = dataset_status()
     if as_json:
@@ -82,13 +85,13 @@ def datasets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @user_errors
 def train(
     arch: Annotated[str, typer.Argument(help="a zoo architecture, see `autokd models`")],
-    dataset: Annotated[str, option(SearchConfig, "dataset")] = default(SearchConfig, "dataset"),
+    dataset: Annotated[str, option(DistillJob, "dataset")] = default(DistillJob, "dataset"),
     epochs: Annotated[int, option(TrainConfig, "epochs")] = default(TrainConfig, "epochs"),
-    width: Annotated[float, option(Candidate, "width")] = default(Candidate, "width"),
+    width: Annotated[float, typer.Option(help="width multiplier of every layer's channels")] = default(Candidate, "width"),
     lr: Annotated[float, option(TrainConfig, "lr")] = default(TrainConfig, "lr"),
     seed: Annotated[int, option(TrainConfig, "seed", help="also the init and the data split")] = default(TrainConfig, "seed"),
-    train_subset: Annotated[Optional[int], option(SearchConfig, "train_subset")] = default(SearchConfig, "train_subset"),
-    device: Annotated[str, option(SearchConfig, "device", help="where to train")] = default(SearchConfig, "device"),
+    train_subset: Annotated[Optional[int], option(DistillJob, "train_subset")] = default(DistillJob, "train_subset"),
+    device: Annotated[str, option(DistillJob, "device")] = default(DistillJob, "device"),
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="write the bundle here instead of the cache")] = None,
     force: Annotated[bool, typer.Option(help="retrain even if a cached teacher exists")] = False,
 ) -> None:
@@ -113,43 +116,11 @@ def train(
     out.print(f"saved: {target}", highlight=False)
 
 
-S = SearchConfig
-
-
 @app.command()
 @user_errors
-def search(
-    teacher: Annotated[str, option(S, "teacher")] = default(S, "teacher"),
-    flops_budget: Annotated[str, option(S, "flops_budget")] = default(S, "flops_budget"),
-    dataset: Annotated[str, option(S, "dataset")] = default(S, "dataset"),
-    space: Annotated[Optional[str], option(S, "space")] = default(S, "space"),
-    study: Annotated[Optional[str], option(S, "study")] = default(S, "study"),
-    trials: Annotated[Optional[int], option(S, "trials")] = default(S, "trials"),
-    compute: Annotated[Optional[float], option(S, "compute")] = default(S, "compute"),
-    parallel: Annotated[int, option(S, "parallel")] = default(S, "parallel"),
-    epochs: Annotated[int, option(S, "epochs")] = default(S, "epochs"),
-    lr: Annotated[Optional[float], option(S, "lr")] = default(S, "lr"),
-    teacher_epochs: Annotated[int, option(S, "teacher_epochs")] = default(S, "teacher_epochs"),
-    sampler: Annotated[str, option(S, "sampler")] = default(S, "sampler"),
-    seed: Annotated[int, option(S, "seed")] = default(S, "seed"),
-    address: Annotated[Optional[str], option(S, "address")] = default(S, "address"),
-    cpus_per_trial: Annotated[float, option(S, "cpus_per_trial")] = default(S, "cpus_per_trial"),
-    gpus_per_trial: Annotated[float, option(S, "gpus_per_trial")] = default(S, "gpus_per_trial"),
-    device: Annotated[str, option(S, "device")] = default(S, "device"),
-    early_stopping: Annotated[bool, option(S, "early_stopping")] = default(S, "early_stopping"),
-    stopping: Annotated[str, option(S, "stopping")] = default(S, "stopping"),
-    eta: Annotated[int, option(S, "eta")] = default(S, "eta"),
-    warm_start: Annotated[bool, option(S, "warm_start")] = default(S, "warm_start"),
-    train_subset: Annotated[Optional[int], option(S, "train_subset")] = default(S, "train_subset"),
-    rung_val_images: Annotated[int, option(S, "rung_val_images")] = default(S, "rung_val_images"),
-) -> None:
+@with_fields(cfg=Fields(SearchConfig))
+def search(cfg: SearchConfig) -> None:
     """Search students: distillation and pruning settings against accuracy and MACs, under a budget."""
-    cfg = SearchConfig(teacher=teacher, dataset=dataset, flops_budget=flops_budget, space=space, study=study,
-                       trials=trials, compute=compute, parallel=parallel, epochs=epochs, lr=lr, teacher_epochs=teacher_epochs,
-                       sampler=sampler, seed=seed, address=address, cpus_per_trial=cpus_per_trial,
-                       gpus_per_trial=gpus_per_trial, device=device, early_stopping=early_stopping,
-                       stopping=stopping, eta=eta, warm_start=warm_start, train_subset=train_subset,
-                       rung_val_images=rung_val_images)
     try:
         result = run_search(cfg, printer=lambda m: out.print(m, highlight=False))
     except KeyboardInterrupt:
@@ -163,38 +134,51 @@ def search(
 def print_front(name: str) -> None:
     """The front as a table (the one `autokd pareto` prints), and where the study lives."""
     info = pareto_info(store.load(name), store.read_config(name), importances=False)
-    (out if out.is_terminal else Console(width=160)).print(front_table(info))  # piped: 160 columns
+    wide().print(front_table(info))
     out.print(f"study: {store.study_dir(name)}  (optuna-dashboard {store.storage_url(name)})", highlight=False)
     out.print(f"next: autokd pareto {name}   |   autokd export {name} --best", highlight=False)
 
 
+def study_row(name: str) -> dict:
+    """One study's counts and front, or, for a study whose files cannot be read, why not."""
+    try:
+        s = store.load(name)
+    except store.DamagedStudy as e:
+        return {"study": name, "damaged": str(e), "path": str(store.study_dir(name))}
+    best, rec = max((t.values[0] for t in s.best_trials), default=None), StudyRecord.of(s)
+    return {"study": name, **store.counts(s), "front": len(s.best_trials), "best_val_accuracy": best,
+            "teacher": rec.teacher, "dataset": rec.dataset, "macs_budget": rec.macs_budget,
+            "path": str(store.study_dir(name))}
+
+
+STUDY_COLUMNS = ("teacher", "dataset", "done", "stopped", "rejected", "failed", "front")
+
+
 @app.command()
 @user_errors
-def studies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The studies on disk, their trial counts and fronts."""
-    st = store
-    rows = []
-    for name in st.list_names():
-        s = st.load(name)
-        c, rec = st.counts(s), StudyRecord.of(s)
-        best = max((t.values[0] for t in s.best_trials), default=None)
-        rows.append({"study": name, **c, "front": len(s.best_trials), "best_val_accuracy": best,
-                     "teacher": rec.teacher, "dataset": rec.dataset,
-                     "macs_budget": rec.macs_budget, "path": str(st.study_dir(name))})
+def studies(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
+    """The studies on disk, their trial counts and fronts; a damaged one is marked, the others listed."""
+    rows = [study_row(name) for name in store.list_names()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     if not rows:
-        out.print(f"no studies under {st.studies_root()} yet: run `autokd search`")
+        out.print(f"no studies under {store.studies_root()} yet: run `autokd search`")
         return
-    table = Table(title=f"studies in {st.studies_root()}")
-    for col in ("study", "teacher", "dataset", "done", "stopped", "rejected", "failed", "front", "best val acc %"):
-        table.add_column(col)
+    table = Table(title=f"studies in {store.studies_root()}")
+    table.add_column("study", no_wrap=True)
+    for col in (*STUDY_COLUMNS, "best val acc %"):
+        table.add_column(col, justify="left" if col in ("teacher", "dataset") else "right")
     for r in rows:
-        table.add_row(r["study"], str(r["teacher"]), str(r["dataset"]), str(r["done"]), str(r["stopped"]),
-                      str(r["rejected"]), str(r["failed"]), str(r["front"]),
-                      "-" if r["best_val_accuracy"] is None else f"{100 * r['best_val_accuracy']:.2f}")
-    out.print(table)
+        if "damaged" in r:
+            table.add_row(r["study"], "[red]damaged[/]", *[""] * len(STUDY_COLUMNS))
+            continue
+        best = "-" if r["best_val_accuracy"] is None else f"{100 * r['best_val_accuracy']:.2f}"
+        table.add_row(r["study"], *(str(r[c]) for c in STUDY_COLUMNS), best)
+    wide().print(table)
+    for r in rows:
+        if "damaged" in r:
+            err.print(f"[red]damaged:[/] {escape(r['damaged'])}", highlight=False, soft_wrap=True)
 
 
 app.command()(distill)

@@ -1,15 +1,18 @@
 """What every ``autokd`` command shares: the consoles, one-line errors, the epoch printer.
 
-Its own module so that the command modules (``cli``, ``cli_distill``, ``cli_pareto``) import it
-and not each other.
+Its own module so that the command modules (``cli.app``, ``cli.distill``, ``cli.pareto``) import
+it and not each other.
 """
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import sys
+from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from ..errors import UserError
 
@@ -17,9 +20,43 @@ out = Console()
 err = Console(stderr=True)
 
 
+def wide() -> Console:
+    """``out`` on a terminal; piped, a 160-column console, so a table is not cut to 80 columns."""
+    return out if out.is_terminal else Console(width=160)
+
+
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+# the base of Click's command-line errors, wherever this Typer keeps its Click (vendored since 0.25)
+CommandLineError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(TyperGroup):
+    """The app's group: a mistyped command line (an unknown option, ``--compute abc``) is one line
+    on stderr and exit 2, like every other user mistake, instead of Click's usage box."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except CommandLineError as e:
+            if not standalone_mode:
+                raise
+            where = e.ctx.command_path if getattr(e, "ctx", None) else "autokd"
+            err.print(f"[bold red]error:[/] {escape(e.format_message())} (see `{escape(where)} --help`)",
+                      highlight=False, soft_wrap=True)
+            code = e.exit_code
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err.print("aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -1,7 +1,7 @@
 """``autokd pareto`` and ``autokd export``: thin commands over :mod:`autokd.pareto`,
 :mod:`autokd.plots` and :mod:`autokd.export`.
 
-``cli.py`` registers them with ``app.command()(pareto)`` and ``app.command()(export)``; no Typer
+``cli.app`` registers them with ``app.command()(pareto)`` and ``app.command()(export)``; no Typer
 app lives here. A study that does not exist, has no completed trial, or a point that cannot be
 chosen is one line on stderr, exit 2, and nothing written.
 """
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..errors import UserError
@@ -22,8 +21,9 @@ from ..measure import COST_UNIT_TITLE
 from ..pareto import pareto_info
 from ..plots import dashboard_html
 from ..provenance import resolve_device
-from ..search import SearchConfig, store
-from .common import epoch_printer, err, out, user_errors
+from ..search import store
+from ..student import DistillJob
+from .common import epoch_printer, err, out, user_errors, wide
 from .options import default, option
 
 DASHBOARDS = Path("dashboards")
@@ -40,20 +40,27 @@ def _write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+NUMBERS = ("trial", "val acc %", "MACs (M)", "% of teacher", "params (M)")
+
+
+def settings_text(c: dict) -> str:
+    """A front point's candidate in one line: student, pruning, distillation."""
+    prune = ", ".join(f"{k}={float(v):g}" for k, v in (c.get("prune") or {}).items())
+    return (f"{c.get('student', '?')} {c.get('init', 'scratch')} width {c.get('width', 1):g}; "
+            f"{c.get('prune_method', '')} {prune or 'no pruning'}; β {float(c.get('beta', 0)):.2f}, "
+            f"T {float(c.get('temperature', 0)):.2f}, {c.get('schedule', '')}")
+
+
 def front_table(info) -> Table:
+    """The numbers never wrap or shrink; the settings column takes what width is left, and wraps."""
     table = Table(title=f"Pareto front of {info.study} ({COST_UNIT_TITLE})")
-    for col in ("trial", "val acc %", "MACs (M)", "% of teacher", "params (M)", "student", "init", "width",
-                "prune", "β", "T", "schedule"):
-        table.add_column(col, justify="right" if col not in ("student", "init", "prune", "schedule") else "left")
+    for col in NUMBERS:
+        table.add_column(col, justify="right", no_wrap=True, min_width=max(len(w) for w in col.split()))
+    table.add_column("student, pruning, distillation", overflow="fold")
     for p in info.front:
-        c = p["candidate"]
-        prune = ",".join(f"{k}={float(v):g}" for k, v in (c.get("prune") or {}).items())
         table.add_row(str(p["number"]), f"{100 * p['val_accuracy']:.2f}", f"{p['macs'] / 1e6:.4f}",
                       "-" if p["share_of_teacher"] is None else f"{100 * p['share_of_teacher']:.1f}",
-                      "-" if not p["params"] else f"{p['params'] / 1e6:.4f}", str(c.get("student", "?")),
-                      str(c.get("init", "scratch")), f"{c.get('width', 1):g}", f"{c.get('prune_method', '')} {prune}".strip(),
-                      f"{float(c.get('beta', 0)):.2f}", f"{float(c.get('temperature', 0)):.2f}",
-                      str(c.get("schedule", "")))
+                      "-" if not p["params"] else f"{p['params'] / 1e6:.4f}", settings_text(p["candidate"]))
     return table
 
 
@@ -79,7 +86,7 @@ def pareto(
             err.print(f"dashboard: {target}", highlight=False)
         return
     c = info.counts()
-    (out if out.is_terminal else Console(width=160)).print(front_table(info))  # piped: 160 columns, not 80
+    wide().print(front_table(info))
     out.print(f"{c['done']} done ({c['front']} on the front), {c['stopped']} stopped early, {c['rejected']} rejected "
               f"(over budget), {c['failed']} failed; hypervolume {info.hypervolume:.4f} "
               f"(budget {info.budget_macs or 0:,} MACs)", highlight=False)
@@ -95,17 +102,22 @@ def pareto(
 @user_errors
 def export(
     study: Annotated[str, typer.Argument(help="study name under studies/")],
-    best: Annotated[bool, typer.Option("--best", help="the most accurate student within the budget (default)")] = False,
+    best: Annotated[bool, typer.Option(
+        "--best", help="the most accurate student within the budget (also what export picks without --trial or --under)")] = False,
     trial: Annotated[Optional[int], typer.Option("--trial", help="this trial number (completed or stopped)")] = None,
     under: Annotated[Optional[str], typer.Option(
         "--under", help="most accurate with MACs <= 30% / 0.3 of the teacher's, or with FLOPs <= 10M")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder (default students/STUDY-tN)")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="train again for this many epochs")] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        "--epochs", help="train the chosen candidate again from its start for this many epochs, instead of "
+                         "using the weights its trial trained")] = None,
     finetune_epochs: Annotated[int, typer.Option(
-        help="keep training the chosen student this many epochs, with its trial's distillation settings")] = 0,
+        help="then keep training the chosen student this many more epochs, with its trial's distillation "
+             "settings (0: none)")] = 0,
     train_subset: Annotated[Optional[int], option(
-        SearchConfig, "train_subset", help="for the fine-tune; default: the whole training split")] = None,
-    device: Annotated[str, option(SearchConfig, "device", help="where to train")] = default(SearchConfig, "device"),
+        DistillJob, "train_subset", help="for --finetune-epochs; default: the whole training split")] = None,
+    device: Annotated[str, option(DistillJob, "device", help="with --epochs or --finetune-epochs")] = default(
+        DistillJob, "device"),
 ) -> None:
     """Export one student: safetensors bundle, TorchScript, ONNX (checked against PyTorch) and a card."""
     if sum([best, trial is not None, under is not None]) > 1:

@@ -5,7 +5,7 @@
   ``channels``   prune_model: remove channels in place, ranked by a criterion (CRITERIA)
   ``gates``      ChannelGates: learned masks for pruning during distillation (PDD)
   ``projection`` project_to_budget: a pruning shape scaled by bisection to land on a MAC target
-                 (for candidates exactly on the budget; not yet used by the search, issue 15)
+                 (the search's candidates, each on its share of the budget: autokd.search.budget)
 """
 from .channels import CRITERIA, Criterion, copy_into, prune_model, prune_to_plan
 from .cost import predict_cost

@@ -5,9 +5,9 @@
   ``prepare``   every check a user can fail, before anything is written or trained -> a Plan
   ``driver``    runs a Plan: teacher, study, config record, reference, rounds of trials
   ``tune``      the Ray Tune side: worker trainable, Optuna-backed searcher, scheduler, progress
-  ``stopping``  the two-objective stop-if-dominated rule at rungs (pure Python)
-  ``front``     Pareto dominance and hypervolume (pure Python)
-  ``ladder``    MO-ASHA promotion on rung tables (pure Python; not yet the search's scheduler, issue 15)
+  ``stopping``  the early-stopping rules at rungs: dominated (stop-if-dominated) or ladder (pure Python)
+  ``front``     the one Pareto dominance test, the front and the hypervolume (pure Python)
+  ``ladder``    MO-ASHA promotion on rung tables: the ``--stopping ladder`` rule (pure Python)
   ``ray_start`` a loopback-only local Ray, or the cluster at --address
   ``store``     studies on disk: Optuna storage, the lock, counts
 """

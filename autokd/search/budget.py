@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..bundle import load_bundle
 from ..candidate import Candidate
 from ..errors import UserError
 from ..measure import count_macs, flops_from_macs, macs_from_flops
-from ..models import MODELS, channel_plan, create_model
+from ..models import channel_plan
 from ..price import TeacherShape, predict_macs, unpruned_channels
 from ..space import SearchSpace, params_to_candidate
+from ..teacher import untrained_teacher
 
 SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
@@ -63,13 +62,7 @@ def parse_budget(text: str, teacher_macs: int) -> Budget:
 
 def teacher_shape(spec: str, input_shape: tuple[int, ...], num_classes: int) -> TeacherShape:
     """The teacher's architecture, MACs and channel plan, known without training it."""
-    if spec in MODELS and not Path(spec).exists():
-        model = create_model(spec, num_classes=num_classes, in_channels=input_shape[0])
-    elif Path(spec).exists():
-        model, _ = load_bundle(spec)
-    else:
-        raise UserError(f"unknown teacher {spec!r}: neither a model folder/.safetensors file nor one of: "
-                        + ", ".join(MODELS.names()))
+    model = untrained_teacher(spec, num_classes, input_shape[0])
     return TeacherShape(model.arch, count_macs(model, input_shape), channel_plan(model),
                         float(model.build_args.get("width", 1.0)), num_classes, tuple(input_shape))
 
@@ -109,8 +102,8 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
             raise
         # the keyed layers alone cannot get there: every other layer, and every keyed layer at 0, joins
         # far behind them (a tenth of the smallest keyed share), so the shape's order of cuts is kept
-        # and the target is met (a 0 in a shape would otherwise never prune: 2026-12-02, a prune-only
-        # trial, resnet32 x 0.5 with layer3 at 0, was rejected at 31 % of the budget)
+        # and the target is met (a layer at 0 would otherwise never prune, and a shape whose other
+        # layers carry the MACs would be rejected far above its share)
         floor = min(v for v in shape.values() if v > 0) / 10
         shape = {**{k: v if v > 0 else floor for k, v in shape.items()}, "*": floor}
         proj = project(shape)

@@ -21,8 +21,8 @@ DEFAULT_TRIALS = 12  # without --trials or --compute: a first search of the embe
 def startup_trials(trials: float) -> int:
     """Random trials before a model-based sampler fits: few, since a search may train only 10.
 
-    Optuna's default (10) made the CPU protocol's 10-trial TPE search random search by
-    construction (issue #15). Warm-start trials (the space's ``warm_start``) count among them."""
+    Optuna's default (10) would make a 10-trial TPE search random search by construction.
+    Warm-start trials (the space's ``warm_start``) count among them."""
     return max(2, min(5, int(min(trials, 1e6) // 5)))
 
 

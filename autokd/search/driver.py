@@ -55,7 +55,7 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
     cfg = plan.cfg
     saved = store.read_config(cfg.study)
     teacher, tcard = get_teacher(cfg.teacher, plan.data, TrainConfig(epochs=cfg.teacher_epochs, seed=cfg.seed),
-                                 device=resolve_device(cfg.device), on_train=say)
+                                 device=resolve_device(cfg.device), on_train=say, progress=_epochs_said("teacher", say))
     stored = saved.get("sampler", {})  # a resumed study keeps the sampler and seed it was created with
     seed0, name = stored.get("seed", cfg.seed), stored.get("name", cfg.sampler)
     study = store.create(cfg.study)
@@ -113,7 +113,7 @@ WARM_START_SHARE = 0.5  # of --compute: the warm starts' most, so the sampler al
 def warm_starts_within(plan: Plan) -> list[str]:
     """The space's warm-start names a new study enqueues: all of them, or with ``--compute`` the first
     ones, in the file's order, whose full cost (autokd.search.compute) fits in ``WARM_START_SHARE`` of
-    it (always the first). At 20 epoch-equivalents six warm starts were the whole search (issue #15)."""
+    it (always the first): otherwise a small ``--compute`` is spent on warm starts alone."""
     cfg, space = plan.cfg, plan.space
     names = list(space.warm_start)
     if cfg.compute is None or not names:
@@ -142,6 +142,12 @@ def enqueue_warm_start(study: optuna.Study, space, names: list[str] | None = Non
     return len(chosen)
 
 
+def _epochs_said(label: str, say: Say) -> Callable[[int, int, dict], None]:
+    """A training's progress as one line an epoch (a teacher trains for minutes before trial 0)."""
+    return lambda epoch, total, record: say(f"{label} epoch {epoch}/{total}: val accuracy "
+                                            f"{100 * record['val_accuracy']:.2f}%")
+
+
 def reference_student(plan: Plan, say: Say) -> dict:
     """The space's first student, unpruned at width 1, trained alone (cross-entropy, no teacher)
     for the trials' epochs and seed: the reference point of ``autokd pareto``'s scatter. Its
@@ -153,6 +159,8 @@ def reference_student(plan: Plan, say: Say) -> dict:
     say(f"training the reference: {arch} alone (unpruned, width 1, no teacher), {cfg.epochs} epochs")
     device = resolve_device(cfg.device) if cfg.gpus_per_trial > 0 else "cpu"
     _, card = train_model(arch, plan.data, TrainConfig(epochs=cfg.epochs, seed=cfg.seed), device=device)
+    say(f"reference: {arch} alone reached {100 * card['val_accuracy']:.2f}% val accuracy at "
+        f"{card['macs'] / 1e6:.3g} M MACs")
     return {"label": f"{arch} trained alone (unpruned, width 1)", "arch": arch, "width": 1.0,
             "epochs": cfg.epochs, "val_accuracy": card["val_accuracy"], "macs": card["macs"],
             "params": card["params"]}

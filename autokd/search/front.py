@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import Iterable
 
 
-def dominates(a: dict, b: dict) -> bool:
-    """``a`` is at least as accurate and as cheap as ``b``, and strictly better in one."""
-    return (a["val_accuracy"] >= b["val_accuracy"] and a["macs"] <= b["macs"]
-            and (a["val_accuracy"] > b["val_accuracy"] or a["macs"] < b["macs"]))
+Point = tuple[float, int]  # (validation accuracy: higher is better, MACs: lower is better)
+
+
+def dominates(a: Point, b: Point, margin: float = 0.0) -> bool:
+    """``a`` costs no more than ``b``, is no less accurate than ``b``'s accuracy plus ``margin``, and is
+    better in one of the two; identical points do not dominate each other.
+    The one dominance test of the search: the front, the stopping rule (with its margin), the ladder."""
+    no_worse = a[1] <= b[1] and a[0] >= b[0] + margin
+    return no_worse and (a[1] < b[1] or a[0] > b[0] + margin)
 
 
 def pareto_front_points(points: Iterable[dict]) -> list[dict]:
     """The points no other point dominates (ties both kept), sorted by MACs then accuracy (desc)."""
     points = list(points)
-    front = [p for p in points if not any(dominates(q, p) for q in points)]
+    xy = [(p["val_accuracy"], p["macs"]) for p in points]
+    front = [p for p, b in zip(points, xy) if not any(dominates(a, b) for a in xy)]
     return sorted(front, key=lambda p: (p["macs"], -p["val_accuracy"], p.get("number", 0)))
 
 

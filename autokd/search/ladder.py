@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-Point = tuple[float, int]  # (validation accuracy: higher is better, MACs: lower is better)
+from .front import Point, dominates
 
 
 def rungs(final_epoch: int, eta: int = 3, rung0: bool = True) -> list[int]:
@@ -53,16 +53,6 @@ def _check(points: list[Point]) -> None:
         raise ValueError("accuracy NaN cannot be ranked: record it as -inf (Ladder does)")
 
 
-def _beaten_by_front(p: Point, last: Point) -> bool:
-    """Does the front whose last sweep member is ``last`` hold a point that dominates ``p``?
-
-    In the sweep order (MACs up, accuracy down) a front's accuracy never falls, so ``last`` has
-    the front's best accuracy, and every member with that accuracy has ``last``'s MACs; all
-    members come before ``p``, so they cost no more than ``p``.
-    """
-    return last[0] > p[0] or (last[0] == p[0] and last[1] < p[1])
-
-
 def nondominated_fronts(points: list[Point]) -> list[list[int]]:
     """Indices of ``points`` in non-dominated fronts, best first (front 0: dominated by none).
 
@@ -70,7 +60,9 @@ def nondominated_fronts(points: list[Point]) -> list[list[int]]:
     share a front). 2-D sweep in O(n log n): points in order of MACs up, accuracy down, index up;
     each joins the first front holding none of its dominators, found by bisection, because a point
     dominated by front k is dominated by every earlier front (dominance is transitive). Each
-    front lists its indices in that sweep order (MACs ascending).
+    front lists its indices in that sweep order (MACs ascending). A front holds a dominator of the
+    point if and only if its last member does: in the sweep order a front's accuracy never falls,
+    so its last member has the front's best accuracy, and every member came first, so costs no more.
     """
     _check(points)
     fronts: list[list[int]] = []
@@ -78,7 +70,7 @@ def nondominated_fronts(points: list[Point]) -> list[list[int]]:
         lo, hi = 0, len(fronts)
         while lo < hi:
             mid = (lo + hi) // 2
-            if _beaten_by_front(points[i], points[fronts[mid][-1]]):
+            if dominates(points[fronts[mid][-1]], points[i]):
                 lo = mid + 1
             else:
                 hi = mid

@@ -21,7 +21,7 @@ from ..space import SearchSpace, fix_params, load_space
 from ..teacher_space import check_lambda_points, default_space_for
 from . import store
 from .budget import SHARE, Budget, TeacherShape, cheapest_macs, cheapest_projected_macs, parse_budget, teacher_shape
-from .config import SearchConfig, check_config, default_study_name
+from .config import DEFAULT_TRIALS, SearchConfig, check_config, default_study_name
 from .stopping import ParetoStopper
 
 RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "train_subset")  # fixed per study
@@ -29,7 +29,7 @@ RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "t
 
 @dataclass(frozen=True)
 class Plan:
-    """A checked search, ready to run: ``autokd.search.driver.run(plan)``."""
+    """A checked search, ready to run: what :func:`autokd.search.driver.search` opens and runs."""
 
     cfg: SearchConfig            # with its study name resolved
     data: DataSplits
@@ -57,7 +57,10 @@ class Session:
 
 def prepare(cfg: SearchConfig) -> Plan:
     """Check ``cfg`` and resolve everything a search needs but the teacher's weights; see the module doc."""
-    cfg = replace(cfg, study=cfg.study or default_study_name(cfg))
+    # resolved, as config.json records them: the study's name, and the trials a search without
+    # --trials or --compute runs (with --compute alone there is no trial limit: None)
+    trials = DEFAULT_TRIALS if cfg.trials is None and cfg.compute is None else cfg.trials
+    cfg = replace(cfg, study=cfg.study or default_study_name(cfg), trials=trials)
     check_config(cfg)
     resolve_device(cfg.device)  # an unknown name, or cuda without a GPU: before the study's folder is made
     data = load_dataset(cfg.dataset, seed=cfg.seed, train_subset=cfg.train_subset)
@@ -75,6 +78,7 @@ def prepare(cfg: SearchConfig) -> Plan:
                         f"{floor:,} MACs, the budget is {budget.macs:,} MACs ({cfg.flops_budget}); "
                         "raise --flops-budget or use a space with smaller students")
     if store.exists(cfg.study):
+        store.check_readable(cfg.study)
         check_resume(cfg, store.read_config(cfg.study))
     return Plan(cfg, data, shape, teacher, budget, space, base)
 

@@ -14,13 +14,14 @@ from killing the rest, as the median rule needs a population. MACs do not change
 training, so the test is exactly Pareto dominance at equal training effort. Trials are compared
 within their *group* only (the search's group is the candidate's ``init``): a student that
 inherits the teacher starts near its final accuracy, one from scratch does not, so an epoch of
-the one says nothing about the other's end (``make demo``, 2026-12-01: inherited trials at rung 1
-stopped the scratch trial that was the best student the run before).
+the one says nothing about the other's end, and inherited trials at a rung would stop scratch
+trials that end on the front.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .front import dominates
 from .ladder import Ladder, rungs as ladder_rungs
 
 
@@ -33,25 +34,10 @@ class RungResult:
     group: str = ""  # results are compared within one group (the candidate's init)
 
 
-def default_rungs(epochs: int) -> list[int]:
-    """Geometric rungs (factor 3) strictly before the last epoch: 1, 3, 9, 27, ..."""
-    rungs, r = [], 1
-    while r < epochs:
-        rungs.append(r)
-        r *= 3
-    return rungs
-
-
-def dominates(a: RungResult, acc: float, macs: int, margin: float = 0.0) -> bool:
-    """True if ``a`` is no more expensive, no less accurate (by ``margin``) and better in one."""
-    no_worse = a.macs <= macs and a.val_accuracy >= acc + margin
-    better = a.macs < macs or a.val_accuracy > acc + margin
-    return no_worse and better
-
-
 def should_stop(earlier: list[RungResult], acc: float, macs: int, *, min_dominators: int = 2,
                 margin: float = 0.0) -> bool:
-    return sum(dominates(r, acc, macs, margin) for r in earlier) >= min_dominators
+    """At least ``min_dominators`` of the ``earlier`` results dominate (acc, macs) by ``margin``."""
+    return sum(dominates((r.val_accuracy, r.macs), (acc, macs), margin) for r in earlier) >= min_dominators
 
 
 @dataclass
@@ -117,5 +103,5 @@ def make_stopper(rule: str, epochs: int, *, eta: int = 3, min_dominators: int = 
     if rule == "ladder":
         return LadderStopper.for_epochs(epochs, eta)
     if rule == "dominated":
-        return ParetoStopper(default_rungs(epochs), min_dominators, margin)
+        return ParetoStopper(ladder_rungs(epochs, 3, rung0=False), min_dominators, margin)
     raise ValueError(f"unknown stopping rule {rule!r}; choose from {', '.join(STOPPING_RULES)}")

@@ -11,8 +11,9 @@ import fcntl
 import json
 import os
 import re
+import sqlite3
 import warnings
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -53,13 +54,34 @@ def exists(name: str) -> bool:
     return (study_dir(name) / "study.db").exists()
 
 
+class DamagedStudy(StudyError):
+    pass
+
+
+def check_readable(name: str) -> None:
+    """A one-line :class:`DamagedStudy` when ``study.db`` is not a whole SQLite database with Optuna's
+    tables (cut short, overwritten). Read-only, before Optuna opens it: Optuna would raise a long
+    traceback, or create its tables in what it took for an empty file."""
+    path = study_dir(name) / "study.db"
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            db.execute("SELECT study_name FROM studies").fetchall()
+    except sqlite3.DatabaseError as e:
+        verdict = str(e)
+    if verdict != "ok":
+        raise DamagedStudy(f"{path} is damaged ({verdict}): restore it from a copy, or move the folder "
+                           f"{path.parent} away to start study {name!r} afresh")
+
+
 def load(name: str):
-    """Open an existing study (read or write); a missing one is a one-line error."""
+    """Open an existing study (read or write); a missing or damaged one is a one-line error."""
     import optuna
 
     if not exists(name):
         known = ", ".join(list_names()) or "none yet"
         raise StudyError(f"no study {name!r} under {studies_root()} (studies here: {known})")
+    check_readable(name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=name, storage=storage_url(name))
 
@@ -86,7 +108,11 @@ def list_names() -> list[str]:
 
 def read_config(name: str) -> dict:
     path = study_dir(name) / "config.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedStudy(f"{path} is damaged (not JSON: {e.__class__.__name__}); restore it from a copy, "
+                           f"or move the folder {path.parent} away to start study {name!r} afresh") from None
 
 
 @contextmanager

@@ -346,8 +346,8 @@ class Progress(Callback):
     def _front(self) -> str:
         """The front of this run's completed trials so far: accuracy @ MACs, cheapest first."""
         front = pareto_front_points(self.searcher.tally.points)
-        cells = [f"{100 * p['val_accuracy']:.1f}%@{p['macs'] / 1e6:.3g}M" for p in front[:4]]
-        return f"\n  front so far: {', '.join(cells)}{' ...' if len(front) > 4 else ''}" if cells else ""
+        cells = list(dict.fromkeys(f"{100 * p['val_accuracy']:.1f}%@{p['macs'] / 1e6:.3g}M" for p in front))  # ties once
+        return f"\n  front so far: {', '.join(cells[:4])}{' ...' if len(cells) > 4 else ''}" if cells else ""
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         report = RayReport.of(trial.last_result)
