@@ -37,13 +37,13 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution, json_to_distribution)
 
 from .errors import UserError
-from .candidate import BLOCK_RULES, INITS, MAX_RATIO, PAIRING_NAMES, PRUNE_AT, Candidate
+from .candidate import BLOCK_RULES, GLOBAL_METHODS, INITS, MAX_RATIO, PAIRING_NAMES, PRUNE_AT, Candidate
 
 SPACES_ENV = "AUTOKD_SPACES"  # os.pathsep-separated folders searched before the shipped one
 TOP_LEVEL = ("description", "teacher", "params", "fixed", "warm_start")
 # Kept here as data (not imported from the registries) so that loading a space stays light;
 # tests/test_space.py checks they match autokd.prune.CRITERIA, autokd.distill's registries.
-PRUNE_METHODS = ("l1", "bn", "taylor", "learned-mask")
+PRUNE_METHODS = ("l1", "bn", "taylor", "learned-mask", *GLOBAL_METHODS)
 KD_LOSSES = ("vid", "fitnet", "at")
 SCHEDULES = ("one-stage", "two-stage")
 

@@ -8,11 +8,11 @@ absolute count of **FLOPs**, as the flag's name says: 100 M FLOPs = 50 M MACs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..bundle import load_bundle
-from ..candidate import Candidate
+from ..candidate import GLOBAL_MAX_LAYER, Candidate, is_global
 from ..errors import UserError
 from ..measure import count_macs, flops_from_macs, macs_from_flops
 from ..models import MODELS, channel_plan, create_model
@@ -88,10 +88,18 @@ def teacher_shape(spec: str, input_shape: tuple[int, ...], num_classes: int) -> 
 
 def predict_macs(cand: Candidate, teacher: TeacherShape) -> int:
     """The exact MACs of ``cand``'s student after pruning, from its architecture and ratios alone
-    (an inherited student's from the teacher's plan)."""
-    return predict_student_cost(cand, teacher_arch=teacher.arch, teacher_plan=teacher.plan,
-                                teacher_width=teacher.width, num_classes=teacher.num_classes,
-                                in_channels=teacher.input_shape[0], input_shape=teacher.input_shape).macs
+    (an inherited student's from the teacher's plan). A global-ranking candidate with a ``target_macs``
+    is priced at its target (its plan depends on the weights; it lands at or under the target), or
+    at its unpruned MACs where those are less."""
+    def macs(c: Candidate) -> int:
+        return predict_student_cost(c, teacher_arch=teacher.arch, teacher_plan=teacher.plan,
+                                    teacher_width=teacher.width, num_classes=teacher.num_classes,
+                                    in_channels=teacher.input_shape[0], input_shape=teacher.input_shape).macs
+
+    if is_global(cand) and cand.target_macs:
+        unpruned = replace(cand, prune={}, width=1.0 if cand.init == "teacher" else cand.width)
+        return min(cand.target_macs, macs(unpruned))
+    return macs(cand)
 
 
 def cheapest_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) -> int:
@@ -122,9 +130,10 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
     """(candidate, Projection, shape): ``cand`` with its pruning ratios read as a *shape* and scaled,
     by bisection on the exact MAC count (``autokd.prune.projection``), to the least pruning that fits
     ``target_macs``, and the shape that was scaled. No ratio (or all 0): the shape is uniform, every layer alike. An inherited student's
-    width below 1 prunes uniformly on top, as always (``autokd.trial.pruning_ratios``)."""
-    from dataclasses import replace
-
+    width below 1 prunes uniformly on top, as always (``autokd.trial.pruning_ratios``). A global-ranking
+    candidate (``prune_method`` global-*) is projected the same way and carries ``target_macs`` as its
+    target, which its trial prunes to by ranking across layers; a target under the cheapest that ranking
+    reaches raises :class:`UserError`."""
     from ..prune.projection import project_shape
 
     shape = {k: v for k, v in cand.prune.items()} if any(v > 0 for v in cand.prune.values()) else {"*": 1.0}
@@ -136,6 +145,9 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
                              channels=channels, target_macs=target_macs, keep=keep,
                              describe=f"{cand.student} (init {cand.init}, width {cand.width:g})")
 
+    if is_global(cand):
+        _check_global_target(cand, teacher, target_macs)
+        cand = replace(cand, target_macs=int(target_macs))  # global ranking prunes to the target itself
     try:
         proj = project(shape)
     except UserError:
@@ -151,11 +163,18 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
     return replace(cand, prune={k: float(f"{v:.12g}") for k, v in proj.ratios.items()}), proj, shape
 
 
+def _check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: int) -> None:
+    """A global-ranking target under what cutting every layer by the pruner's most reaches (one line)."""
+    floor = predict_macs(replace(cand, prune={"*": GLOBAL_MAX_LAYER}, width=1.0 if cand.init == "teacher" else cand.width,
+                                 target_macs=0), teacher)
+    if target_macs < floor:
+        raise UserError(f"{cand.student} (init {cand.init}): target {target_macs:,} MACs is below the cheapest "
+                        f"global ranking reaches ({floor:,} MACs, every layer at {GLOBAL_MAX_LAYER:.0%})")
+
+
 def cheapest_projected_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) -> int:
     """The least a projected space's candidate can cost: each cheapest corner with every shape key
     at the largest ratio projection may reach (MAX_RATIO)."""
-    from dataclasses import replace
-
     from ..candidate import MAX_RATIO
 
     costs = []
