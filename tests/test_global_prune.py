@@ -232,3 +232,16 @@ def test_a_trial_prunes_globally_to_its_target_and_rebuilds_from_its_plan(digits
     rebuilt = copy_into(student, create_model("resnet20", num_classes=10, in_channels=1, plan=channel_plan(student)))
     x = digits.val_x[:8]
     assert torch.equal(rebuilt.eval()(x), student(x))
+
+
+def test_without_a_target_the_ratios_set_the_macs(digits):
+    """`autokd distill --prune-method global-bn --prune 0.5` (no search, no target_macs): global ranking
+    down to the MACs per-layer ratio 0.5 would cost, spread over the layers by the ranking."""
+    from autokd.trial import TrialContext, TrialRun, predict_student_cost
+
+    teacher = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    cand = Candidate(student="resnet20", init="teacher", prune_method="global-bn", prune={"*": 0.5}, epochs=1)
+    want = predict_student_cost(replace(cand, prune_method="l1"), teacher_arch="resnet20", teacher_plan=channel_plan(teacher),
+                                teacher_width=1.0, num_classes=10, in_channels=1, input_shape=(1, 8, 8)).macs
+    run = TrialRun(cand, TrialContext(teacher=teacher, data=digits))
+    assert run.target_macs == want and run.steps == [] and count_macs(run.student, (1, 8, 8)) == run.macs <= want
