@@ -78,6 +78,10 @@ def is_global(c: Candidate) -> bool:
     return c.prune_method in GLOBAL_METHODS
 
 
+def _prunes_globally(c: Candidate) -> bool:
+    return c.target_macs > 0 or _prunes(c)
+
+
 def _prunes(c: Candidate) -> bool:
     return any(isinstance(r, (int, float)) and r > 0 for r in c.prune.values())
 
@@ -107,6 +111,8 @@ def check_candidate(c: Candidate) -> None:
         (c.prune_steps == 1 or c.prune_at == "start", "prune_steps > 1 prunes from the start: use prune_at start"),
         (c.prune_method != LEARNED_MASK or c.prune_at == "during" or not _prunes(c),
          "prune_method learned-mask learns its masks while distilling: use prune_at during"),
+        (not (c.prune_method == "global-bn" and c.init == "scratch" and c.prune_at == "start" and _prunes_globally(c)),
+         "prune_method global-bn ranks BN scales, all 1 in a fresh student: use prune_at during or another method"),
         (isinstance(c.target_macs, int) and not isinstance(c.target_macs, bool) and c.target_macs >= 0,
          f"target_macs must be an integer >= 0, got {c.target_macs!r}"),
         (c.target_macs == 0 or is_global(c),

@@ -377,7 +377,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     space can serve students of different depths. Numbers are rounded to 12 significant digits,
     so a stepped sample reads 0.15, not 0.15000000000000002 (which can cut one channel less at a
     rounding edge). ``prune/method: learned-mask`` implies ``prune_at = "during"`` whatever
-    ``prune/at`` says (the masks are learned while distilling); ``student/init: teacher`` with any
+    ``prune/at`` says (the masks are learned while distilling), and so does ``global-bn`` for a
+    student from scratch (its BN scales are all 1 until it trains); ``student/init: teacher`` with any
     other method implies ``prune_at = "start"`` (an inherited student is pruned, then fine-tuned);
     ``prune_at = "during"`` implies ``prune_steps = 1``, and ``prune_steps`` is capped at the
     candidate's epochs (one step an epoch). Pure: touches no tensors.
@@ -399,6 +400,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     if changes.get("prune_method", base.prune_method) == "learned-mask":
         changes["prune_at"] = "during"  # PDD's masks are learned while distilling: "start" cannot apply
     inherited = changes.get("init", base.init) == "teacher"
+    if not inherited and changes.get("prune_method", base.prune_method) == "global-bn":
+        changes["prune_at"] = "during"  # a fresh student's BN scales are all 1: nothing to rank at the start
     if inherited and changes.get("prune_method", base.prune_method) != "learned-mask":
         # an inherited student is pruned, then fine-tuned: cut mid-way it has only the schedule's tail
         # to recover (make demo, 2026-12-01: four inherited trials at 94-97 % by epoch 3 fell to 29-81 %)

@@ -75,7 +75,7 @@ def test_the_global_methods_are_one_list():
 
 
 def test_target_macs_belongs_to_global_methods():
-    check_candidate(Candidate(prune_method="global-bn", target_macs=1000))
+    check_candidate(Candidate(prune_method="global-bn", init="teacher", target_macs=1000))
     with pytest.raises(UserError, match="target_macs applies to the global"):
         check_candidate(Candidate(prune_method="l1", target_macs=1000))
     with pytest.raises(UserError, match="target_macs must be an integer >= 0"):
@@ -235,13 +235,25 @@ def test_a_trial_prunes_globally_to_its_target_and_rebuilds_from_its_plan(digits
 
 
 def test_without_a_target_the_ratios_set_the_macs(digits):
-    """`autokd distill --prune-method global-bn --prune 0.5` (no search, no target_macs): global ranking
+    """`autokd distill --prune-method global-l2 --prune 0.5` (no search, no target_macs): global ranking
     down to the MACs per-layer ratio 0.5 would cost, spread over the layers by the ranking."""
     from autokd.trial import TrialContext, TrialRun, predict_student_cost
 
     teacher = create_model("resnet20", num_classes=10, in_channels=1).eval()
-    cand = Candidate(student="resnet20", init="teacher", prune_method="global-bn", prune={"*": 0.5}, epochs=1)
+    cand = Candidate(student="resnet20", init="teacher", prune_method="global-l2", prune={"*": 0.5}, epochs=1)
     want = predict_student_cost(replace(cand, prune_method="l1"), teacher_arch="resnet20", teacher_plan=channel_plan(teacher),
                                 teacher_width=1.0, num_classes=10, in_channels=1, input_shape=(1, 8, 8)).macs
     run = TrialRun(cand, TrialContext(teacher=teacher, data=digits))
     assert run.target_macs == want and run.steps == [] and count_macs(run.student, (1, 8, 8)) == run.macs <= want
+
+
+def test_global_bn_waits_for_a_fresh_student_to_train():
+    """A fresh student's BN scales are all 1 (nothing to rank): from scratch, global-bn prunes during."""
+    from autokd.space import params_to_candidate
+
+    scratch = params_to_candidate({"prune/method": "global-bn", "prune/at": "start"}, fixed={}, base=Candidate())
+    inherited = params_to_candidate({"prune/method": "global-bn", "prune/at": "start", "student/init": "teacher"},
+                                    fixed={}, base=Candidate())
+    assert (scratch.prune_at, inherited.prune_at) == ("during", "start")
+    with pytest.raises(UserError, match="global-bn ranks BN scales"):
+        check_candidate(Candidate(prune_method="global-bn", prune={"*": 0.3}))

@@ -147,7 +147,6 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
 
     if is_global(cand):
         _check_global_target(cand, teacher, target_macs)
-        cand = replace(cand, target_macs=int(target_macs))  # global ranking prunes to the target itself
     try:
         proj = project(shape)
     except UserError:
@@ -160,7 +159,10 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
         floor = min(v for v in shape.values() if v > 0) / 10
         shape = {**{k: v if v > 0 else floor for k, v in shape.items()}, "*": floor}
         proj = project(shape)
-    return replace(cand, prune={k: float(f"{v:.12g}") for k, v in proj.ratios.items()}), proj, shape
+    cand = replace(cand, prune={k: float(f"{v:.12g}") for k, v in proj.ratios.items()})
+    if is_global(cand):  # global ranking prunes to the target itself (the ratios, projected alike, go unused)
+        cand = replace(cand, target_macs=int(target_macs))
+    return cand, proj, shape
 
 
 def _check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: int) -> None:
