@@ -16,6 +16,11 @@ INITS = ("scratch", "teacher")
 BLOCK_RULES = ("even", "first", "last")  # which teacher blocks an inherited shallower student keeps (autokd.inherit)
 MAX_RATIO = 0.95  # largest pruning ratio: past it a 16-channel layer keeps 1 channel; no search needs more
 LEARNED_MASK = "learned-mask"  # the prune method that learns its masks while distilling (PDD)
+# prune methods that rank every layer against the others (Torch-Pruning's global pruning, issue 25;
+# autokd.prune.global_rank): group norm (L2), group L1, BN scale, Taylor; the network's MACs are the
+# target, and the weights decide each layer's share
+GLOBAL_METHODS = ("global-l2", "global-l1", "global-bn", "global-taylor")
+GLOBAL_MAX_LAYER = 0.9  # the most of a layer's channels global ranking removes (the outside baseline's bound)
 # named pairings (autokd.distill.pairing.PAIRINGS, kept torch-free here): a search can sample one name and
 # one weight instead of the T x S lambda_ij: fewer dimensions for a short search
 PAIRING_NAMES = ("diag", "deepest", "all", "none")
@@ -30,7 +35,10 @@ class Candidate:
     blocks: str = knob("even", "init teacher, a shallower student: which teacher blocks it keeps (even | first | last)")
     width: float = knob(1.0, "student width multiplier; with init teacher: uniform pruning by importance to it")
     prune: dict[str, float] = knob(help="0.4 (every layer) or KEY=RATIO, repeatable", factory=dict)
-    prune_method: str = knob("l1", "l1 | bn | taylor | learned-mask (masks learned while distilling, PDD)")
+    prune_method: str = knob("l1", "l1 | bn | taylor | learned-mask (masks learned while distilling, PDD) | "
+                                   "global-l2 | global-l1 | global-bn | global-taylor (one ranking across layers)")
+    target_macs: int = knob(0, "global-* methods: prune until the student's MACs are at or under this; "
+                               "0: the MACs its prune ratios would give (the search sets it from budget/share)")
     prune_at: str = knob("start", "start (prune, then distil) | during (mid-training)")
     prune_steps: int = knob(1, "reach the ratios in this many pruning steps, one an epoch from the start "
                                "(gradual pruning; prune_at start)")
@@ -65,6 +73,15 @@ class Candidate:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def is_global(c: Candidate) -> bool:
+    """Whether ``c`` prunes by one ranking across layers (its MACs the target, not its ratios)."""
+    return c.prune_method in GLOBAL_METHODS
+
+
+def _prunes_globally(c: Candidate) -> bool:
+    return c.target_macs > 0 or _prunes(c)
+
+
 def _prunes(c: Candidate) -> bool:
     return any(isinstance(r, (int, float)) and r > 0 for r in c.prune.values())
 
@@ -94,6 +111,12 @@ def check_candidate(c: Candidate) -> None:
         (c.prune_steps == 1 or c.prune_at == "start", "prune_steps > 1 prunes from the start: use prune_at start"),
         (c.prune_method != LEARNED_MASK or c.prune_at == "during" or not _prunes(c),
          "prune_method learned-mask learns its masks while distilling: use prune_at during"),
+        (not (c.prune_method == "global-bn" and c.init == "scratch" and c.prune_at == "start" and _prunes_globally(c)),
+         "prune_method global-bn ranks BN scales, all 1 in a fresh student: use prune_at during or another method"),
+        (isinstance(c.target_macs, int) and not isinstance(c.target_macs, bool) and c.target_macs >= 0,
+         f"target_macs must be an integer >= 0, got {c.target_macs!r}"),
+        (c.target_macs == 0 or is_global(c),
+         f"target_macs applies to the global-* prune methods ({', '.join(GLOBAL_METHODS)}), not {c.prune_method!r}"),
     ]
     for key, ratio in c.prune.items():
         ok = not isinstance(ratio, bool) and isinstance(ratio, (int, float)) and 0.0 <= ratio <= MAX_RATIO

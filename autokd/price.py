@@ -10,12 +10,12 @@ no data.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 
-from .candidate import MAX_RATIO, Candidate
+from .candidate import MAX_RATIO, Candidate, is_global
 from .inherit import check_inheritable, inherited_plan
 from .measure import Cost
 from .models import create_model
@@ -99,7 +99,12 @@ def predict_student(c: Candidate, teacher: TeacherShape) -> tuple[dict[str, int]
 
 
 def predict_macs(c: Candidate, teacher: TeacherShape) -> int:
-    """The exact MACs of ``c``'s student after pruning (:func:`predict_student`)."""
+    """The exact MACs of ``c``'s student after pruning (:func:`predict_student`). A global-ranking
+    candidate with a ``target_macs`` is priced at its target (its plan depends on the weights; it lands
+    at or under the target), or at its unpruned MACs where those are less."""
+    if is_global(c) and c.target_macs:
+        unpruned = replace(c, prune={}, width=1.0 if c.init == "teacher" else c.width)
+        return min(c.target_macs, predict_student(unpruned, teacher)[1].macs)
     return predict_student(c, teacher)[1].macs
 
 

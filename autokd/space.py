@@ -37,13 +37,13 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution, distribution_to_json, json_to_distribution)
 
 from .errors import UserError
-from .candidate import BLOCK_RULES, INITS, MAX_RATIO, PAIRING_NAMES, PRUNE_AT, Candidate
+from .candidate import BLOCK_RULES, GLOBAL_METHODS, INITS, MAX_RATIO, PAIRING_NAMES, PRUNE_AT, Candidate
 
 SPACES_ENV = "AUTOKD_SPACES"  # os.pathsep-separated folders searched before the shipped one
 TOP_LEVEL = ("description", "teacher", "params", "fixed", "warm_start")
 # Kept here as data (not imported from the registries) so that loading a space stays light;
 # tests/test_space.py checks they match autokd.prune.CRITERIA, autokd.distill's registries.
-PRUNE_METHODS = ("l1", "bn", "taylor", "learned-mask")
+PRUNE_METHODS = ("l1", "bn", "taylor", "learned-mask", *GLOBAL_METHODS)
 KD_LOSSES = ("vid", "fitnet", "at")
 SCHEDULES = ("one-stage", "two-stage")
 
@@ -392,7 +392,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     space can serve students of different depths. Numbers are rounded to 12 significant digits,
     so a stepped sample reads 0.15, not 0.15000000000000002 (which can cut one channel less at a
     rounding edge). ``prune/method: learned-mask`` implies ``prune_at = "during"`` whatever
-    ``prune/at`` says (the masks are learned while distilling); ``student/init: teacher`` with any
+    ``prune/at`` says (the masks are learned while distilling), and so does ``global-bn`` for a
+    student from scratch (its BN scales are all 1 until it trains); ``student/init: teacher`` with any
     other method implies ``prune_at = "start"`` (an inherited student is pruned, then fine-tuned);
     ``prune_at = "during"`` implies ``prune_steps = 1``, and ``prune_steps`` is capped at the
     candidate's epochs (one step an epoch). Pure: touches no tensors.
@@ -414,6 +415,8 @@ def params_to_candidate(params: Mapping[str, object], *, fixed: Mapping[str, obj
     if changes.get("prune_method", base.prune_method) == "learned-mask":
         changes["prune_at"] = "during"  # PDD's masks are learned while distilling: "start" cannot apply
     inherited = changes.get("init", base.init) == "teacher"
+    if not inherited and changes.get("prune_method", base.prune_method) == "global-bn":
+        changes["prune_at"] = "during"  # a fresh student's BN scales are all 1: nothing to rank at the start
     if inherited and changes.get("prune_method", base.prune_method) != "learned-mask":
         # an inherited student is pruned, then fine-tuned: cut mid-way it has only the schedule's tail
         # to recover, and falls far below the accuracy it had before the cut

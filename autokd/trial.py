@@ -9,7 +9,9 @@ Order of work in ``run_trial`` (epochs E, one cosine learning-rate schedule over
   2. the schedule's phases (``autokd.distill.schedule``), cut once more at the pruning epoch P:
      P = 0 for ``prune_at="start"`` (prune, then distil), P = floor(PRUNE_FRACTION * E + 1/2)
      (at least 1) for ``prune_at="during"``; each piece is one ``fit`` call;
-  3. at P the student is pruned: by a criterion (l1 | bn | taylor) on its current weights, or,
+  3. at P the student is pruned: by a criterion (l1 | bn | taylor) on its current weights, by one
+     ranking across all its layers down to a MAC target (global-l2 | global-l1 | global-bn |
+     global-taylor: Torch-Pruning's MetaPruner, ``autokd.prune.global_rank``), or,
      for ``prune_method="learned-mask"`` (PDD, Dan et al. 2024), by the channel gates it learned with
      the distillation loss during epochs [0, P); the distiller is then rebuilt (new regressors,
      same teacher-output cache) and the remaining epochs distil into the pruned student
@@ -35,17 +37,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bundle import save_bundle
-from .candidate import LEARNED_MASK, Candidate, check_candidate
+from .candidate import LEARNED_MASK, Candidate, check_candidate, is_global
 from .data import DataSplits
 from .distill import (PAIR_LOSSES, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
                       make_pairs, split_key)
 from .errors import UserError
-from .measure import COST_UNIT, flops_from_macs, measure
+from .measure import COST_UNIT, Cost, flops_from_macs, measure
 from .models import MODELS, channel_plan
 from .provenance import provenance
 from .inherit import RECALIBRATION_IMAGES, inherit_student, recalibrate_bn
 from .price import pruning_ratios
-from .prune import CRITERIA, ChannelGates, layout, predict_cost, prune_to_plan, target_plan
+from .prune import CRITERIA, GLOBAL, ChannelGates, layout, predict_cost, prune_global, prune_to_plan, target_plan
 from .seeds import trial_seeds
 from .teacher import input_shape, seeded_model
 from .train import TrainConfig, evaluate, fit
@@ -94,6 +96,11 @@ LOSS_FORMULA = ("L = beta * L_task + (1 - beta) * sum_ij lambda_ij * L_pair(t_i,
                 "else L_task; L_task = (1 - a) * CE + a * T^2 * KL(softmax(t/T) || softmax(s/T)), a = kd_alpha")
 TEACHER_KEYS = ("arch", "width", "dataset", "epochs", "seed", "val_accuracy", "test_accuracy",
                 "macs", "flops", "params", "cached_at", "path")
+
+
+def _cut_epoch(epochs: int) -> int:
+    """P, the mid-training cut of ``prune_at="during"``: PRUNE_FRACTION of the epochs, at least 1."""
+    return min(epochs, max(1, int(PRUNE_FRACTION * epochs + 0.5)))
 
 
 def _checked_teacher(teacher: nn.Module, data: DataSplits) -> nn.Module:
@@ -152,38 +159,63 @@ class TrialRun:
                             in_channels=self.data.in_channels, width=c.width)
 
     # ------------------------------------------------------------ pruning hooks
-    def _prepare_pruning(self) -> list[tuple[int, dict[str, int] | None]]:
-        """The pruning steps: (epoch, channel plan), or (P, None) for learned gates; steps at epoch 0 run now."""
+    def _prepare_pruning(self) -> list[tuple[int, dict[str, int] | int | None]]:
+        """The pruning steps: (epoch, channel plan), (epoch, MAC target) for global ranking, or (P, None)
+        for learned gates; steps at epoch 0 run now."""
         c = self.c
         per_layer = pruning_ratios(c, self.student) if self.ctx.student is None else {}
+        if is_global(c) and self.ctx.student is None:
+            return self._run_now(self._global_steps(per_layer))
         if not any(r > 0 for r in per_layer.values()):
             return []
-        base = channel_plan(self.student)
-        final, target = predict_cost(self.student.arch, num_classes=self.data.num_classes,
-                                     in_channels=self.data.in_channels, width=self.student.build_args["width"],
-                                     ratios_spec=per_layer, input_shape=self.shape, plan=base)
+        final, target = self._ratio_plan(per_layer)
         self.target_macs = target.macs
-        during = min(c.epochs, max(1, int(PRUNE_FRACTION * c.epochs + 0.5)))  # P, the mid-training cut
+        during = _cut_epoch(c.epochs)
         if c.prune_method == LEARNED_MASK:
             self.gates = ChannelGates(self.student, per_layer, self.shape)
             return [(during, None)]
         CRITERIA.get(c.prune_method)
         if c.prune_at == "during":
             return [(during, final)]
-        k = c.prune_steps  # gradual: step i (epoch i) reaches the share (i + 1) / k of every ratio
+        k, base = c.prune_steps, channel_plan(self.student)  # gradual: step i (epoch i) reaches (i + 1) / k of every ratio
         steps = [(i, target_plan(layout(self.student), base, {n: r * (i + 1) / k for n, r in per_layer.items()}, 1))
                  for i in range(k - 1)] + [(k - 1, final)]
+        return self._run_now(steps)
+
+    def _ratio_plan(self, per_layer: dict[str, float]) -> tuple[dict[str, int], Cost]:
+        """The plan and exact cost that cutting every layer by its ratio gives (autokd.prune.predict_cost)."""
+        return predict_cost(self.student.arch, num_classes=self.data.num_classes, in_channels=self.data.in_channels,
+                            width=self.student.build_args["width"], ratios_spec=per_layer, input_shape=self.shape,
+                            plan=channel_plan(self.student))
+
+    def _global_steps(self, per_layer: dict[str, float]) -> list[tuple[int, int]]:
+        """Global ranking's steps (epoch, MAC target): one at P for ``prune_at="during"``, else
+        ``prune_steps`` steps, step i (epoch i) cutting the share (i + 1) / k of the MACs to remove.
+        The target is ``c.target_macs``, or with 0 the MACs its ratios would give; none if already under."""
+        c, before = self.c, self.before.macs
+        self.target_macs = c.target_macs or (self._ratio_plan(per_layer)[1].macs if per_layer else before)
+        if before <= self.target_macs:
+            return []
+        if c.prune_at == "during":
+            return [(_cut_epoch(c.epochs), self.target_macs)]
+        cut, k = before - self.target_macs, c.prune_steps
+        return [(i, before - cut * (i + 1) // k) for i in range(k)]
+
+    def _run_now(self, steps: list) -> list:
+        """Run the steps at epoch 0; the rest, in order."""
         while steps and steps[0][0] == 0:
             self._prune(steps.pop(0)[1])
         return steps
 
-    def _prune(self, plan: dict[str, int] | None) -> None:
+    def _prune(self, plan: dict[str, int] | int | None) -> None:
+        loss_fn = lambda m: F.cross_entropy(m(self.probe_x), self.probe_y)  # noqa: E731 (taylor's gradients)
         if plan is None:
             self.gates.finalize(self.student)
             self.gates = None
+        elif isinstance(plan, int):  # global ranking down to a MAC target
+            prune_global(self.student, plan, method=self.c.prune_method, input_shape=self.shape, loss_fn=loss_fn)
         else:
-            prune_to_plan(self.student, plan, criterion=self.c.prune_method, input_shape=self.shape,
-                          loss_fn=lambda m: F.cross_entropy(m(self.probe_x), self.probe_y))
+            prune_to_plan(self.student, plan, criterion=self.c.prune_method, input_shape=self.shape, loss_fn=loss_fn)
         if self.inherited:  # the inherited layers' statistics no longer hold: re-estimate them
             recalibrate_bn(self.student, self.data.train_x[:RECALIBRATION_IMAGES].to(self.ctx.device))
         self.macs = measure(self.student, self.shape).macs
@@ -308,7 +340,9 @@ def check_names(c: Candidate) -> None:
     MODELS.get(c.student)
     PAIR_LOSSES.get(c.kd_loss)
     SCHEDULES.get(c.schedule)
-    if c.prune_method != LEARNED_MASK:
+    if is_global(c):
+        GLOBAL.get(c.prune_method)
+    elif c.prune_method != LEARNED_MASK:
         CRITERIA.get(c.prune_method)
 
 

@@ -138,19 +138,20 @@ def _first_candidates(sampler: str, n: int, seed: int = 7) -> list[dict]:
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_same_seed_same_sampler_same_first_candidates(sampler):
-    """The six warm-start settings come first, in the file's order, then the sampler's own."""
+    """The eight warm-start settings come first, in the file's order, then the sampler's own."""
     space = load_space("resnet56_to_resnet")
-    first = _first_candidates(sampler, 8)
-    assert first == _first_candidates(sampler, 8)
+    first = _first_candidates(sampler, 10)
+    assert first == _first_candidates(sampler, 10)
     for got, (name, params) in zip(first, space.warm_start.items()):
         assert {k: got[k] for k in params} == params, name
-    assert len({str(sorted(c.items())) for c in first[6:]}) == 2  # then sampled, not repeats
-    assert _first_candidates(sampler, 8, seed=8)[6:] != first[6:]  # another seed, other samples
+    assert len({str(sorted(c.items())) for c in first[8:]}) == 2  # then sampled, not repeats
+    assert _first_candidates(sampler, 10, seed=8)[8:] != first[8:]  # another seed, other samples
 
 
 def test_shipped_warm_starts_are_the_papers_settings():
     warm = load_space("resnet56_to_resnet").warm_start
-    assert list(warm) == ["teacher-pruned", "hinton-kd", "vid-matching", "two-stage", "pdd-masks", "indistill"]
+    assert list(warm) == ["torch-pruning", "torch-pruning-kd", "teacher-pruned", "hinton-kd", "vid-matching", "two-stage",
+                          "pdd-masks", "indistill"]
     assert warm["hinton-kd"]["kd/temperature"] == 4.0 and warm["pdd-masks"]["budget/share"] == 0.5 and warm["pdd-masks"]["prune/method"] == "learned-mask"
     assert warm["teacher-pruned"]["student/init"] == "teacher" and warm["teacher-pruned"]["kd/alpha"] == 0.0
 

@@ -85,7 +85,7 @@ def test_value_sets_match_the_registries():
     from autokd.distill.losses import PAIR_LOSSES
     from autokd.distill.schedule import SCHEDULES
 
-    assert set(space.PRUNE_METHODS) == set(prune.CRITERIA.names()) | {"learned-mask"}
+    assert set(space.PRUNE_METHODS) == set(prune.CRITERIA.names()) | {"learned-mask"} | set(prune.GLOBAL.names())
     assert set(space.KD_LOSSES) <= set(PAIR_LOSSES.names())
     assert set(space.SCHEDULES) == set(SCHEDULES.names())
     from autokd.distill.pairing import PAIRINGS

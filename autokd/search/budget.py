@@ -8,9 +8,9 @@ A candidate's exact MACs come from :mod:`autokd.price` (its architecture and rat
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..candidate import Candidate
+from ..candidate import GLOBAL_MAX_LAYER, Candidate, is_global
 from ..errors import UserError
 from ..measure import count_macs, flops_from_macs, macs_from_flops
 from ..models import channel_plan
@@ -81,9 +81,10 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
     """(candidate, Projection, shape): ``cand`` with its pruning ratios read as a *shape* and scaled,
     by bisection on the exact MAC count (``autokd.prune.projection``), to the least pruning that fits
     ``target_macs``, and the shape that was scaled. No ratio (or all 0): the shape is uniform, every layer alike. An inherited student's
-    width below 1 prunes uniformly on top, as always (``autokd.price.pruning_ratios``)."""
-    from dataclasses import replace
-
+    width below 1 prunes uniformly on top, as always (``autokd.price.pruning_ratios``). A global-ranking
+    candidate (``prune_method`` global-*) is projected the same way and carries ``target_macs`` as its
+    target, which its trial prunes to by ranking across layers; a target under the cheapest that ranking
+    reaches raises :class:`UserError`."""
     from ..prune.projection import project_shape
 
     shape = {k: v for k, v in cand.prune.items()} if any(v > 0 for v in cand.prune.values()) else {"*": 1.0}
@@ -95,6 +96,8 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
                              channels=channels, target_macs=target_macs, keep=keep,
                              describe=f"{cand.student} (init {cand.init}, width {cand.width:g})")
 
+    if is_global(cand):
+        _check_global_target(cand, teacher, target_macs)
     try:
         proj = project(shape)
     except UserError:
@@ -107,14 +110,24 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
         floor = min(v for v in shape.values() if v > 0) / 10
         shape = {**{k: v if v > 0 else floor for k, v in shape.items()}, "*": floor}
         proj = project(shape)
-    return replace(cand, prune={k: float(f"{v:.12g}") for k, v in proj.ratios.items()}), proj, shape
+    cand = replace(cand, prune={k: float(f"{v:.12g}") for k, v in proj.ratios.items()})
+    if is_global(cand):  # global ranking prunes to the target itself (the ratios, projected alike, go unused)
+        cand = replace(cand, target_macs=int(target_macs))
+    return cand, proj, shape
+
+
+def _check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: int) -> None:
+    """A global-ranking target under what cutting every layer by the pruner's most reaches (one line)."""
+    floor = predict_macs(replace(cand, prune={"*": GLOBAL_MAX_LAYER}, width=1.0 if cand.init == "teacher" else cand.width,
+                                 target_macs=0), teacher)
+    if target_macs < floor:
+        raise UserError(f"{cand.student} (init {cand.init}): target {target_macs:,} MACs is below the cheapest "
+                        f"global ranking reaches ({floor:,} MACs, every layer at {GLOBAL_MAX_LAYER:.0%})")
 
 
 def cheapest_projected_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) -> int:
     """The least a projected space's candidate can cost: each cheapest corner with every shape key
     at the largest ratio projection may reach (MAX_RATIO)."""
-    from dataclasses import replace
-
     from ..candidate import MAX_RATIO
 
     costs = []

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ..candidate import Candidate
+from ..candidate import Candidate, is_global
 from ..errors import UserError
-from ..price import predict_student, student_ratios
+from ..price import predict_macs, predict_student, student_ratios
 from ..seeds import trial_seed
 from ..space import suggest
 from .budget import SHARE, project_candidate
@@ -29,8 +29,8 @@ class Sample:
 
     candidate: Candidate
     macs: int                          # exact, after pruning
-    plan: dict[str, int]               # channels per layer after pruning
-    prune_ratios: dict[str, float]     # ratio per prunable layer (prune_model's form)
+    plan: dict[str, int] | None        # channels per layer after pruning (None: global ranking, weight-dependent)
+    prune_ratios: dict[str, float] | None  # ratio per prunable layer (prune_model's form; None: global)
     budget_macs: int
     shape: dict[str, float] | None = None   # projected: the pruning shape sampled
     target_macs: int | None = None          # projected: its share of the budget
@@ -71,6 +71,9 @@ def sample_candidate(trial, plan: "Plan") -> Sample:
     """Sample ``plan.space`` on ``trial`` (from ``study.ask``), project and price it; see the module doc."""
     cand = replace(suggest(trial, plan.space, plan.base), seed=trial_seed(plan.cfg.seed, trial.number))
     cand, shape, target, why = _project(trial, cand, plan)
+    if is_global(cand):  # ranked on the trained weights: priced at its target, its plan known once pruned
+        return Sample(candidate=cand, macs=predict_macs(cand, plan.teacher), plan=None, prune_ratios=None,
+                      budget_macs=plan.budget.macs, shape=shape, target_macs=target, why_not=why)
     channels, cost = predict_student(cand, plan.teacher)
     return Sample(candidate=cand, macs=cost.macs, plan=channels, prune_ratios=student_ratios(cand, plan.teacher),
                   budget_macs=plan.budget.macs, shape=shape, target_macs=target, why_not=why)
