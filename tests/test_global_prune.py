@@ -237,12 +237,13 @@ def test_a_trial_prunes_globally_to_its_target_and_rebuilds_from_its_plan(digits
 def test_without_a_target_the_ratios_set_the_macs(digits):
     """`autokd distill --prune-method global-l2 --prune 0.5` (no search, no target_macs): global ranking
     down to the MACs per-layer ratio 0.5 would cost, spread over the layers by the ranking."""
-    from autokd.trial import TrialContext, TrialRun, predict_student_cost
+    from autokd.price import TeacherShape, predict_macs
+    from autokd.trial import TrialContext, TrialRun
 
     teacher = create_model("resnet20", num_classes=10, in_channels=1).eval()
     cand = Candidate(student="resnet20", init="teacher", prune_method="global-l2", prune={"*": 0.5}, epochs=1)
-    want = predict_student_cost(replace(cand, prune_method="l1"), teacher_arch="resnet20", teacher_plan=channel_plan(teacher),
-                                teacher_width=1.0, num_classes=10, in_channels=1, input_shape=(1, 8, 8)).macs
+    shape = TeacherShape("resnet20", count_macs(teacher, (1, 8, 8)), channel_plan(teacher), 1.0, 10, (1, 8, 8))
+    want = predict_macs(replace(cand, prune_method="l1"), shape)
     run = TrialRun(cand, TrialContext(teacher=teacher, data=digits))
     assert run.target_macs == want and run.steps == [] and count_macs(run.student, (1, 8, 8)) == run.macs <= want
 
