@@ -82,6 +82,19 @@ def _prunes_globally(c: Candidate) -> bool:
     return c.target_macs > 0 or _prunes(c)
 
 
+def pruning_text(c: dict) -> str:
+    """What a (recorded) candidate's pruning really is, in a few words: ``unpruned`` when no ratio is
+    above 0 (whatever method it names), ``global-l2 to 3.14 M MACs``, or ``l1 layer1=0.2,layer3=0.4``
+    (the layers at 0 left out)."""
+    method = str(c.get("prune_method") or "")
+    if method.startswith("global-") and c.get("target_macs"):
+        return f"{method} to {int(c['target_macs']) / 1e6:.3g} M MACs"
+    ratios = {k: float(v) for k, v in (c.get("prune") or {}).items() if float(v) > 0}
+    if not ratios:
+        return "unpruned"
+    return f"{method} " + ",".join(f"{k}={v:g}" for k, v in ratios.items())
+
+
 def _prunes(c: Candidate) -> bool:
     return any(isinstance(r, (int, float)) and r > 0 for r in c.prune.values())
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from .bundle import BadBundle, load_bundle, load_student, publish_folder, save_bundle, write_json
-from .candidate import Candidate
+from .candidate import Candidate, pruning_text
 from .data import load_dataset
 from .errors import UserError
 from .measure import COST_UNIT, LATENCY_THREADS, cpu_latency_ms, measure
@@ -192,7 +192,7 @@ def card_markdown(card: dict) -> str:
             ("MACs", f"{card['macs']:,}", f"{t['macs']:,}"), ("FLOPs (2 x MACs)", f"{card['flops']:,}", f"{t['flops']:,}"),
             ("params", f"{card['params']:,}", f"{t['params']:,}"),
             ("CPU latency, batch 1, median (ms)", f"{lat['student']:.3f}", f"{lat['teacher']:.3f}")]
-    prune = ", ".join(f"{k}={v:g}" for k, v in (c.get("prune") or {}).items()) or "none"
+    prune = pruning_text(c)
     lam = ", ".join(f"{k}={v:.3g}" for k, v in (c.get("lambdas") or {}).items()) or (
         f"pairs {c['pairs']}, {float(c.get('pair_weight', 1)):.3g} each" if c.get("pairs") else "none")
     lines = [f"# {card['arch']} from study `{card['study']}`, trial {card['trial']}", "",
@@ -203,8 +203,8 @@ def card_markdown(card: dict) -> str:
              f"Cost unit: {card['cost_unit']}. Latency on {card['provenance']['hardware'].get('machine')} with "
              f"{lat['torch_threads']} torch thread(s). The test set was evaluated once, at export.", "",
              "## Settings", "",
-             f"- student `{c['student']}` at width {c['width']:g}; pruning {prune} "
-             f"({c['prune_method']}, at {c['prune_at']})",
+             f"- student `{c['student']}` at width {c['width']:g}; pruning: {prune}"
+             + ("" if prune == "unpruned" else f", at {c['prune_at']}"),
              f"- distillation: {c['kd_loss']}, beta {c['beta']:.3g}, temperature {c['temperature']:.3g}, "
              f"{c['schedule']}; lambda {lam}",
              f"- epochs {c['epochs']}, lr {c['lr']:.3g}, trial seed {c['seed']} (study seed {card['seeds']['study']})",

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..candidate import pruning_text
 from ..errors import UserError
 from ..export import export_student
 from ..measure import COST_UNIT_TITLE
@@ -45,9 +46,8 @@ NUMBERS = ("trial", "val acc %", "MACs (M)", "% of teacher", "params (M)")
 
 def settings_text(c: dict) -> str:
     """A front point's candidate in one line: student, pruning, distillation."""
-    prune = ", ".join(f"{k}={float(v):g}" for k, v in (c.get("prune") or {}).items())
     return (f"{c.get('student', '?')} {c.get('init', 'scratch')} width {c.get('width', 1):g}; "
-            f"{c.get('prune_method', '')} {prune or 'no pruning'}; β {float(c.get('beta', 0)):.2f}, "
+            f"{pruning_text(c)}; β {float(c.get('beta', 0)):.2f}, "
             f"T {float(c.get('temperature', 0)):.2f}, {c.get('schedule', '')}")
 
 

@@ -7,6 +7,7 @@ A candidate's exact MACs come from :mod:`autokd.price` (its architecture and rat
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 
@@ -75,6 +76,39 @@ def cheapest_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) ->
 
 # ------------------------------------------------------------------ candidates put on the budget
 SHARE = "budget/share"  # the space parameter that asks for projection: the target as a share of the budget
+
+
+def widest(space: SearchSpace, cand: Candidate) -> float:
+    """The widest width a candidate may be composed to: an inherited student's is a share of the teacher's
+    channels (1 at most); a fresh one's, the space's largest ``student/width`` (or its own)."""
+    if cand.init == "teacher":
+        return 1.0
+    dist = space.distributions.get("student/width")
+    top = getattr(dist, "high", None) or max(getattr(dist, "choices", None) or [cand.width])
+    return max(float(top), cand.width)
+
+
+def compose_width(cand: Candidate, teacher: TeacherShape, target_macs: int, widest: float) -> Candidate:
+    """Width and pruning compose: a candidate whose unpruned student already fits ``target_macs`` would
+    have its sampled pruning scaled to nothing by the projection. Instead it is widened (up to ``widest``)
+    to the widest width at which its sampled ratios still fit, so the projection then prunes along its
+    shape and lands on the target. A candidate that prunes nothing, or that needs its pruning to fit
+    already, is returned as it is; one that fits at ``widest`` with its ratios gets ``widest``."""
+    if not any(v > 0 for v in cand.prune.values()) or widest <= cand.width:
+        return cand
+
+    def macs(width: float, prune: dict[str, float]) -> int:
+        return predict_macs(replace(cand, width=width, prune=prune, target_macs=0), teacher)
+
+    if macs(cand.width, {}) > target_macs:
+        return cand
+    if macs(widest, cand.prune) <= target_macs:
+        return replace(cand, width=widest)
+    lo, hi = cand.width, widest  # macs(lo, ratios) <= target < macs(hi, ratios): MACs never fall with width
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if macs(mid, cand.prune) <= target_macs else (lo, mid)
+    return replace(cand, width=max(cand.width, math.floor(lo * 1e4) / 1e4))
 
 
 def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):

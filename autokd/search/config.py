@@ -103,6 +103,9 @@ class SearchConfig:
     max_rejections: int = knob(500, "consecutive over-budget samples before giving up")
     # a candidate that cannot run is recorded and the search goes on; five in a row is a space or a
     # setup that fails every trial (seen: 804 failures in 321 s of a 2-trial search), not bad luck
+    # "the best student at or under the budget": the budget's edge gets a stated part of the work,
+    # the rest explores below it (projected spaces only, budget/share; warm starts count too)
+    at_budget: float = knob(0.25, "share of the compute spent on candidates at the budget itself (budget/share 1)")
     max_failures: int = knob(5, "consecutive failed trials (errors, not early stops) before the search stops")
 
     def as_dict(self) -> dict:
@@ -138,6 +141,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise UserError(f"--stopping {cfg.stopping!r}: choose dominated or ladder")
     if cfg.eta < 2:
         raise UserError(f"--eta must be at least 2, got {cfg.eta}")
+    if not 0 <= cfg.at_budget <= 1:
+        raise UserError(f"--at-budget must be a share in [0, 1], got {cfg.at_budget}")
     store.check_name(cfg.study or default_study_name(cfg))
     if cfg.address:
         check_cluster(cfg.address)

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..price import predict_macs, predict_student, student_ratios
 from ..seeds import trial_seed
 from ..space import suggest
-from .budget import SHARE, project_candidate
+from .budget import SHARE, compose_width, project_candidate, widest
 
 if TYPE_CHECKING:
     from .prepare import Plan
@@ -61,6 +61,7 @@ def _project(trial, cand: Candidate, plan: "Plan") -> tuple[Candidate, dict | No
     target = max(1, int(float(share) * plan.budget.macs))
     shape = dict(cand.prune)
     try:
+        cand = compose_width(cand, plan.teacher, target, widest(plan.space, cand))
         projected, _, _ = project_candidate(cand, plan.teacher, target)
     except UserError as e:
         return cand, shape, target, str(e)

@@ -41,6 +41,7 @@ from .front import pareto_front_points
 from .prepare import Session
 from .ray_start import init_ray
 from .record import RayReport, TrialRecord
+from .budget import SHARE
 from .sampling import sample_candidate
 
 
@@ -177,6 +178,7 @@ class OptunaSearcher(Searcher):
         if self.full() or self.gave_up:
             return self.FINISHED if not self.live else None
         for _ in range(cfg.max_rejections):
+            self._at_budget_next()
             trial = self.study.ask(plan.space.distributions)
             sample = sample_candidate(trial, plan)
             record.write(trial, **sample.record())
@@ -194,6 +196,24 @@ class OptunaSearcher(Searcher):
                     "rung_val_images": cfg.rung_val_images}
         raise UserError(f"{cfg.max_rejections} samples in a row were over the budget "
                         f"({plan.budget.macs:,} MACs); widen the space or raise --flops-budget")
+
+    def _at_budget_next(self) -> None:
+        """Keep ``cfg.at_budget`` of the compute on candidates at the budget itself: while those have had
+        less, the next trial is asked with ``budget/share`` 1 (Optuna's ``enqueue_trial``: the sampler
+        draws every other parameter). Warm starts still waiting go first."""
+        share, space = self.session.cfg.at_budget, self.session.plan.space
+        if not share or SHARE not in space.distributions or self.study.get_trials(
+                deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        committed = {t.number: self.committed.get(tid, 0.0) for tid, t in self.live.items()}
+        budget, edge, total = self.session.plan.budget.macs, 0.0, 0.0
+        for t in self.study.get_trials(deepcopy=False):
+            rec = TrialRecord.of(t)
+            spent = rec.compute if rec.compute is not None else committed.get(t.number, 0.0)
+            total += spent
+            edge += spent if rec.target_macs == budget else 0.0
+        if total > 0 and edge < share * total:
+            self.study.enqueue_trial({SHARE: 1.0})
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         report = RayReport.of(result)
