@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 
 # The README's test command: the whole suite, slow tests included.
 test: $(STAMP)
+	$(BIN)/ruff check autokd tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Skip the tests marked slow (a quick loop while editing).

@@ -27,7 +27,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "__name__")
+            key = name or obj.__name__
             self.add(key, obj)
             return obj
 

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

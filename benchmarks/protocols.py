@@ -103,7 +103,8 @@ _CPU_SPACES = {"joint": "cpu_joint.yaml", "prune_only": "cpu_prune_only.yaml",
 CPU = Protocol(
     name="cpu", dataset="fashion-mnist",
     reduced=("Fashion-MNIST 1x28x28; teacher resnet20 at width 1 (31.0 M MACs) trained to a plateau (30 epochs, "
-             "cosine, gaining < 1 point over its last 20 %) on 12,000 training images; students resnet20 from scratch (width 0.25-1) or inherited from the teacher (distill-only: "
+             "cosine, gaining < 1 point over its last 20 %) on 12,000 training images; students resnet20 from scratch "
+             "(width 0.25-1) or inherited from the teacher (distill-only: "
              "resnet20/resnet32 at width 0.25-0.5); trials train on a 3,000-image subset for 2 epochs, every arm "
              "20 epoch-equivalents of compute (what 10 trials of 2 epochs cost); table 2 trains resnet20 at width 0.5 on 4,000 images "
              "for 4 epochs; the exported student is fine-tuned 8 epochs on the teacher's 12,000 images; the full protocol "

@@ -224,7 +224,7 @@ def trial_rows(db: Path) -> dict[int, dict]:
         rows = {n: {"state": s, "values": [], "attrs": {}} for n, s in
                 con.execute("SELECT number, state FROM trials")}
         ids = dict(con.execute("SELECT trial_id, number FROM trials"))
-        for tid, obj, value in con.execute("SELECT trial_id, objective, value FROM trial_values ORDER BY objective"):
+        for tid, _obj, value in con.execute("SELECT trial_id, objective, value FROM trial_values ORDER BY objective"):
             rows[ids[tid]]["values"].append(value)
         for tid, key, value in con.execute("SELECT trial_id, key, value_json FROM trial_user_attributes"):
             rows[ids[tid]]["attrs"][key] = json.loads(value)

@@ -127,7 +127,7 @@ def search(cfg: SearchConfig) -> None:
         name = cfg.study or "the study"
         err.print(f"interrupted: finished trials are saved; running ones were recorded as failed. "
                   f"Resume with the same command (study {name}).")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     print_front(result.study_name)
 
 

@@ -70,7 +70,7 @@ def user_errors(fn: Callable) -> Callable:
             fail(str(e).splitlines()[0] if str(e) else e.__class__.__name__)
         except KeyboardInterrupt:
             err.print("interrupted")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
 
     return wrapper
 
