@@ -270,6 +270,8 @@ def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -
         raise UserError(f"fine-tuning diverged ({e}); try fewer --finetune-epochs") from None
     model = run.student.cpu().eval()
     record = {"epochs": n, "train_images": len(data.train_y), "lr": candidate.finetune_lr,
+              "recipe": {"kd_alpha": candidate.kd_alpha, "temperature": candidate.temperature, "beta": candidate.beta,
+                         "kd_loss": candidate.kd_loss, "schedule": "one cosine schedule of the fine-tune's epochs"},
               "test_accuracy_before": before, "test_accuracy_after": evaluate(model, data.test_x, data.test_y),
               "val_accuracy_after": result.val_accuracy}
     return model, data, record

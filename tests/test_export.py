@@ -208,6 +208,9 @@ def test_export_fine_tunes_the_chosen_point_on_the_whole_training_split(env, wor
     assert ft["epochs"] == 1 and ft["train_images"] == len(digits.train_y)
     assert 0.0 <= ft["test_accuracy_before"] <= 1.0 and ft["test_accuracy_after"] == card["test_accuracy"]
     assert card["macs"] == result.macs  # fine-tuning prunes nothing: the point's cost
+    cand = card["candidate"]  # the recipe: the trial's own distillation, at its fine-tuning rate
+    assert ft["lr"] == cand["finetune_lr"] and ft["recipe"]["kd_alpha"] == cand["kd_alpha"]
+    assert ft["recipe"]["temperature"] == cand["temperature"] and ft["recipe"]["beta"] == cand["beta"]
     assert "fine-tuned 1 epochs" in card["weights"]["source"]  # not "the trial's own weights" alone
     assert "Weights: the trial's own weights, then fine-tuned 1 epochs" in (folder / "card.md").read_text()
     same_logits(folder, digits.val_x[:16])
