@@ -229,8 +229,9 @@ def test_fit_scores_epochs_before_the_last_on_the_subset(monkeypatch):
 
 def test_warm_starts_fit_in_half_the_compute():
     """cpu_joint.yaml at --compute 20, 2 epochs, 3,000 / 6,000 images, rungs on 1,000: each inherited
-    warm start costs 2 + 8512 / 9000 = 2.946, so three (8.84) fit in 10 and a fourth (scratch,
-    2 + 7000 / 9000 = 2.778) would make 11.6 > 10; without --compute all eight are enqueued."""
+    warm start costs 2 + 8512 / 9000 = 2.946, so three (8.84) fit in 10 (Torch-Pruning's recipe on labels
+    and with KD, then the teacher pruned with KD) and a fourth would make 11.8 > 10; without --compute
+    all ten are enqueued."""
     from pathlib import Path
 
     from autokd.search.driver import warm_starts_within
@@ -238,11 +239,11 @@ def test_warm_starts_fit_in_half_the_compute():
     space = load_space(str(Path(__file__).resolve().parents[1] / "benchmarks" / "spaces" / "cpu_joint.yaml"))
     data = SimpleNamespace(train_y=[0] * 3000, val_y=[0] * 6000)
     plan = SimpleNamespace(space=space, data=data, cfg=SearchConfig(compute=20, epochs=2))
-    assert warm_starts_within(plan) == ["teacher-pruned-kd", "teacher-pruned", "teacher-pruned-vid"]
+    assert warm_starts_within(plan) == ["torch-pruning", "torch-pruning-kd", "teacher-pruned-kd"]
     plan.cfg = SearchConfig(compute=1, epochs=2)
-    assert warm_starts_within(plan) == ["teacher-pruned-kd"]  # always the first
+    assert warm_starts_within(plan) == ["torch-pruning"]  # always the first
     plan.cfg = SearchConfig(epochs=2)
-    assert warm_starts_within(plan) == list(space.warm_start) and len(space.warm_start) == 8
+    assert warm_starts_within(plan) == list(space.warm_start) and len(space.warm_start) == 10
 
 
 def test_a_trial_stopped_at_rung_one_after_its_epoch_zero_keeps_both_scores():

@@ -67,7 +67,7 @@ def test_a_version_1_candidate_with_a_star_replays_through_prune_model(old_study
 
 def test_a_report_keeps_the_fields_that_are_set_and_reads_back_from_a_tune_result():
     epoch = RayReport(epoch=2, val_accuracy=0.5, macs=100, pending=True)
-    assert epoch.as_dict() == {"epoch": 2, "val_accuracy": 0.5, "macs": 100, "pending": True, "final": False}
+    assert epoch.as_dict() == {"epoch": 2, "val_accuracy": 0.5, "macs": 100, "pending": True}  # flags only when raised
     result = {**epoch.as_dict(), "training_iteration": 3, "trial_id": "abc"}  # Tune's own keys are left out
     assert RayReport.of(result) == epoch and RayReport.of(result).scored
     failed = RayReport.of({"final": True, "failure": "out of memory"})

@@ -109,7 +109,7 @@ def test_a_space_that_cannot_serve_the_teacher_says_why_before_training(tmp_path
 # ------------------------------------------------------------------ real searches
 @pytest.fixture(scope="module")
 def shared_ray():
-    with local_ray():  # one Ray for every search of this file: its workers stay warm
+    with local_ray():  # one Ray for every search of this file, its workers started once
         yield
 
 

@@ -147,8 +147,8 @@ class RayReport:
     lambdas: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """What ``tune.report`` sends: the fields that are set."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """What ``tune.report`` sends: the fields that are set (a flag only when it is raised)."""
+        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
 
     @classmethod
     def of(cls, result: Mapping[str, Any] | None) -> "RayReport":
