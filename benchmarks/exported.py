@@ -81,13 +81,14 @@ def best_weights(study: str) -> Path:
 
 
 def search_epochs_on(protocol, seed: int) -> int:
-    """The search's compute (epoch-equivalents on a trial's subset) in whole epochs on the fine-tune's
-    images: what ``tp-compute`` gets on top of E + N."""
+    """The search's compute (epoch-equivalents on a trial's training images) in whole epochs on the
+    fine-tune's images: what ``tp-compute`` gets on top of E + N."""
     from autokd.search import store
 
     spent = store.compute_spent(store.load(study_for(protocol, seed)))
-    per = (protocol.train_subset or protocol.teacher_subset or 1) / (protocol.teacher_subset or 1)
-    return max(0, math.ceil(spent * per))
+    finetune_images = len(_data(protocol.dataset, seed, protocol.teacher_subset).train_y)
+    trial_images = min(protocol.train_subset or finetune_images, finetune_images)
+    return max(0, math.ceil(spent * trial_images / finetune_images))
 
 
 def _autokd(protocol, seed: int, results_dir: str) -> tuple:

@@ -121,3 +121,18 @@ def test_kendall_tau_b_by_hand():
     # a tie in b: pairs (1,2) tie, (1,3) +, (2,3) + -> 2 / sqrt(3 * 2)
     assert kendall_tau_b([1, 2, 3], [5, 5, 6]) == pytest.approx(2 / 6 ** 0.5)
     assert kendall_tau_b([1], [1]) is None and kendall_tau_b([1, 1], [2, 3]) is None
+
+
+def test_the_searchs_compute_in_fine_tune_epochs(monkeypatch):
+    """20 epoch-equivalents on 3,000-image trials are 5 epochs on 12,000 images; with no fine-tune
+    subset (all of digits' 1,294 training images) and 200-image trials, 3.6 are 1 (ceil of 0.56)."""
+    from types import SimpleNamespace
+
+    from autokd.search import store
+
+    monkeypatch.setattr(store, "load", lambda name: name)
+    monkeypatch.setattr(exported, "_data", lambda d, s, n: SimpleNamespace(train_y=[0] * (n or 1294)))
+    monkeypatch.setattr(store, "compute_spent", lambda study: 20.0)
+    assert exported.search_epochs_on(CPU, 0) == 5
+    monkeypatch.setattr(store, "compute_spent", lambda study: 3.6)
+    assert exported.search_epochs_on(SMOKE, 0) == 1

@@ -14,6 +14,8 @@ import ray
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from autokd.measure import count_macs
+from autokd.models import create_model
 from autokd.search import store as studies
 from autokd.cli import app
 from autokd.search import SearchConfig, search
@@ -207,6 +209,14 @@ def test_a_projected_ladder_search_rejects_nothing_lands_on_its_shares_and_recor
     for t in trained(study):
         assert t.user_attrs["macs"] <= t.user_attrs["target_macs"] <= budget
         assert t.user_attrs["target_macs"] == int(t.params["budget/share"] * budget)
+    # --at-budget (0.25): a share of the compute went to candidates at the budget itself, each within one
+    # channel per layer of it (one more channel in every layer goes over)
+    edge = [t for t in trained(study) if t.user_attrs["target_macs"] == budget]
+    assert edge and all(t.params["budget/share"] == 1.0 for t in edge)
+    for t in edge:
+        c, plan = t.user_attrs["candidate"], t.user_attrs["plan"]
+        bumped = create_model(c["student"], num_classes=10, in_channels=1, plan={k: v + 1 for k, v in plan.items()})
+        assert count_macs(bumped, (1, 8, 8)) > budget >= t.user_attrs["macs"]
         if t.state == TrialState.PRUNED:
             assert t.user_attrs["stopped_at_epoch"] == 1
         else:

@@ -90,24 +90,26 @@ def widest(space: SearchSpace, cand: Candidate) -> float:
 
 def compose_width(cand: Candidate, teacher: TeacherShape, target_macs: int, widest: float) -> Candidate:
     """Width and pruning compose: a candidate whose unpruned student already fits ``target_macs`` would
-    have its sampled pruning scaled to nothing by the projection. Instead it is widened (up to ``widest``)
-    to the widest width at which its sampled ratios still fit, so the projection then prunes along its
-    shape and lands on the target. A candidate that prunes nothing, or that needs its pruning to fit
-    already, is returned as it is; one that fits at ``widest`` with its ratios gets ``widest``."""
-    if not any(v > 0 for v in cand.prune.values()) or widest <= cand.width:
+    have its sampled pruning scaled to nothing by the projection, and land below its target. Instead it
+    is widened (up to ``widest``) to the widest width at which its sampled ratios still fit (with none
+    sampled: at which it fits unpruned), so the projection then prunes along its shape onto the target.
+    A candidate that needs its pruning to fit already is returned as it is; one that fits at ``widest``
+    gets ``widest``."""
+    if widest <= cand.width:
         return cand
+    ratios = dict(cand.prune) if any(v > 0 for v in cand.prune.values()) else {}
 
     def macs(width: float, prune: dict[str, float]) -> int:
         return predict_macs(replace(cand, width=width, prune=prune, target_macs=0), teacher)
 
     if macs(cand.width, {}) > target_macs:
         return cand
-    if macs(widest, cand.prune) <= target_macs:
+    if macs(widest, ratios) <= target_macs:
         return replace(cand, width=widest)
     lo, hi = cand.width, widest  # macs(lo, ratios) <= target < macs(hi, ratios): MACs never fall with width
     for _ in range(24):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs(mid, cand.prune) <= target_macs else (lo, mid)
+        lo, hi = (mid, hi) if macs(mid, ratios) <= target_macs else (lo, mid)
     return replace(cand, width=max(cand.width, math.floor(lo * 1e4) / 1e4))
 
 
