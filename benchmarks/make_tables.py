@@ -421,6 +421,22 @@ def _protocol_key(p: str) -> tuple[int, str]:
     return (PROTOCOL_ORDER.index(base) if base in PROTOCOL_ORDER else len(PROTOCOL_ORDER), p)
 
 
+def short_teacher_note(found: dict) -> list[str]:
+    """One sentence naming the current tables whose teacher stopped short of the protocol's convergence
+    rule (their distillation results say little), or nothing."""
+    converged = PROTOCOLS["cpu"].teacher_epochs
+    short = {}
+    for (part, q), files in sorted(found.items()):
+        if not files:
+            continue
+        s = files[0][1]["settings"]
+        if s["dataset"] != "digits" and s["teacher_epochs"] < converged and s.get("teacher_plateau_points") is None:
+            short.setdefault(s["teacher_epochs"], []).append(f"{PARTS[part][0] if part in PARTS else part} (`{q}`)")
+    return [line for epochs, parts in sorted(short.items()) for line in para(
+        f"On a teacher trained only {epochs} epochs, before the protocol's convergence rule, so their distillation "
+        f"results are not representative (not rerun yet): {'; '.join(parts)}.") + [""]]
+
+
 def top(found: dict, results: Path, protocols: list[str]) -> list[str]:
     """The headline, the caveat on the teacher, how the page is made, and what each protocol reduced."""
     shown = results.resolve().relative_to(HERE.parent) if results.resolve().is_relative_to(HERE.parent) else results
@@ -433,12 +449,7 @@ def top(found: dict, results: Path, protocols: list[str]) -> list[str]:
             if d["date"] >= newest.get(q, ("", None))[0]:
                 newest[q] = (d["date"], d["settings"])
     settings = {p: newest[p][1] for p in protocols if p in newest}
-    converged = PROTOCOLS["full"].teacher_epochs
-    short = {p: s["teacher_epochs"] for p, s in settings.items() if s["teacher_epochs"] < converged and s["dataset"] != "digits"}
-    if short:
-        lines += para(f"The {', '.join(f'`{p}`' for p in short)} tables distil from a teacher trained only "
-                      f"{'/'.join(sorted({str(e) for e in short.values()}))} epochs, not to convergence ({converged} in "
-                      "the full protocol), so their distillation results are not representative.") + [""]
+    lines += short_teacher_note(found)
     lines += para(f"Generated from `{shown}/*.json` by `.venv/bin/python benchmarks/make_tables.py`, each table under "
                   "its command; superseded results: `benchmarks/results/archive/`. Every part of the CPU protocol: "
                   "`bash benchmarks/run_all.sh cpu`; minutes on any CUDA GPU: `bash benchmarks/gpu_protocol.sh` "
