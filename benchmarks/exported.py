@@ -99,9 +99,11 @@ def _autokd(protocol, seed: int, results_dir: str) -> tuple:
 
     n, study = protocol.finetune_epochs, study_for(protocol, seed)
     folder = Path(results_dir) / "exported" / f"{study}-ft{n}"
-    export_student(study, best=True, out=folder, finetune_epochs=n, train_subset=protocol.teacher_subset,
-                   device=protocol.device, printer=lambda m: say(f"[export {study}] {m}"))
-    card = json.loads((folder / "card.json").read_text())
+    card_path = folder / "card.json"  # an export is written whole or not at all: one that exists is done
+    if not (card_path.exists() and json.loads(card_path.read_text()).get("finetune", {}).get("epochs") == n):
+        export_student(study, best=True, out=folder, finetune_epochs=n, train_subset=protocol.teacher_subset,
+                       device=protocol.device, printer=lambda m: say(f"[export {study}] {m}"))
+    card = json.loads(card_path.read_text())
     model, _ = load_bundle(folder)
     ft = card["finetune"]
     return model, {"study": study, "trial": card["trial"], "init": (card.get("candidate") or {}).get("init"),
@@ -152,11 +154,20 @@ def _alone(protocol, seed: int, data) -> tuple:
 
 def run_unit(protocol, kind: str, seed: int, teacher_path: str, results_dir: str,
              target_macs: int | None = None, extra_epochs: int = 0) -> dict:
+    """One row of one seed, scored; kept as ``<results>/exported/units/<kind>-s<seed>.json`` so that a
+    run that stopped resumes with the rows it has (a unit of other settings is trained again)."""
+    import json
+
     import torch
 
-    from record import isolate
+    from record import isolate, write_json
 
     isolate(Path(results_dir))
+    done = Path(results_dir) / "exported" / "units" / f"{kind}-s{seed}.json"
+    key = {"settings": json.loads(json.dumps(protocol.as_dict())), "target_macs": target_macs,
+           "extra_epochs": extra_epochs}
+    if done.exists() and {k: v for k, v in json.loads(done.read_text()).items() if k in key} == key:
+        return json.loads(done.read_text())["unit"]
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     data = _data(protocol.dataset, seed, protocol.teacher_subset)
@@ -166,8 +177,10 @@ def run_unit(protocol, kind: str, seed: int, teacher_path: str, results_dir: str
         model, extra = _alone(protocol, seed, data)
     else:
         model, extra = _torch_pruning(protocol, kind, seed, teacher_path, data, target_macs, extra_epochs)
-    return {"kind": kind, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1),
+    unit = {"kind": kind, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1),
             **_scored(kind, model, data, protocol, extra)}
+    write_json(done, {**key, "unit": unit})
+    return unit
 
 
 def _points(a: list[dict], b: list[dict]) -> dict:
@@ -220,6 +233,9 @@ def _pool(workers: int, units: list[tuple]) -> list[dict]:
 def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
     from autokd.bundle import load_bundle
 
+    from record import isolate
+
+    isolate(Path(results_dir))  # the studies the search wrote, for the parent's own reads (search_epochs_on)
     t0 = time.perf_counter()
     teacher_path = teacher_bundle(protocol, results_dir, say=say)
     model, card = load_bundle(teacher_path)

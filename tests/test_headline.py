@@ -136,3 +136,19 @@ def test_the_searchs_compute_in_fine_tune_epochs(monkeypatch):
     assert exported.search_epochs_on(CPU, 0) == 5
     monkeypatch.setattr(store, "compute_spent", lambda study: 3.6)
     assert exported.search_epochs_on(SMOKE, 0) == 1
+
+
+def test_a_rows_result_is_kept_and_a_rerun_of_the_same_settings_reuses_it(tmp_path, monkeypatch):
+    import json
+
+    for name in ("AUTOKD_STUDIES", "RAY_ADDRESS"):  # run_unit isolates its process: restored after the test
+        monkeypatch.delenv(name, raising=False)
+
+    key = {"settings": json.loads(json.dumps(SMOKE.as_dict())), "target_macs": 123, "extra_epochs": 2}
+    unit = {"kind": "tp", "seed": 0, "test_accuracy": 0.5}
+    done = tmp_path / "exported" / "units" / "tp-s0.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({**key, "unit": unit}))
+    assert exported.run_unit(SMOKE, "tp", 0, "no-teacher-needed", str(tmp_path), 123, 2) == unit
+    with pytest.raises(Exception):  # other settings: trained again (here: there is no teacher to prune)
+        exported.run_unit(SMOKE, "tp", 0, str(tmp_path / "missing"), str(tmp_path), 124, 2)
