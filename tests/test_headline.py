@@ -141,6 +141,8 @@ def test_the_searchs_compute_in_fine_tune_epochs(monkeypatch):
 def test_a_rows_result_is_kept_and_a_rerun_of_the_same_settings_reuses_it(tmp_path, monkeypatch):
     import json
 
+    from autokd.bundle import BadBundle
+
     for name in ("AUTOKD_STUDIES", "RAY_ADDRESS"):  # run_unit isolates its process: restored after the test
         monkeypatch.delenv(name, raising=False)
 
@@ -150,5 +152,5 @@ def test_a_rows_result_is_kept_and_a_rerun_of_the_same_settings_reuses_it(tmp_pa
     done.parent.mkdir(parents=True)
     done.write_text(json.dumps({**key, "unit": unit}))
     assert exported.run_unit(SMOKE, "tp", 0, "no-teacher-needed", str(tmp_path), 123, 2) == unit
-    with pytest.raises(Exception):  # other settings: trained again (here: there is no teacher to prune)
+    with pytest.raises(BadBundle):  # other settings: trained again (here: there is no teacher to prune)
         exported.run_unit(SMOKE, "tp", 0, str(tmp_path / "missing"), str(tmp_path), 124, 2)
