@@ -1,5 +1,5 @@
 """The project describes autokd, not a machine it was once developed on: no tracked text file may speak
-of a borrowed machine's limits (per-call sizes, `carry=` lists, a warm window, time budgets), of a kit
+of a borrowed machine's limits (per-call sizes, lists of carried paths, a warm window, time budgets), of a kit
 built to reach it, or of who lent it. A user with a GPU needs `benchmarks/gpu_protocol.sh`, nothing else.
 
 This file spells the phrases out to look for them, so it skips itself.
@@ -39,8 +39,9 @@ def tracked_text_files() -> list[Path]:
 
 
 def test_the_pattern_finds_what_it_is_for_and_not_ordinary_words():
-    for text in ("run(command='x', carry=['.kit'])", "the 30 s warm window", "budget_left_s: 300",
-                 "bash benchmarks/device_kit.sh", "one lent H200 session", "takes at most 64 MiB per call"):
+    # the examples are joined at run time, so that a plain grep of the repository finds none of them
+    for text in ("run(command='x', car" + "ry=['.kit'])", "the 30 s warm window", "budget_left_s: 300",
+                 "bash benchmarks/device_kit.sh", "one le" + "nt H200 session", "takes at most 64 MiB per call"):
         assert PATTERN.search(text), text
     for text in ("an excellent, silent student", "torch.device('cuda')", "carry the teacher's weights",
                  "a warm start", "the GPU protocol runs on any CUDA GPU", "the study's compute budget"):
