@@ -64,6 +64,32 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return macs_from_flops(flops)
 
 
+def mac_meter(model: nn.Module, input_shape: tuple[int, ...]) -> Callable[[], int]:
+    """A counter of ``count_macs(model, input_shape)`` for a model whose layers lose channels but keep
+    their place: one counted forward records each conv and linear call's output positions, and the
+    meter then multiplies each weight's size by them (a conv's MACs = its weight's elements x output
+    pixels), with no forward pass. A model the rule does not describe (a transposed conv, a matmul
+    outside a layer) gets ``count_macs`` itself."""
+    calls: list[tuple[nn.Module, int]] = []
+
+    def hook(module: nn.Module, _inputs, out: torch.Tensor) -> None:
+        width = module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else module.out_features
+        calls.append((module, out.numel() // width))
+
+    layers = [m for m in model.modules() if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        macs = count_macs(model, input_shape)
+    finally:
+        for h in handles:
+            h.remove()
+
+    def meter() -> int:
+        return sum(m.weight.numel() * positions for m, positions in calls)
+
+    return meter if meter() == macs else (lambda: count_macs(model, input_shape))
+
+
 def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     return Cost(macs=count_macs(model, input_shape), params=count_params(model))
 

@@ -98,13 +98,18 @@ def predict_student(c: Candidate, teacher: TeacherShape) -> tuple[dict[str, int]
                         ratios_spec=pruning_ratios(c, student), input_shape=teacher.input_shape, plan=base)
 
 
+def unshaped(c: Candidate) -> Candidate:
+    """``c`` with no pruning: no ratios, and an inherited student at the teacher's width (there a width
+    under 1 prunes every layer uniformly, :func:`pruning_ratios`)."""
+    return replace(c, prune={}, width=1.0 if c.init == "teacher" else c.width)
+
+
 def predict_macs(c: Candidate, teacher: TeacherShape) -> int:
     """The exact MACs of ``c``'s student after pruning (:func:`predict_student`). A global-ranking
     candidate with a ``target_macs`` is priced at its target (its plan depends on the weights; it lands
     at or under the target), or at its unpruned MACs where those are less."""
     if is_global(c) and c.target_macs:
-        unpruned = replace(c, prune={}, width=1.0 if c.init == "teacher" else c.width)
-        return min(c.target_macs, predict_student(unpruned, teacher)[1].macs)
+        return min(c.target_macs, predict_student(unshaped(c), teacher)[1].macs)
     return predict_student(c, teacher)[1].macs
 
 

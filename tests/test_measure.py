@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch.nn as nn
 
-from autokd.measure import count_macs, count_params, flops_from_macs, measure
+from autokd.measure import count_macs, count_params, flops_from_macs, mac_meter, measure
 from autokd.models import create_model
 
 
@@ -21,6 +21,26 @@ def test_linear_by_hand():
 def test_bn_relu_pool_are_free():
     net = nn.Sequential(nn.Conv2d(1, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
     assert count_macs(net, (1, 4, 4)) == 4 * 4 * 4 * 1  # the 1x1 conv only
+
+
+def test_the_meter_follows_channels_a_layer_loses():
+    """conv 1->4 (3x3) 4*9*64 = 2,304; conv 4->6 6*4*9*64 = 13,824; linear 6->10 60: 16,188. With two of
+    the first conv's channels gone: 2*9*64 + 6*2*9*64 + 60 = 8,124, and the meter runs no forward."""
+    import torch_pruning as tp
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
+    meter = mac_meter(net, (1, 8, 8))
+    assert meter() == count_macs(net, (1, 8, 8)) == 16_188
+    tp.prune_conv_out_channels(net[0], [0, 1])
+    tp.prune_conv_in_channels(net[2], [0, 1])
+    net.forward = None  # the meter reads weights only
+    assert meter() == 8_124
+
+
+def test_a_layer_the_meter_cannot_describe_is_counted():
+    """A transposed conv's MACs are not its weight times its output pixels: the meter counts instead."""
+    net = nn.Sequential(nn.ConvTranspose2d(2, 3, 2, stride=2))
+    assert mac_meter(net, (2, 4, 4))() == count_macs(net, (2, 4, 4)) == 2 * 3 * 4 * 16  # each input pixel x 2x2 kernel
 
 
 def test_flops_are_twice_macs():

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -23,7 +19,7 @@ from autokd.search.ray_start import local_ray
 
 runner = CliRunner()
 
-from fault_tools import SPACE  # the small space: resnet20 students on digits, 1-2 epoch trials
+from fault_tools import SPACE, RayNode, World, free_port  # SPACE: resnet20 students on digits, 1-2 epoch trials
 
 
 @pytest.fixture
@@ -86,21 +82,21 @@ def test_same_seed_same_parameters(env):
 
 @pytest.mark.slow
 def test_cluster_address(env):
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    port = "6391"
-    # a short temp dir: Ray's unix sockets live under it, and a socket path is at most 107 bytes
-    temp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
-    start = [ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-             "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]
-    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    """A cluster from `ray start --head` (its own process group, port and temp dir, so nothing else's
+    Ray is touched): the search's trials run on its node, and the driver leaves it running."""
+    world = World(env["tmp"])
+    head = RayNode(world, "h", ["--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
+                                "--include-dashboard=false"], world.env())
     try:
+        head_id = head.node_id()
+        port = next(a.split("=")[1] for a in head.proc.args if a.startswith("--port="))
         study = search(config(env, trials=2, study="c", epochs=1, address=f"127.0.0.1:{port}"))
         nodes = {t.user_attrs.get("node_id") for t in trained(study)}
-        assert len(trained(study)) == 2 and None not in nodes
-        assert not ray.is_initialized()
+        assert len(trained(study)) == 2 and nodes == {head_id}
+        assert not ray.is_initialized() and head.proc.poll() is None
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
+        head.kill()
+        assert not world.cleanup()
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -130,6 +126,18 @@ def test_the_resolved_config_records_the_trials_a_search_runs(env):
     assert prepare(config(env, trials=None)).cfg.trials == 12
     assert prepare(config(env, trials=None, compute=5.0)).cfg.trials is None
     assert prepare(config(env, trials=3, compute=5.0)).cfg.trials == 3
+
+
+def test_the_default_study_name_is_valid_for_any_teacher_file_and_image_folder():
+    """Seen: an image folder deep in a long path made a default name over the 100 characters a study
+    name may have, so `autokd search` refused a valid folder with a message about the name."""
+    from autokd.search.config import default_study_name
+
+    deep = "/data/" + "a-long-folder-name/" * 10 + "flowers"
+    name = default_study_name(SearchConfig(teacher="/models/my teacher.safetensors", dataset=f"imagefolder:{deep}"))
+    assert name == "my_teacher-imagefolder-flowers" and studies.check_name(name)
+    assert default_study_name(SearchConfig(teacher="resnet20", dataset="digits")) == "resnet20-digits"
+    assert studies.check_name(default_study_name(SearchConfig(teacher="r" * 120, dataset="digits")))
 
 
 def test_a_teacher_trained_by_a_search_says_each_epoch():

@@ -15,7 +15,7 @@ from ..candidate import GLOBAL_MAX_LAYER, Candidate, is_global
 from ..errors import UserError
 from ..measure import count_macs, flops_from_macs, macs_from_flops
 from ..models import channel_plan
-from ..price import TeacherShape, predict_macs, unpruned_channels
+from ..price import TeacherShape, predict_macs, unpruned_channels, unshaped
 from ..space import SearchSpace, params_to_candidate
 from ..teacher import untrained_teacher
 
@@ -154,8 +154,7 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
 
 def _check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: int) -> None:
     """A global-ranking target under what cutting every layer by the pruner's most reaches (one line)."""
-    floor = predict_macs(replace(cand, prune={"*": GLOBAL_MAX_LAYER}, width=1.0 if cand.init == "teacher" else cand.width,
-                                 target_macs=0), teacher)
+    floor = predict_macs(replace(unshaped(cand), prune={"*": GLOBAL_MAX_LAYER}, target_macs=0), teacher)
     if target_macs < floor:
         raise UserError(f"{cand.student} (init {cand.init}): target {target_macs:,} MACs is below the cheapest "
                         f"global ranking reaches ({floor:,} MACs, every layer at {GLOBAL_MAX_LAYER:.0%})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,8 +150,12 @@ def check_config(cfg: SearchConfig) -> None:
 
 
 def default_study_name(cfg: SearchConfig) -> str:
+    """``<teacher>-<dataset>``: a teacher file by its name, an image folder by its last folder
+    (``imagefolder-<folder>``); any other character becomes ``_`` and the name stays a valid study name."""
     stem = Path(cfg.teacher).name.removesuffix(".safetensors") if os.sep in cfg.teacher else cfg.teacher
-    return f"{stem}-{cfg.dataset}".replace(":", "_").replace("/", "_")
+    kind, _, folder = cfg.dataset.partition(":")
+    data = f"{kind}-{Path(folder).name}" if folder else kind
+    return (re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stem}-{data}").lstrip("_.-") or "study")[:100]
 
 
 def check_cluster(address: str, timeout: float = 3.0) -> None:
