@@ -207,7 +207,7 @@ def exported(d: dict) -> list[str]:
     if "vs_torch_pruning_equal_macs_points" not in r:
         return _exported_before_pairs(d)
     t, rows, tg = r["teacher"], r["rows"], r["targets"]
-    lines = para(f"Budget {r['budget']} of the teacher's MACs; teacher trained {t['epochs']} epochs, gaining "
+    lines = para(f"Budget {r['budget']} of the teacher's MACs; teacher trained {str(t['epochs']).split(' (')[0]} epochs, gaining "
                  f"{num(r['teacher_plateau_points'], '.2f')} points over its last 20 % (converged: < 1). Export: "
                  f"`{r['export_command']}` after a search whose trials trained {r['search_epochs']} epochs; every "
                  f"other row trains {r['search_epochs']} + {r['finetune_epochs']} epochs on the same "

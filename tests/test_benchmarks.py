@@ -284,7 +284,7 @@ def test_the_committed_page_puts_the_headline_first_and_shows_only_current_resul
     lines = text.splitlines()
     assert len(lines) <= 220
     assert lines[2].startswith("**Headline**") and "n = 3" in lines[2] and " ± " in "\n".join(lines[2:6])
-    assert text.count("teacher trained only") == 1  # the caveat on the CPU teacher, said once
+    assert text.count("teacher trained only") <= 1  # the caveat on a short CPU teacher: once, or none when all are rerun
     assert "Superseded" not in text and "-20261202-" not in text  # archived tables stay in the archive
     claims = text.split("## 2.")[1].split("## 3.")[0]
     assert "**not run**" not in claims  # every claim some file ran shows its numbers
