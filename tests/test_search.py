@@ -84,12 +84,11 @@ def test_same_seed_same_parameters(env):
 def test_cluster_address(env):
     """A cluster from `ray start --head` (its own process group, port and temp dir, so nothing else's
     Ray is touched): the search's trials run on its node, and the driver leaves it running."""
-    world = World(env["tmp"])
-    head = RayNode(world, "h", ["--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
+    world, port = World(env["tmp"]), free_port()
+    head = RayNode(world, "h", ["--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                                 "--include-dashboard=false"], world.env())
     try:
         head_id = head.node_id()
-        port = next(a.split("=")[1] for a in head.proc.args if a.startswith("--port="))
         study = search(config(env, trials=2, study="c", epochs=1, address=f"127.0.0.1:{port}"))
         nodes = {t.user_attrs.get("node_id") for t in trained(study)}
         assert len(trained(study)) == 2 and nodes == {head_id}

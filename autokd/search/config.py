@@ -155,7 +155,7 @@ def default_study_name(cfg: SearchConfig) -> str:
     stem = Path(cfg.teacher).name.removesuffix(".safetensors") if os.sep in cfg.teacher else cfg.teacher
     kind, _, folder = cfg.dataset.partition(":")
     data = f"{kind}-{Path(folder).name}" if folder else kind
-    return (re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stem}-{data}").lstrip("_.-") or "study")[:100]
+    return (re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stem}-{data}").lstrip("_.-") or "study")[:store.NAME_MAX]
 
 
 def check_cluster(address: str, timeout: float = 3.0) -> None:

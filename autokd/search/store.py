@@ -21,7 +21,8 @@ from ..errors import UserError
 from . import record
 from .record import TrialRecord
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAME_MAX = 100  # characters in a study name
+NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{NAME_MAX - 1}}}$")
 OBJECTIVES = ("val_accuracy", "macs")      # the study's values, in this order (optuna-dashboard shows these names)
 DIRECTIONS = ("maximize", "minimize")
 
