@@ -47,6 +47,12 @@ ATOL = 1e-4            # max |logit difference| allowed between PyTorch, TorchSc
 OPSET = 17
 CHECK_IMAGES = 8       # validation images used for the equivalence check
 EXPORT_ROOT = Path("students")
+# what ``--finetune-epochs`` trains with: the recipe's name -> what it is, for help texts and the card
+FINETUNE_RECIPES = {
+    "trial": "the trial's own distillation settings (its KD weight, temperature and feature pairs)",
+    "hinton": "Hinton KD on the logits only (kd_alpha 0.5, T 4), no feature pairs",
+}
+FINETUNE_RECIPE = "trial"  # the default; benchmarks/BENCHMARKS.md (the headline's recipe rows) measures both
 
 
 class ExportMismatch(RuntimeError):
@@ -208,6 +214,7 @@ def card_markdown(card: dict) -> str:
              f"- distillation: {c['kd_loss']}, beta {c['beta']:.3g}, temperature {c['temperature']:.3g}, "
              f"{c['schedule']}; lambda {lam}",
              f"- epochs {c['epochs']}, lr {c['lr']:.3g}, trial seed {c['seed']} (study seed {card['seeds']['study']})",
+             *_finetune_lines(card.get("finetune") or {}),
              "", "## Use", "",
              f"Normalise each channel: (x - mean) / std with mean {card['normalization']['mean']} and std "
              f"{card['normalization']['std']}.", "",
@@ -219,17 +226,26 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+def _finetune_lines(ft: dict) -> list[str]:
+    if not ft.get("epochs"):
+        return []
+    r = ft["recipe"]
+    return [f"- then fine-tuned by export: {ft['epochs']} epochs on {ft['train_images']:,} images at lr {ft['lr']:.3g}, "
+            f"recipe `{r.get('name', 'trial')}` ({r.get('what') or FINETUNE_RECIPES['trial']}); "
+            f"test accuracy {100 * ft['test_accuracy_before']:.2f}% -> {100 * ft['test_accuracy_after']:.2f}%"]
+
+
 # ------------------------------------------------------------------ the whole export
 def export_student(study_name: str, *, best: bool = False, trial: int | None = None, under: str | None = None,
                    out: str | Path | None = None, epochs: int | None = None, finetune_epochs: int = 0,
-                   train_subset: int | None = None, device: str = "cpu",
+                   train_subset: int | None = None, finetune_recipe: str = FINETUNE_RECIPE, device: str = "cpu",
                    printer: Callable[[str], None] | None = None,
                    progress: Callable[[int, int, dict], None] | None = None) -> Path:
     """Export the chosen student of ``study_name`` into ``out``; returns the folder. See the module doc.
 
     ``finetune_epochs`` N > 0: the chosen student (its trained weights, or the candidate trained
-    again) keeps training for N epochs with the trial's own distillation settings (and its
-    fine-tuning lr), on the whole training split unless ``train_subset`` says otherwise: a
+    again) keeps training for N epochs at its trial's fine-tuning lr with ``finetune_recipe``
+    (:data:`FINETUNE_RECIPES`), on the whole training split unless ``train_subset`` says otherwise: a
     search's subset ranks candidates, it is not what the shipped model should learn from. The
     default is 0, so an export never trains for minutes unasked and its numbers stay the search's.
     """
@@ -240,6 +256,8 @@ def export_student(study_name: str, *, best: bool = False, trial: int | None = N
         raise UserError(f"--finetune-epochs must be 0 (no fine-tuning) or more, got {finetune_epochs}")
     if train_subset is not None and train_subset < 1:
         raise UserError(f"--train-subset must be at least 1, got {train_subset}")
+    if finetune_recipe not in FINETUNE_RECIPES:
+        raise UserError(f"--finetune-recipe must be one of {', '.join(FINETUNE_RECIPES)}, got {finetune_recipe!r}")
     st = studies.load(study_name)
     config = studies.read_config(study_name)
     point = choose(pareto_info(st, config, importances=False), best=best, trial=trial, under=under)
@@ -248,8 +266,19 @@ def export_student(study_name: str, *, best: bool = False, trial: int | None = N
     recipe = _recipe(st, config)
     candidate = Candidate.from_dict(point["candidate"])
     candidate = replace(candidate, epochs=epochs) if epochs else candidate
-    recipe = {**recipe, "finetune_epochs": finetune_epochs, "finetune_subset": train_subset}
+    recipe = {**recipe, "finetune_epochs": finetune_epochs, "finetune_subset": train_subset,
+              "finetune_recipe": finetune_recipe}
     return _build(study_name, point, candidate, recipe, target, studies.study_dir(study_name), device, say, progress)
+
+
+def finetune_candidate(candidate: Candidate, epochs: int, recipe: str = FINETUNE_RECIPE) -> Candidate:
+    """What the export fine-tune trains: ``candidate`` for ``epochs`` with nothing left to prune, its
+    distillation as ``recipe`` says (:data:`FINETUNE_RECIPES`)."""
+    tuned = replace(candidate, prune={}, prune_steps=1, epochs=epochs)
+    if recipe == "hinton":
+        tuned = replace(tuned, pairs="none", lambdas={}, kd_alpha=0.5, temperature=4.0, schedule="one-stage",
+                        align_teacher=False, curriculum=False)
+    return tuned
 
 
 def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -> tuple[nn.Module, object, dict]:
@@ -257,9 +286,10 @@ def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -
     n = recipe["finetune_epochs"]
     data = load_dataset(recipe["dataset"], seed=recipe["seed"], train_subset=recipe["finetune_subset"])
     before = evaluate(model, data.test_x, data.test_y)
+    name = recipe["finetune_recipe"]
     say(f"fine-tuning the student for {n} epochs on {len(data.train_y):,} training images "
-        f"(the trial's distillation settings, lr {candidate.finetune_lr:g})")
-    tuned = replace(candidate, prune={}, prune_steps=1, epochs=n)
+        f"({FINETUNE_RECIPES[name]}, lr {candidate.finetune_lr:g})")
+    tuned = finetune_candidate(candidate, n, name)
     ctx = TrialContext(teacher=teacher, data=data, teacher_card=tcard, device=device, progress=progress,
                        student=model.to(device))
     try:
@@ -270,8 +300,10 @@ def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -
         raise UserError(f"fine-tuning diverged ({e}); try fewer --finetune-epochs") from None
     model = run.student.cpu().eval()
     record = {"epochs": n, "train_images": len(data.train_y), "lr": candidate.finetune_lr,
-              "recipe": {"kd_alpha": candidate.kd_alpha, "temperature": candidate.temperature, "beta": candidate.beta,
-                         "kd_loss": candidate.kd_loss, "schedule": "one cosine schedule of the fine-tune's epochs"},
+              "recipe": {"name": name, "what": FINETUNE_RECIPES[name], "kd_alpha": tuned.kd_alpha,
+                         "temperature": tuned.temperature, "beta": tuned.beta,
+                         "kd_loss": tuned.kd_loss if tuned.lambdas or tuned.pairs not in ("", "none") else "none",
+                         "schedule": "one cosine schedule of the fine-tune's epochs"},
               "test_accuracy_before": before, "test_accuracy_after": evaluate(model, data.test_x, data.test_y),
               "val_accuracy_after": result.val_accuracy}
     return model, data, record
@@ -290,7 +322,7 @@ def _build(study_name, point, candidate, recipe, target: Path, study_folder: Pat
         if recipe["finetune_epochs"]:
             model, data, finetune = _finetune(model, candidate, teacher, tcard, recipe, device, say, progress)
             source = {**source, "source": f"{source['source']}, then fine-tuned {finetune['epochs']} epochs by "
-                                          f"export (the trial's distillation settings)"}
+                                          f"export ({FINETUNE_RECIPES[finetune['recipe']['name']]})"}
         split = {"val": evaluate(model, data.val_x, data.val_y), "test": evaluate(model, data.test_x, data.test_y)}
         card = _card(study_name=study_name, point=point, candidate=candidate, model=model, teacher=teacher.cpu().eval(),
                      tcard=tcard, data=data, recipe=recipe, source=source, split=split)

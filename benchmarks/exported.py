@@ -6,7 +6,10 @@ Rows, per seed s (n = the protocol's seeds), all scored once on the test set:
   teacher        the protocol's teacher bundle (trained to a plateau: ``teacher_plateau_points``);
   autokd         table 1's joint study of seed s, ``autokd export STUDY --best --finetune-epochs N
                  --train-subset <teacher_subset>`` (``autokd.export.export_student``, the code the CLI
-                 runs): the search's best point, trained N more epochs with its trial's distillation;
+                 runs): the search's best point, trained N more epochs with the default fine-tune recipe
+                 (``autokd.export.FINETUNE_RECIPE``);
+  autokd-R       the same point fine-tuned with each other recipe R of ``FINETUNE_RECIPES`` (the
+                 measurement that chooses the default: ``export_recipe_points`` = autokd-R - autokd);
   tp             Torch-Pruning's README recipe (global group-norm, benchmarks/torch_pruning_baseline.py)
                  pruned to the autokd student's MACs of the same seed (within 1 %), fine-tuned on labels;
   tp-kd          the same model fine-tuned with Hinton KD from the teacher (alpha 0.5, T 4): what a user
@@ -27,15 +30,19 @@ Runtime on the CPU (benchmarks/latency.py's rule). MACs: conv + linear multiply-
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
+from autokd.export import FINETUNE_RECIPE, FINETUNE_RECIPES
 from record import envelope, mean_std, paired, plateau_points, say, teacher_bundle, teacher_summary
 
-FIRST = ("autokd", "tp-budget")                 # need nothing but the teacher and the study
+RECIPE_ROWS = {f"autokd-{r}": r for r in FINETUNE_RECIPES if r != FINETUNE_RECIPE}  # the other export recipes
+EXPORTS = {"autokd": FINETUNE_RECIPE, **RECIPE_ROWS}
+FIRST = (*EXPORTS, "tp-budget")                 # need nothing but the teacher and the study
 AT_EXPORTED = ("tp", "tp-kd", "tp-compute", "alone")  # need the autokd student of the same seed
 KINDS = FIRST + AT_EXPORTED
 HINTON = {"alpha": 0.5, "temperature": 4.0}     # the usual Hinton / RepDistiller mix
@@ -91,23 +98,31 @@ def search_epochs_on(protocol, seed: int) -> int:
     return max(0, math.ceil(spent * trial_images / finetune_images))
 
 
-def _autokd(protocol, seed: int, results_dir: str) -> tuple:
+def _recipe_of(card: dict) -> str:
+    return card.get("finetune", {}).get("recipe", {}).get("name", "trial")  # cards before recipes: the trial's
+
+
+def _autokd(protocol, seed: int, results_dir: str, recipe: str) -> tuple:
     import json
 
     from autokd.bundle import load_bundle
     from autokd.export import export_student
 
     n, study = protocol.finetune_epochs, study_for(protocol, seed)
-    folder = Path(results_dir) / "exported" / f"{study}-ft{n}"
+    folder = Path(results_dir) / "exported" / f"{study}-ft{n}-{recipe}"
     card_path = folder / "card.json"  # an export is written whole or not at all: one that exists is done
-    if not (card_path.exists() and json.loads(card_path.read_text()).get("finetune", {}).get("epochs") == n):
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    if not (card.get("finetune", {}).get("epochs") == n and _recipe_of(card) == recipe):
+        if folder.exists():
+            shutil.rmtree(folder)  # another fine-tune's export: replaced
         export_student(study, best=True, out=folder, finetune_epochs=n, train_subset=protocol.teacher_subset,
-                       device=protocol.device, printer=lambda m: say(f"[export {study}] {m}"))
+                       finetune_recipe=recipe, device=protocol.device,
+                       printer=lambda m: say(f"[export {study} {recipe}] {m}"))
     card = json.loads(card_path.read_text())
     model, _ = load_bundle(folder)
     ft = card["finetune"]
     return model, {"study": study, "trial": card["trial"], "init": (card.get("candidate") or {}).get("init"),
-                   "finetune": ft, "test_accuracy_before_finetune": ft.get("test_accuracy_before"),
+                   "finetune": ft, "recipe": recipe, "test_accuracy_before_finetune": ft.get("test_accuracy_before"),
                    "epochs": f"{protocol.epochs} (search trial) + {n} (export fine-tune)"}
 
 
@@ -165,14 +180,14 @@ def run_unit(protocol, kind: str, seed: int, teacher_path: str, results_dir: str
     isolate(Path(results_dir))
     done = Path(results_dir) / "exported" / "units" / f"{kind}-s{seed}.json"
     key = {"settings": json.loads(json.dumps(protocol.as_dict())), "target_macs": target_macs,
-           "extra_epochs": extra_epochs}
+           "extra_epochs": extra_epochs, **({"recipe": EXPORTS[kind]} if kind in EXPORTS else {})}
     if done.exists() and {k: v for k, v in json.loads(done.read_text()).items() if k in key} == key:
         return json.loads(done.read_text())["unit"]
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     data = _data(protocol.dataset, seed, protocol.teacher_subset)
-    if kind == "autokd":
-        model, extra = _autokd(protocol, seed, results_dir)
+    if kind in EXPORTS:
+        model, extra = _autokd(protocol, seed, results_dir, EXPORTS[kind])
     elif kind == "alone":
         model, extra = _alone(protocol, seed, data)
     else:
@@ -208,12 +223,14 @@ def summarize(teacher: dict, units: list[dict], budget_share: float) -> dict:
     rows["autokd"]["test_accuracy_before_finetune"] = mean_std([u["test_accuracy_before_finetune"] for u in auto])
     gap = mean_std([100 * (teacher["test_accuracy"] - u["test_accuracy"]) for u in auto])
     share = [u["macs"] / teacher["macs"] for u in auto]
+    recipes = {EXPORTS[kind]: _points(rows[kind]["per_seed"], auto) for kind in RECIPE_ROWS}
     vs = {key: _points(auto, rows[kind]["per_seed"]) for key, kind in (
         ("vs_torch_pruning_equal_macs_points", "tp"), ("vs_torch_pruning_kd_equal_macs_points", "tp-kd"),
         ("vs_torch_pruning_equal_compute_points", "tp-compute"), ("vs_torch_pruning_at_budget_points", "tp-budget"),
         ("vs_alone_points", "alone"))}
     within = bool(share) and max(share) <= budget_share + 1e-9
     return {"rows": rows, "gap_to_teacher_points": gap, "macs_share_of_teacher": mean_std(share), **vs,
+            "finetune_recipe": FINETUNE_RECIPE, "export_recipe_points": recipes,
             "targets": {
                 "at_least_teacher_within_budget": None if gap["mean"] is None else gap["mean"] <= 0 and within,
                 "vs_torch_pruning_equal_macs": _met(vs["vs_torch_pruning_equal_macs_points"], TARGET_VS_TP_POINTS,
@@ -241,7 +258,7 @@ def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
     model, card = load_bundle(teacher_path)
     summary = teacher_summary(teacher_path)
     teacher_row = _scored("teacher", model, _data(protocol.dataset, 0, protocol.teacher_subset), protocol,
-                          {"epochs": f"{card.get('epochs')} (trained on labels)"})
+                          {"epochs": card.get("epochs"), "trained": "on labels"})
     first = [(protocol, kind, s, str(teacher_path), str(results_dir)) for kind in FIRST for s in range(seeds)]
     say(f"exported-student table, phase 1 (export, Torch-Pruning at the budget): {len(first)} runs")
     done = _pool(workers, first)

@@ -171,11 +171,6 @@ HEADLINE_POINTS = (("vs_torch_pruning_equal_macs_points", "vs_torch_pruning_equa
                    ("vs_torch_pruning_kd_equal_macs_points", "vs_torch_pruning_kd_equal_macs", "autokd - Torch-Pruning + KD, equal MACs and epochs", ">= 0"),
                    ("vs_torch_pruning_equal_compute_points", "vs_torch_pruning_equal_compute", "autokd - Torch-Pruning, equal MACs and total compute", ">= 0"),
                    ("gap_to_teacher_points", "at_least_teacher_within_budget", "teacher - autokd", "<= 0 within the budget"))
-WHAT = {"torch-pruning": "Torch-Pruning (global group-norm) on the teacher, fine-tuned on labels",
-        "autokd": "`autokd search` + `autokd export --best --finetune-epochs N`",
-        "alone": "the exported student's architecture, trained alone"}
-
-
 def share_of_teacher(r: dict, kind: str) -> float:
     """Mean MACs of a row's students as % of the teacher's."""
     seeds = r["rows"][kind]["per_seed"]
@@ -196,16 +191,11 @@ def headline(d: dict) -> list[str]:
                  f"{ms(rows['tp-kd']['test_accuracy'])} % (autokd minus them: "
                  f"{ms(r['vs_torch_pruning_equal_macs_points'], 1, '.2f')} and "
                  f"{ms(r['vs_torch_pruning_kd_equal_macs_points'], 1, '.2f')} points, paired by seed)")
-    elif rows.get("torch-pruning", {}).get("per_seed"):
-        text += (f"; Torch-Pruning {ms(rows['torch-pruning']['test_accuracy'])} % at "
-                 f"{share_of_teacher(r, 'torch-pruning'):.0f} %")
     return para(text + f"; the teacher `{t['arch']}` {num(t['test_accuracy'], '.2f', 100)} % (n = 1).")
 
 
 def exported(d: dict) -> list[str]:
     r = d["results"]
-    if "vs_torch_pruning_equal_macs_points" not in r:
-        return _exported_before_pairs(d)
     t, rows, tg = r["teacher"], r["rows"], r["targets"]
     lines = para(f"Budget {r['budget']} of the teacher's MACs; teacher trained {str(t['epochs']).split(' (')[0]} epochs, gaining "
                  f"{num(r['teacher_plateau_points'], '.2f')} points over its last 20 % (converged: < 1). Export: "
@@ -215,7 +205,11 @@ def exported(d: dict) -> list[str]:
                  "multiply-accumulates (FLOPs = 2 x MACs); latency: batch 1, 1 thread, ONNX Runtime on the CPU, "
                  "median ms.") + [""]
     trow = [["teacher", num(t["test_accuracy"], ".2f", 100), mega(t["macs"]), "100.0", f"{t['onnx_latency_ms']:.3f}", 1]]
-    for kind, label in HEADLINE_ROWS.items():
+    recipe = r.get("finetune_recipe", "trial")
+    labels = {**HEADLINE_ROWS, "autokd": f"{HEADLINE_ROWS['autokd']} (fine-tune recipe `{recipe}`)"}
+    labels.update({k: f"the same student, fine-tune recipe `{k.removeprefix('autokd-')}`" for k in rows
+                   if k.startswith("autokd-")})
+    for kind, label in labels.items():
         v = rows.get(kind)
         if v and v["per_seed"]:
             share = [100 * u["macs"] / t["macs"] for u in v["per_seed"]]
@@ -226,36 +220,18 @@ def exported(d: dict) -> list[str]:
     lines += table(["difference", "points", "target", "met"],
                    [[f"`{key}`: {what}", ms(r[key], 1, ".2f"), want, yes(tg[target])]
                     for key, target, what, want in HEADLINE_POINTS])
-    return lines
+    return lines + _recipe_lines(r)
 
 
-def _exported_before_pairs(d: dict) -> list[str]:
-    """The headline as measured before it was paired with Torch-Pruning at equal MACs."""
-    r = d["results"]
-    t, rows, tg = r["teacher"], r["rows"], r["targets"]
-    n = rows["autokd"]["test_accuracy"]["n"]
-    lines = para(f"Budget {r['budget']} of the teacher's MACs. Export: `{r['export_command']}` (N = "
-                 f"{r['finetune_epochs']}) after {r['search_epochs']}-epoch search trials; torch-pruning and alone train "
-                 f"{r['search_epochs']} + {r['finetune_epochs']} epochs on the same images. Test accuracy in %, mean ± "
-                 f"std over n = {n} seeds; ONNX ms: batch 1, 1 thread, median.") + [""]
-    trow = [["teacher", f"`{t['arch']}`", num(t["test_accuracy"], ".2f", 100), mega(t["macs"]), "100.0",
-             f"{t['onnx_latency_ms']:.3f}", t["epochs"], 1]]
-    for kind, label in WHAT.items():
-        v = rows[kind]
-        if not v["per_seed"]:
-            continue
-        init = ", ".join(sorted({f"`{u.get('init') or '-'}`" for u in v["per_seed"]})) if kind == "autokd" else ""
-        trow.append([label, init, ms(v["test_accuracy"]), ms(v["macs"], 1e-6, ".3f"), f"{share_of_teacher(r, kind):.1f}",
-                     ms(v["onnx_latency_ms"], 1, ".3f"), v["per_seed"][0]["epochs"], v["test_accuracy"]["n"]])
-    lines += table(["row", "arch / init", "test acc. (%)", "MACs (M)", "% of teacher MACs", "ONNX ms", "epochs", "n"],
-                   trow)
-    return lines + [""] + para(
-        f"Before the export fine-tune the student scored {ms(rows['autokd'].get('test_accuracy_before_finetune'))} %. "
-        f"**gap_to_teacher_points: {num(r['gap_to_teacher_points'], '.2f')}** ({ms(r['gap_to_teacher_points_per_seed'], 1, '.2f')} "
-        f"over seeds). Targets: at least the teacher's accuracy {yes(tg['at_least_teacher'])}; at least "
-        f"{tg['above_torch_pruning_points']:g} point above torch-pruning {yes(tg['above_torch_pruning'])} (difference "
-        f"{ms(r['autokd_minus_torch_pruning_points'], 1, '.2f')} points, paired by seed); within the budget "
-        f"{yes(tg['within_budget'])}.")
+def _recipe_lines(r: dict) -> list[str]:
+    """How the export fine-tune's recipes compare on the same students (the measurement behind the default)."""
+    points = r.get("export_recipe_points") or {}
+    if not points:
+        return []
+    diffs = "; ".join(f"`{name}` minus `{r['finetune_recipe']}` {ms(d, 1, '.2f')} points "
+                      f"({', '.join(f'{v:+.2f}' for v in d.get('values', []))})" for name, d in points.items())
+    return [""] + para(f"Export fine-tune recipes on the same searched students, paired by seed: {diffs}. "
+                       f"The default (`autokd export --finetune-recipe`) is `{r['finetune_recipe']}`.")
 
 
 # ------------------------------------------------------------------ table 2

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -157,7 +158,8 @@ def teacher_folder(p, results_dir: Path) -> Path:
     """Where protocol ``p``'s teacher bundle lives (a variant's: its base protocol's, the same weights)."""
     from protocols import teacher_protocol
 
-    name = (f"{teacher_protocol(p.name)}-{p.dataset}-{p.teacher}-w{p.teacher_width:g}-e{p.teacher_epochs}"
+    dataset = re.sub(r"[^A-Za-z0-9_.-]", "_", p.dataset)[:40]  # an image folder's path: one folder name
+    name = (f"{teacher_protocol(p.name)}-{dataset}-{p.teacher}-w{p.teacher_width:g}-e{p.teacher_epochs}"
             f"-n{p.teacher_subset or 'all'}")
     return Path(results_dir) / "teachers" / name
 

@@ -137,4 +137,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from autokd.errors import UserError
+
+    try:
+        main()
+    except UserError as e:  # a dataset not installed, a damaged study: one line, exit 2
+        print(f"run.py: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -128,13 +128,20 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     assert exp["vs_torch_pruning_equal_macs_points"]["values"] == pytest.approx(
         [100 * (auto["test_accuracy"] - tp["test_accuracy"])])
     assert {"vs_torch_pruning_kd_equal_macs_points", "vs_torch_pruning_equal_compute_points"} <= set(exp)
+    from autokd.export import FINETUNE_RECIPE, FINETUNE_RECIPES
+
+    other, = set(FINETUNE_RECIPES) - {FINETUNE_RECIPE}
+    alt = exp["rows"][f"autokd-{other}"]["per_seed"][0]  # the same student, the other export recipe
+    assert (auto["trial"], auto["macs"], auto["recipe"], alt["recipe"]) == (alt["trial"], alt["macs"], FINETUNE_RECIPE, other)
+    assert exp["export_recipe_points"][other]["values"] == pytest.approx(
+        [100 * (alt["test_accuracy"] - auto["test_accuracy"])])
 
     page = tmp_path / "BENCHMARKS.md"
     _run([str(BENCH / "make_tables.py"), "--results", str(tmp_path), "--out", str(page)], timeout=60)
     text = page.read_text()
     for title in ("## 1. Search quality", "## 2. The seeds' claims", "## 3. Overheads", "## 4. Cost vs latency",
                   "## 5. GPU", "### Protocol `smoke`", "Joint / random hypervolume",
-                  "## The exported student", "gap_to_teacher_points"):
+                  "## The exported student", "gap_to_teacher_points", "fine-tune recipe `"):
         assert title in text, title
     assert -1 <= (data["ranking"]["results"]["kendall_tau_b"] or 0) <= 1
     assert text.count("run.py all --protocol smoke") == 6  # every table names its command

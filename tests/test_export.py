@@ -196,6 +196,31 @@ def test_export_names_the_option_and_value_that_are_wrong(env, args, line):
     assert not (env / "x").exists()
 
 
+def test_finetune_recipes_say_what_trains():
+    """trial: the candidate's own distillation, nothing left to prune; hinton: the logits term alone
+    (no feature pair survives), alpha 0.5, T 4, the rest of the candidate unchanged."""
+    from autokd.candidate import Candidate
+    from autokd.export import finetune_candidate
+
+    c = Candidate(init="teacher", prune={"layer1": 0.5}, prune_steps=3, lambdas={"t1->s1": 0.7}, kd_alpha=0.9,
+                  temperature=2.0, beta=0.3, schedule="two-stage", curriculum=True, epochs=2)
+    trial = finetune_candidate(c, 8, "trial")
+    assert (trial.prune, trial.prune_steps, trial.epochs) == ({}, 1, 8)
+    assert (trial.lambdas, trial.kd_alpha, trial.temperature, trial.beta) == ({"t1->s1": 0.7}, 0.9, 2.0, 0.3)
+    hinton = finetune_candidate(c, 8, "hinton")
+    assert (hinton.pairs, hinton.lambdas, hinton.kd_alpha, hinton.temperature) == ("none", {}, 0.5, 4.0)
+    assert (hinton.schedule, hinton.curriculum, hinton.init, hinton.epochs) == ("one-stage", False, "teacher", 8)
+
+
+def test_unknown_finetune_recipe_is_one_line_before_anything_loads():
+    from autokd.errors import UserError
+    from autokd.export import export_student
+
+    with pytest.raises(UserError) as e:
+        export_student("no-such-study", best=True, finetune_epochs=1, finetune_recipe="fitnet")
+    assert str(e.value) == "--finetune-recipe must be one of trial, hinton, got 'fitnet'"
+
+
 def test_export_fine_tunes_the_chosen_point_on_the_whole_training_split(env, world, digits):
     """--finetune-epochs N: the trial's own weights keep training N epochs on every training image
     (not the search's subset), with the trial's distillation settings; the card says before/after."""
@@ -213,6 +238,8 @@ def test_export_fine_tunes_the_chosen_point_on_the_whole_training_split(env, wor
     assert ft["recipe"]["temperature"] == cand["temperature"] and ft["recipe"]["beta"] == cand["beta"]
     assert "fine-tuned 1 epochs" in card["weights"]["source"]  # not "the trial's own weights" alone
     assert "Weights: the trial's own weights, then fine-tuned 1 epochs" in (folder / "card.md").read_text()
+    assert ft["recipe"]["name"] == "trial"
+    assert f"1 epochs on {len(digits.train_y):,} images at lr" in (folder / "card.md").read_text()
     same_logits(folder, digits.val_x[:16])
     small = export_student(STUDY, best=True, out=env / "ft200", finetune_epochs=1, train_subset=200)
     assert json.loads((small / "card.json").read_text())["finetune"]["train_images"] == 200

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..candidate import pruning_text
 from ..errors import UserError
-from ..export import export_student
+from ..export import FINETUNE_RECIPE, FINETUNE_RECIPES, export_student
 from ..measure import COST_UNIT_TITLE
 from ..pareto import pareto_info
 from ..plots import dashboard_html
@@ -112,8 +112,10 @@ def export(
         "--epochs", help="train the chosen candidate again from its start for this many epochs, instead of "
                          "using the weights its trial trained")] = None,
     finetune_epochs: Annotated[int, typer.Option(
-        help="then keep training the chosen student this many more epochs, with its trial's distillation "
-             "settings (0: none)")] = 0,
+        help="then keep training the chosen student this many more epochs (0: none), with --finetune-recipe")] = 0,
+    finetune_recipe: Annotated[str, typer.Option(
+        help="what --finetune-epochs trains with: " + "; ".join(f"{k}: {v}" for k, v in FINETUNE_RECIPES.items()))
+    ] = FINETUNE_RECIPE,
     train_subset: Annotated[Optional[int], option(
         DistillJob, "train_subset", help="for --finetune-epochs; default: the whole training split")] = None,
     device: Annotated[str, option(DistillJob, "device", help="with --epochs or --finetune-epochs")] = default(
@@ -124,7 +126,7 @@ def export(
         raise UserError("choose one of --best, --trial N, --under COST")
     folder = export_student(study, best=best, trial=trial, under=under, out=out_dir, epochs=epochs,
                             finetune_epochs=finetune_epochs, train_subset=train_subset,
-                            device=resolve_device(device), printer=lambda m: out.print(m, highlight=False),
+                            finetune_recipe=finetune_recipe, device=resolve_device(device), printer=lambda m: out.print(m, highlight=False),
                             progress=epoch_printer("student"))
     card = json.loads((folder / "card.json").read_text())
     lat = card["cpu_latency_ms"]
@@ -134,6 +136,7 @@ def export(
               highlight=False)
     ft = card.get("finetune") or {}
     if ft.get("epochs"):
-        out.print(f"fine-tuned {ft['epochs']} epochs on {ft['train_images']:,} images: test accuracy "
+        out.print(f"fine-tuned {ft['epochs']} epochs on {ft['train_images']:,} images ({ft['recipe']['name']}): "
+                  f"test accuracy "
                   f"{100 * ft['test_accuracy_before']:.2f}% -> {100 * ft['test_accuracy_after']:.2f}%", highlight=False)
     out.print(f"wrote {folder}: {', '.join(card['files'])}", highlight=False)
