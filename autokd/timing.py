@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
+from .fields import knob
 from .measure import LATENCY_THREADS
 
 RUNTIMES = ("onnxruntime", "torch")
@@ -49,11 +50,11 @@ INPUT_SEED = 0              # the random input every model is timed on
 class Setting:
     """What a latency figure is a figure of: the runtime and how it runs one batch."""
 
-    runtime: str = "onnxruntime"   # what a deployed student runs on; "torch" for eager PyTorch
-    threads: int = LATENCY_THREADS  # intra-op threads; batch-1 CNNs: one is fastest and steadiest
-    batch: int = 1                  # images per inference
-    input_shape: tuple[int, int, int] = (1, 28, 28)  # C, H, W of one image (digits' MNIST-like shape)
-    device: str = "cpu"             # cuda: torch only
+    runtime: str = knob("onnxruntime", "the runtime timed: onnxruntime (CPU) or torch (eager PyTorch)")
+    threads: int = knob(LATENCY_THREADS, "intra-op threads (batch-1 CNNs: one is fastest and steadiest)")
+    batch: int = knob(1, "images per inference")
+    input_shape: tuple[int, int, int] = knob((1, 28, 28), "one image, C x H x W")
+    device: str = knob("cpu", "cpu, or cuda (the torch runtime only)")
 
     def check(self) -> "Setting":
         """Itself, or a one-line :class:`UserError` naming the bad value."""
