@@ -1,5 +1,5 @@
 """The ``autokd`` app: the commands models, datasets, train, search and studies; ``distill``,
-``pareto`` and ``export`` live in their own modules and are registered here.
+``pareto``, ``export`` and the ``latency`` group live in their own modules and are registered here.
 
 A user mistake (``UserError``, or a command line Click cannot parse) is printed as one line on
 stderr with exit code 2, never a traceback. ``search`` has one option per ``SearchConfig`` field
@@ -32,6 +32,7 @@ from ..teacher import cache_dir, get_teacher, train_model
 from ..train import TrainConfig
 from .common import OneLineErrors, check_positive, epoch_printer, err, out, parse_shape, user_errors, wide
 from .distill import distill
+from .latency import latency
 from .options import Fields, default, option, with_fields
 from .pareto import export, front_table, pareto
 
@@ -184,6 +185,7 @@ def studies(as_json: Annotated[bool, typer.Option("--json", help="print JSON ins
 app.command()(distill)
 app.command()(pareto)
 app.command()(export)
+app.add_typer(latency, name="latency")
 
 
 def main() -> None:
