@@ -299,3 +299,9 @@ def test_the_readme_layout_lists_the_stages_in_import_order():
                     for b in targets if _stage(b) in stages
                     and stages.index(_stage(b)) > stages.index(_stage(a)))
     assert upward == []
+
+
+@pytest.mark.parametrize("args", [[], ["latency"]])
+def test_a_group_called_with_nothing_shows_its_help_and_no_empty_error(args):
+    result = subprocess.run([sys.executable, "-m", "autokd", *args], capture_output=True, text=True, timeout=120)
+    assert "Usage:" in result.stdout + result.stderr and "error:" not in result.stderr, result.stderr

@@ -46,6 +46,8 @@ class OneLineErrors(TyperGroup):
             if not standalone_mode:
                 raise
             where = e.ctx.command_path if getattr(e, "ctx", None) else "autokd"
+            if not e.format_message().strip():  # a group called with nothing: its help is already shown
+                sys.exit(e.exit_code)
             err.print(f"[bold red]error:[/] {escape(e.format_message())} (see `{escape(where)} --help`)",
                       highlight=False, soft_wrap=True)
             code = e.exit_code
