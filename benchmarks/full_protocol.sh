@@ -24,4 +24,5 @@ $PY benchmarks/run.py search    "${ARGS[@]}" --jobs "${JOBS:-1}" --parallel "${P
 $PY benchmarks/run.py claims    "${ARGS[@]}" --workers "${WORKERS:-4}"
 $PY benchmarks/run.py overheads "${ARGS[@]}"
 $PY benchmarks/run.py latency   "${ARGS[@]}"
+$PY benchmarks/run.py latency-predictor "${ARGS[@]}"
 $PY benchmarks/make_tables.py

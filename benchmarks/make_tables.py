@@ -35,6 +35,7 @@ PARTS = {  # file stem -> (section title, the command that writes it)
     "latency": ("4. Cost vs latency", "benchmarks/run.py latency --protocol {p}"),
 }
 GPU_PARTS = {"gpu_throughput": "Table 3's GPU rows"}  # only the gpu protocols write it: section 5
+PREDICTOR_COMMAND = "benchmarks/run.py latency-predictor --protocol {p}"  # its rows sit in table 4's section
 PROTOCOL_ORDER = ("cpu", "full", "gpu", "smoke")
 HEADLINE_ORDER = ("full", "cpu", "gpu", "smoke")  # the headline: the first protocol with an exported table
 WIDTH = 120  # prose is wrapped here; table rows are not
@@ -314,6 +315,42 @@ def latency(d: dict) -> list[str]:
     return lines + table(["model", "kind", "MACs (M)", "params (M)", "PyTorch ms", "ONNX Runtime ms"], rows)
 
 
+def latency_predictor_of(found: dict, protocol: str) -> list[str]:
+    """Below table 4: how well the latency predictor matches measurement (nothing for a gpu protocol
+    that has not run it: its script does not)."""
+    files = found.get(("latency_predictor", protocol))
+    if not files:
+        return [] if protocol.startswith("gpu") else para(
+            f"Latency predictor vs measured: not run yet, `.venv/bin/python {PREDICTOR_COMMAND.format(p=protocol)}`.") + [""]
+    name, d = files[0]
+    return para(provenance(d, name)) + [""] + latency_predictor(d) + [""]
+
+
+def _pct(v, signed: bool = False) -> str:
+    return "—" if v is None else format(100 * v, "+.1f" if signed else ".1f") + " %"
+
+
+def latency_predictor(d: dict) -> list[str]:
+    r = d["results"]
+    s, cal, eff = r["summary"], r["calibration"], r["calibration"]["effort"]
+    spaces = ", ".join(f"`{k}` ({v['candidates']})" for k, v in r["spaces"].items())
+    held = cal.get("held_out") or {}
+    text = (f"Latency predictor vs measured (issue 27): `autokd latency calibrate`'s model, calibrated here on {eff['samples']} "
+            f"random zoo candidates, against the measured median of n = {s['n']} random candidates of the shipped spaces "
+            f"{spaces}, drawn as a random search draws them (projected onto the {r['budget']} budget); "
+            f"{r['left_out_global']} global-ranking candidates left out (their channel plan depends on trained weights). "
+            f"Every network timed as the predictor is: warm-up, {r['rounds']} interleaved shuffled rounds, the median. "
+            f"Calibration's held-out check: {_pct(held.get('within_10pct'))} within ±10 % (n = {held.get('n', 0)}).")
+    w = s["worst"] or {}
+    worst = "—" if not w else (f"{_pct(w['rel_error'], True)} ({w['student']}, {mega(w['macs'])} M MACs: "
+                               f"{w['predicted_ms']:.3f} ms predicted, {w['measured_ms']:.3f} measured)")
+    row = [s["n"], _pct(s["within_10pct"]), _pct(s["mape"]), _pct(s["median_abs_error"]), worst,
+           yes(s["target"]["met"]), f"{cal['wall_s']:.0f} s", r["setting_label"]]
+    header = ["n", "within ±10 %", "MAPE", "median abs. error", "worst", "target: ≥ 95 % within ±10 %",
+              "calibration wall time", "setting"]
+    return para(text) + [""] + table(header, [row])
+
+
 # ------------------------------------------------------------------ section 5: GPU
 def ray_tune_throughput(search: dict) -> str:
     """Table 1's searches as a throughput row: trained epochs x training images / trials' span."""
@@ -384,7 +421,7 @@ def load(results: Path) -> dict[tuple[str, str], list[tuple[str, dict]]]:
             d = json.loads(path.read_text())
         except ValueError:
             continue
-        if d.get("part") in PARTS or d.get("part") in GPU_PARTS or d.get("part") == "ranking":
+        if d.get("part") in PARTS or d.get("part") in GPU_PARTS or d.get("part") in ("ranking", "latency_predictor"):
             out.setdefault((d["part"], d["protocol"]), []).append((path.name, d))
     for (part, protocol), files in out.items():
         files.sort(key=lambda f: f[0], reverse=True)
@@ -403,7 +440,7 @@ def short_teacher_note(found: dict) -> list[str]:
     converged = PROTOCOLS["cpu"].teacher_epochs
     short = {}
     for (part, q), files in sorted(found.items()):
-        if not files:
+        if not files or part == "latency_predictor":  # no teacher in it
             continue
         s = files[0][1]["settings"]
         if s["dataset"] != "digits" and s["teacher_epochs"] < converged and s.get("teacher_plateau_points") is None:
@@ -449,6 +486,7 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
             (only is not None and command.split()[1] not in only)
         if not files:
             lines += [] if skips else [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
+            lines += latency_predictor_of(found, p) if part == "latency" and not skips else []
             continue
         lines += [] if len(shown) == 1 and shown == protocols[:1] else [f"### Protocol `{p}`", ""]
         if part == "claims":
@@ -459,6 +497,8 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
                                                      else RENDER[part](d)) + [""]
         if part == "exported":
             lines += ranking_of(found, p)
+        if part == "latency":
+            lines += latency_predictor_of(found, p)
         if part == "search_quality":
             lines += search_quality_figure(results / name, page_dir, caption=p == shown[0]) + [""]
     return lines

@@ -39,6 +39,7 @@ $PY benchmarks/run.py exported  --protocol "$P" --workers "$WORKERS"   # after t
 $PY benchmarks/run.py ranking   --protocol "$P"                        # its front of seed 0, each fine-tuned
 $PY benchmarks/run.py overheads --protocol "$P"
 $PY benchmarks/run.py latency   --protocol "$P"
+$PY benchmarks/run.py latency-predictor --protocol "$P"          # the latency predictor vs measured
 if [ "$P" = smoke ]; then
   $PY benchmarks/make_tables.py --results benchmarks/results/smoke --out benchmarks/results/smoke/BENCHMARKS.md
 else

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-PARTS = ("search_quality", "claims", "overheads", "latency", "exported", "ranking")
+PARTS = ("search_quality", "claims", "overheads", "latency", "latency_predictor", "exported", "ranking")
 ENVELOPE = {"part", "protocol", "command", "date", "machine", "versions", "git_revision", "git_uncommitted",
             "settings", "wall_s", "results"}
 
@@ -116,6 +116,12 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     assert kinds.count("zoo") == 2 and kinds.count("teacher") == 1 and lat["table1_students"] == 2
     assert all(r["torch"]["median_ms"] > 0 and r["onnxruntime"]["median_ms"] > 0 for r in lat["rows"])
 
+    pred = data["latency_predictor"]["results"]  # the predictor vs measured, on the smoke space's candidates
+    assert pred["summary"]["n"] == len(pred["rows"]) == 6 and pred["setting"]["runtime"] == "onnxruntime"
+    assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 and r["macs"] > 0 for r in pred["rows"])
+    assert pred["calibration"]["wall_s"] > 0 and (tmp_path / "latency").is_dir()  # not the user's AUTOKD_HOME
+    assert {"within_10pct", "mape", "median_abs_error", "worst", "target"} <= set(pred["summary"])
+
     exp = data["exported"]["results"]
     assert exp["finetune_epochs"] == 1 and "--finetune-epochs 1" in exp["export_command"]
     auto = exp["rows"]["autokd"]["per_seed"][0]
@@ -141,10 +147,11 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     text = page.read_text()
     for title in ("## 1. Search quality", "## 2. The seeds' claims", "## 3. Overheads", "## 4. Cost vs latency",
                   "## 5. GPU", "### Protocol `smoke`", "Joint / random hypervolume",
-                  "## The exported student", "gap_to_teacher_points", "fine-tune recipe `"):
+                  "## The exported student", "gap_to_teacher_points", "fine-tune recipe `",
+                  "Latency predictor vs measured"):
         assert title in text, title
     assert -1 <= (data["ranking"]["results"]["kendall_tau_b"] or 0) <= 1
-    assert text.count("run.py all --protocol smoke") == 6  # every table names its command
+    assert text.count("run.py all --protocol smoke") == 7  # every table names its command
 
 
 def test_torch_pruning_baseline_lands_at_or_under_each_target():
