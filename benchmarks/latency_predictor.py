@@ -4,8 +4,8 @@ shipped spaces (issue 27).
 1. Calibrate (:func:`autokd.calibrate.calibrate`) with the protocol's effort, in the setting the predictor
    is first meant for: ONNX Runtime on the CPU, 1 thread, batch 1, one image of the protocol's dataset. The
    file goes to ``<results>/latency/`` (git-ignored), never to the user's ``$AUTOKD_HOME``.
-2. Draw ``latency_candidates`` candidates from the shipped space of each teacher of the protocol (its own
-   teacher first, then ``latency_teachers``; ``autokd.teacher_space.default_space_for``), as a search with
+2. Draw ``Sizes.candidates`` candidates from the shipped space of each teacher of the protocol (its own
+   teacher first, then ``Sizes.teachers``; ``autokd.teacher_space.default_space_for``), as a search with
    the random sampler draws them (``autokd.search.sampling.sample_candidate``: seeded, projected onto the
    protocol's budget, priced exactly). A candidate the search would reject is drawn again; a global-ranking
    one (``prune/method: global-*``) is left out and counted: its channel plan depends on trained weights.
@@ -39,6 +39,28 @@ if TYPE_CHECKING:
 WITHIN = 0.10        # issue 27: a prediction within +-10 % of the measured median ...
 TARGET_SHARE = 0.95  # ... for at least 95 % of the candidates
 MAX_DRAWS = 50       # draws per wanted candidate before a space is given up (rejected or global ones)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much this part measures. Kept apart from the protocol's settings, which key the other parts'
+    cached runs: sizing this part never invalidates them."""
+
+    calibration_samples: int = 144    # autokd.calibrate.Effort's default: what `autokd latency calibrate` fits
+    calibration_rounds: int = 11      # Effort's default; the candidates are timed with the same rounds
+    calibration_archs: tuple[str, ...] = ()  # empty: every zoo architecture, as the command calibrates
+    candidates: int = 200             # issue 27: at least 200 random candidates of the shipped spaces
+    # after the protocol's own teacher, one teacher per shipped space whose budget binds (resnet18's 40 % is
+    # more than any convtiny student costs: every candidate would be projected to the same unpruned net)
+    teachers: tuple[str, ...] = ("resnet56", "convtiny", "vgg16")
+
+
+SIZES = {"smoke": Sizes(calibration_samples=4, calibration_rounds=3, calibration_archs=("resnet20",), candidates=6,
+                        teachers=())}  # seconds
+
+
+def sizes_of(protocol) -> Sizes:
+    return SIZES.get(protocol.name, Sizes())
 
 
 @dataclass(frozen=True)
@@ -105,13 +127,13 @@ def setting_of(protocol) -> Setting:
     return Setting(runtime="onnxruntime", threads=1, batch=1, input_shape=(info.in_channels, *info.image_size))
 
 
-def effort_of(protocol) -> Effort:
+def effort_of(sizes: Sizes) -> Effort:
     """The protocol's calibration effort: ``Effort``'s defaults (what ``autokd latency calibrate`` measures)
     but for the samples, rounds and architectures the protocol names."""
     from autokd.calibrate import Effort
 
-    return Effort(samples=protocol.latency_calibration_samples, rounds=protocol.latency_calibration_rounds,
-                  archs=tuple(protocol.latency_calibration_archs))
+    return Effort(samples=sizes.calibration_samples, rounds=sizes.calibration_rounds,
+                  archs=tuple(sizes.calibration_archs))
 
 
 def calibrated(protocol, setting: Setting, effort: Effort, results_dir: Path) -> tuple[Calibration, dict]:
@@ -204,20 +226,21 @@ def measure(drawn: Sequence[Drawn], cal: Calibration, effort: Effort, seed: int)
     return rows
 
 
-def teachers_of(protocol) -> list[str]:
-    """The protocol's teacher, then ``latency_teachers``, each once."""
-    return list(dict.fromkeys((protocol.teacher, *protocol.latency_teachers)))
+def teachers_of(protocol, sizes: Sizes) -> list[str]:
+    """The protocol's teacher, then ``sizes.teachers``, each once."""
+    return list(dict.fromkeys((protocol.teacher, *sizes.teachers)))
 
 
-def run(protocol, *, results_dir: Path, seed: int = 0) -> dict:
+def run(protocol, *, results_dir: Path, seed: int = 0, sizes: Sizes | None = None) -> dict:
     from autokd.timing import machine
 
     t0 = time.perf_counter()
-    setting, effort = setting_of(protocol), effort_of(protocol)
+    sizes = sizes or sizes_of(protocol)
+    setting, effort = setting_of(protocol), effort_of(sizes)
     cal, calibration = calibrated(protocol, setting, effort, results_dir)
-    teachers = teachers_of(protocol)
+    teachers = teachers_of(protocol, sizes)
     drawn, spaces = [], {}
-    for t, n in zip(teachers, split(protocol.latency_candidates, len(teachers))):
+    for t, n in zip(teachers, split(sizes.candidates, len(teachers))):
         plan = sampling_plan(protocol, t, seed)
         got, counts = draw(plan, n, seed)
         drawn += got
@@ -230,7 +253,7 @@ def run(protocol, *, results_dir: Path, seed: int = 0) -> dict:
         s["worst"].update(space=w.space, student=w.student, macs=w.macs, measured_ms=w.measured_ms,
                           predicted_ms=w.predicted_ms)
     res = {"setting": setting.as_dict(), "setting_label": setting.label, "timing_machine": machine(setting),
-           "calibration": calibration, "spaces": spaces, "seed": seed, "budget": protocol.budget,
+           "sizes": asdict(sizes), "calibration": calibration, "spaces": spaces, "seed": seed, "budget": protocol.budget,
            "left_out_global": sum(v["global"] for v in spaces.values()),
            "rounds": effort.rounds, "summary": s, "rows": [r.as_dict() for r in rows]}
     return envelope("latency_predictor", protocol, res, time.perf_counter() - t0)

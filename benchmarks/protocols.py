@@ -83,14 +83,6 @@ class Protocol:
     latency_repeats: int = 30         # autokd.measure.cpu_latency_ms's default
     latency_warmup: int = 5
     latency_models: tuple[str, ...] | None = None  # None: the whole zoo
-    # ---- table 4's predictor rows (benchmarks/latency_predictor.py): predicted vs measured ms
-    latency_calibration_samples: int = 144  # autokd.calibrate.Effort's default: what `autokd latency calibrate` fits
-    latency_calibration_rounds: int = 11    # Effort's default; the candidates are timed with the same rounds
-    latency_calibration_archs: tuple[str, ...] = ()  # empty: every zoo architecture, as the command calibrates
-    latency_candidates: int = 200     # issue 27: at least 200 random candidates of the shipped spaces
-    # after the protocol's own teacher, one teacher per shipped space whose budget binds (resnet18's 40 % is
-    # more than any convtiny student costs: every candidate would be projected to the same unpruned net)
-    latency_teachers: tuple[str, ...] = ("resnet56", "convtiny", "vgg16")
     # ---- table 3's GPU rows (benchmarks/gpu_throughput.py; the gpu protocols only)
     gpu_trials_at_once: tuple[int, ...] = (1, 4, 8)  # trials training at once on the one GPU
     gpu_probe_epochs: int = 2         # the second epoch is timed (the first warms up CUDA and cuDNN)
@@ -145,8 +137,6 @@ SMOKE = Protocol(
     claims_student="resnet20", claims_width=0.25, claims_epochs=2, claims_subset=200, recovery_epochs=1,
     step_batch=32, step_repeats=3, driver_trials=(2,), efficiency_trials=2, efficiency_epochs=1,
     efficiency_subset=100, latency_repeats=3, latency_warmup=1, latency_models=("resnet20", "convverytiny"),
-    latency_calibration_samples=4, latency_calibration_rounds=3, latency_calibration_archs=("resnet20",),
-    latency_candidates=6, latency_teachers=(),
 )
 
 _FULL_SPACES = {"joint": "resnet56_to_resnet", "prune_only": "full_prune_only.yaml",

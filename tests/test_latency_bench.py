@@ -7,7 +7,6 @@ rounds, and only the shape of what it writes is checked.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,8 @@ from protocols import PROTOCOLS  # noqa: E402
 
 import latency_predictor as lp  # noqa: E402
 
-TINY = replace(PROTOCOLS["smoke"], latency_calibration_samples=2, latency_calibration_rounds=2,
-               latency_candidates=2, latency_teachers=())  # seconds: resnet20 on 1x8x8 digits
+TINY = lp.Sizes(calibration_samples=2, calibration_rounds=2, calibration_archs=("resnet20",), candidates=2,
+                teachers=())  # seconds: resnet20 on 1x8x8 digits
 
 
 def test_summary_by_hand():
@@ -44,12 +43,12 @@ def test_the_worst_case_is_the_largest_error_either_way_and_95_percent_meets_the
 
 def test_candidates_split_evenly_over_the_spaces():
     assert lp.split(200, 4) == [50, 50, 50, 50] and lp.split(200, 3) == [67, 67, 66] and lp.split(6, 1) == [6]
-    assert lp.teachers_of(PROTOCOLS["cpu"]) == ["resnet20", "resnet56", "convtiny", "vgg16"]
-    assert lp.teachers_of(PROTOCOLS["full"]) == ["resnet56", "convtiny", "vgg16"]  # its teacher counted once
+    assert lp.teachers_of(PROTOCOLS["cpu"], lp.sizes_of(PROTOCOLS["cpu"])) == ["resnet20", "resnet56", "convtiny", "vgg16"]
+    assert lp.teachers_of(PROTOCOLS["full"], lp.sizes_of(PROTOCOLS["full"])) == ["resnet56", "convtiny", "vgg16"]  # its teacher counted once
 
 
 def test_the_same_seed_draws_the_same_candidates_and_no_global_ranking_one():
-    plan = lp.sampling_plan(TINY, "convtiny", seed=0)
+    plan = lp.sampling_plan(PROTOCOLS["smoke"], "convtiny", seed=0)
     (a, counts), (b, _) = lp.draw(plan, 3, seed=0), lp.draw(plan, 3, seed=0)
     assert [d.candidate for d in a] == [d.candidate for d in b] and len(a) == 3
     assert counts["drawn"] == 3 + counts["rejected"] + counts["global"]
@@ -62,7 +61,7 @@ def test_a_tiny_run_calibrates_into_the_results_folder_and_summarises_every_cand
 
     from autokd.latency import calibration_path
 
-    d = lp.run(TINY, results_dir=tmp_path)
+    d = lp.run(PROTOCOLS["smoke"], results_dir=tmp_path, sizes=TINY)
     r = d["results"]
     assert d["part"] == "latency_predictor" and d["protocol"] == "smoke"
     assert r["setting"] == {"runtime": "onnxruntime", "threads": 1, "batch": 1, "input_shape": [1, 8, 8], "device": "cpu"}
@@ -72,6 +71,6 @@ def test_a_tiny_run_calibrates_into_the_results_folder_and_summarises_every_cand
     assert r["calibration"]["wall_s"] > 0 and r["calibration"]["effort"]["samples"] == 2
     written = tmp_path / "latency" / "smoke-onnxruntime-cpu-t1-b1-1x8x8.json"
     assert written.exists() and r["calibration"]["file"] == str(written)
-    assert not calibration_path(lp.setting_of(TINY)).exists()  # the user's AUTOKD_HOME untouched
+    assert not calibration_path(lp.setting_of(PROTOCOLS["smoke"])).exists()  # the user's AUTOKD_HOME untouched
     text = "\n".join(latency_predictor(d))
     assert "| n | within ±10 % |" in text and "onnxruntime on cpu, 1 thread, batch 1, input 1x8x8" in text
