@@ -281,6 +281,11 @@ def finetune_candidate(candidate: Candidate, epochs: int, recipe: str = FINETUNE
     return tuned
 
 
+def _feature_pairs_on(c: Candidate) -> bool:
+    """Whether ``c`` trains with a feature term: pairs to match and a weight 1 - beta above 0."""
+    return bool(c.lambdas or c.pairs not in ("", "none")) and c.beta < 1
+
+
 def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -> tuple[nn.Module, object, dict]:
     """The chosen student trained ``recipe["finetune_epochs"]`` more epochs: (model, its data, record)."""
     n = recipe["finetune_epochs"]
@@ -302,7 +307,7 @@ def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -
     record = {"epochs": n, "train_images": len(data.train_y), "lr": candidate.finetune_lr,
               "recipe": {"name": name, "what": FINETUNE_RECIPES[name], "kd_alpha": tuned.kd_alpha,
                          "temperature": tuned.temperature, "beta": tuned.beta,
-                         "kd_loss": tuned.kd_loss if tuned.lambdas or tuned.pairs not in ("", "none") else "none",
+                         "kd_loss": tuned.kd_loss if _feature_pairs_on(tuned) else "none",
                          "schedule": "one cosine schedule of the fine-tune's epochs"},
               "test_accuracy_before": before, "test_accuracy_after": evaluate(model, data.test_x, data.test_y),
               "val_accuracy_after": result.val_accuracy}

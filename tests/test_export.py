@@ -200,7 +200,9 @@ def test_finetune_recipes_say_what_trains():
     """trial: the candidate's own distillation, nothing left to prune; hinton: the logits term alone
     (no feature pair survives), alpha 0.5, T 4, the rest of the candidate unchanged."""
     from autokd.candidate import Candidate
-    from autokd.export import finetune_candidate
+    from dataclasses import replace
+
+    from autokd.export import _feature_pairs_on, finetune_candidate
 
     c = Candidate(init="teacher", prune={"layer1": 0.5}, prune_steps=3, lambdas={"t1->s1": 0.7}, kd_alpha=0.9,
                   temperature=2.0, beta=0.3, schedule="two-stage", curriculum=True, epochs=2)
@@ -210,6 +212,8 @@ def test_finetune_recipes_say_what_trains():
     hinton = finetune_candidate(c, 8, "hinton")
     assert (hinton.pairs, hinton.lambdas, hinton.kd_alpha, hinton.temperature) == ("none", {}, 0.5, 4.0)
     assert (hinton.schedule, hinton.curriculum, hinton.init, hinton.epochs) == ("one-stage", False, "teacher", 8)
+    assert _feature_pairs_on(trial) and not _feature_pairs_on(hinton)
+    assert not _feature_pairs_on(replace(trial, beta=1.0))  # pairs at weight 1 - beta = 0: Hinton KD alone
 
 
 def test_unknown_finetune_recipe_is_one_line_before_anything_loads():
