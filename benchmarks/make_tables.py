@@ -401,12 +401,12 @@ def ranking(d: dict) -> list[str]:
     r = d["results"]
     rows = [[m["trial"], mega(m["macs"]), num(m["search_val_accuracy"], ".2f", 100),
              num(m["test_accuracy_after_finetune"], ".2f", 100)] for m in r["members"]]
-    return [f"The front of `{r['study']}` (seed {r['seed']}, n = {len(rows)} students), each exported with "
+    return para(f"The front of `{r['study']}` (seed {r['seed']}, n = {len(rows)} students), each exported with "
             f"`--finetune-epochs {r['finetune_epochs']}`: **Kendall tau-b {num(r['kendall_tau_b'], '.2f')}** between "
             "the search's score (validation %, the trial's own epochs) and the test % after the fine-tune "
             "(1: the same order, 0: none). On a front a larger student scores higher by construction, so this "
             "asks only whether the fine-tune keeps the larger students ahead; it says nothing of the trials "
-            "the front left out.", ""] + table(
+            "the front left out.") + [""] + table(
         ["trial", "MACs (M)", "search val. (%)", "test after fine-tune (%)"], rows)
 
 
