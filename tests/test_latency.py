@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from autokd.calibrate import Sample, fit
 from autokd.cli import app
 from autokd.errors import UserError
-from autokd.latency import (Calibration, Coefficients, OpLoad, calibration_path, load_calibration, op_loads,
+from autokd.latency import (ALIGN, Calibration, Coefficients, OpLoad, calibration_path, load_calibration, op_loads,
                             plan_latency_ms, predict_latency_ms, save_calibration)
 from autokd.models import channel_plan, create_model
 from autokd.timing import Setting, machine, measure_latency, quartiles, time_interleaved
@@ -38,10 +38,12 @@ def _table(ops: dict[str, Coefficients], per_inference_ms: float = 0.0, setting:
 def test_loads_of_a_tiny_network_by_hand():
     # conv 1->2 on 4x4: 2*16*9 = 288 MACs, 16 in + 32 out elements, 18 weights; pool to 2x2
     # conv 2->3 on 2x2: 3*4*18 = 216 MACs, 8 + 12 elements, 54 weights; pool to 1x1
-    # conv 3->4 on 1x1: 4*27 = 108 MACs, 3 + 4 elements, 108 weights; no pool (the map is 1x1)
+    # conv 3->4 on 1x1: 4*27 = 108 MACs, 3 + 4 elements, 108 weights; no pool (the map is 1x1); its 4
+    # output channels are a multiple of 4: an aligned kind of its own
     # fc1 4->5: 20 MACs, 4 + 5 elements; fc2 5->10: 50 MACs, 5 + 10 elements
     loads = op_loads("convverytiny", TINY_PLAN, num_classes=10, input_shape=(1, 4, 4))
-    assert loads["conv3x3s1"] == OpLoad(calls=3, macs=612, elems=75, weights=180)
+    assert loads["conv3x3s1"] == OpLoad(calls=2, macs=288 + 216, elems=48 + 20, weights=18 + 54)
+    assert loads["conv3x3s1a4"] == OpLoad(calls=1, macs=108, elems=7, weights=108)
     assert loads["linear"] == OpLoad(calls=2, macs=70, elems=24, weights=70)
     assert loads["max_pool2d"] == OpLoad(calls=2, macs=0, elems=(16 * 2 + 4 * 2) + (4 * 3 + 1 * 3), weights=0)
     assert loads["native_batch_norm"].calls == 3 and loads["relu"].calls == 4 and loads["mean"].calls == 1
@@ -53,7 +55,7 @@ def test_loads_count_the_same_macs_as_the_cost_unit():
     model = create_model("resnet20", in_channels=1, width=0.25)
     loads = op_loads("resnet20", channel_plan(model), num_classes=10, input_shape=(1, 8, 8))
     assert sum(v.macs for v in loads.values()) == count_macs(model, (1, 8, 8))
-    assert {"conv3x3s1", "conv3x3s2", "conv1x1s2", "add"} <= set(loads)
+    assert {"conv3x3s1a4", "conv3x3s2a4", "conv1x1s2a4", "add"} <= set(loads)  # 4, 8, 16 channels: aligned
 
 
 # ------------------------------------------------------------------ the predictor on hand-made tables
@@ -68,11 +70,13 @@ def test_a_two_layer_sum_by_hand():
 
 
 def test_a_whole_plan_priced_by_hand():
-    # loads of test_loads_of_a_tiny_network_by_hand: 0.2 per inference + conv 3 * 0.1 + 612 MACs at 1000 ms/MMAC
+    # loads of test_loads_of_a_tiny_network_by_hand, the aligned conv priced like the others:
+    # 0.2 per inference + conv 3 * 0.1 + 612 MACs at 1000 ms/MMAC
     # (0.612) + linear 2 * 0.05 + pool 2 * 0.02 + 55 elements at 1000 ms/Melem (0.055) + batch norm 3 * 0.01
     # + relu 4 * 0.01 + mean 1 * 0.01 = 0.2 + 0.912 + 0.1 + 0.095 + 0.03 + 0.04 + 0.01 = 1.387 ms
     small = Coefficients(per_call=0.01)
-    table = _table({"conv3x3s1": Coefficients(per_call=0.1, per_mmac=1000.0), "linear": Coefficients(per_call=0.05),
+    conv = Coefficients(per_call=0.1, per_mmac=1000.0)
+    table = _table({"conv3x3s1": conv, "conv3x3s1a4": conv, "linear": Coefficients(per_call=0.05),
                     "max_pool2d": Coefficients(per_call=0.02, per_melem=1000.0),
                     "native_batch_norm": small, "relu": small, "mean": small}, per_inference_ms=0.2)
     assert plan_latency_ms(table, "convverytiny", TINY_PLAN, num_classes=10) == pytest.approx(1.387)
@@ -97,13 +101,14 @@ def test_more_channels_in_one_layer_never_predict_faster(arch):
     free = [n for n in plan if not arch.startswith("resnet") or n.endswith(".conv1")]  # a block's inner conv: the
     # rest of a ResNet (stem, conv2, shortcut) shares its stage's residual width
     base = plan_latency_ms(table, arch, plan, num_classes=10)
-    for name in free:
-        assert plan_latency_ms(table, arch, {**plan, name: plan[name] + 3}, num_classes=10) > base, name
+    for name in free:  # ALIGN more channels: the layer stays in its alignment class (its kernel path)
+        assert plan_latency_ms(table, arch, {**plan, name: plan[name] + ALIGN}, num_classes=10) > base, name
 
 
 def test_the_fit_recovers_a_hand_made_table_with_no_negative_price():
     """Medians made by a known table: the fit predicts them back, and every coefficient is >= 0."""
-    truth = _table({"conv3x3s1": Coefficients(per_call=0.02, per_mmac=0.3), "linear": Coefficients(per_call=0.01),
+    truth = _table({"conv3x3s1": Coefficients(per_call=0.02, per_mmac=0.3),
+                    "conv3x3s1a4": Coefficients(per_call=0.01, per_mmac=0.15), "linear": Coefficients(per_call=0.01),
                     "max_pool2d": Coefficients(per_melem=5.0), "native_batch_norm": Coefficients(per_call=0.005),
                     "relu": Coefficients(per_call=0.004), "mean": Coefficients(per_call=0.003)}, per_inference_ms=0.05)
     samples = []
@@ -177,7 +182,8 @@ def test_a_candidate_is_priced_from_its_plan():
     from autokd.price import TeacherShape
 
     teacher = TeacherShape("resnet20", 0, {}, 1.0, 10, (1, 4, 4))
-    table = _table({k: POSITIVE for k in ("conv3x3s1", "linear", "max_pool2d", "native_batch_norm", "relu", "mean")})
+    table = _table({k: POSITIVE for k in ("conv3x3s1", "conv3x3s1a4", "linear", "max_pool2d", "native_batch_norm",
+                                          "relu", "mean")})
     half, full = (predict_latency_ms(Candidate(student="convverytiny", width=w), teacher, table) for w in (0.5, 1.0))
     assert 0 < half < full
     pruned = predict_latency_ms(Candidate(student="convverytiny", prune={"*": 0.5}), teacher, table)
