@@ -98,27 +98,37 @@ def search_epochs_on(protocol, seed: int) -> int:
     return max(0, math.ceil(spent * trial_images / finetune_images))
 
 
-def _recipe_of(card: dict) -> str:
-    return card.get("finetune", {}).get("recipe", {}).get("name", "trial")  # cards before recipes: the trial's
+def export_once(protocol, study: str, folder: Path, recipe: str, *, trial: int | None = None) -> dict:
+    """The card of ``study``'s export into ``folder`` (its best point, or ``trial``) with the protocol's
+    fine-tune and ``recipe``. An export is written whole or not at all, so one already on disk with the
+    same trial, fine-tune and recipe is kept (a stopped run resumes); one of other settings is replaced."""
+    import json
+
+    from autokd.export import export_student
+
+    n = protocol.finetune_epochs
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    ft = card.get("finetune", {})
+    same = (ft.get("epochs") == n and ft.get("recipe", {}).get("name", "trial") == recipe  # older cards: the trial's
+            and (trial is None or card.get("trial") == trial))
+    if same:
+        say(f"[export {study}] kept {folder}")
+        return card
+    if folder.exists():
+        shutil.rmtree(folder)
+    export_student(study, best=trial is None, trial=trial, out=folder, finetune_epochs=n,
+                   train_subset=protocol.teacher_subset, finetune_recipe=recipe, device=protocol.device,
+                   printer=lambda m: say(f"[export {study} {'best' if trial is None else f't{trial}'} {recipe}] {m}"))
+    return json.loads(card_path.read_text())
 
 
 def _autokd(protocol, seed: int, results_dir: str, recipe: str) -> tuple:
-    import json
-
     from autokd.bundle import load_bundle
-    from autokd.export import export_student
 
     n, study = protocol.finetune_epochs, study_for(protocol, seed)
     folder = Path(results_dir) / "exported" / f"{study}-ft{n}-{recipe}"
-    card_path = folder / "card.json"  # an export is written whole or not at all: one that exists is done
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    if not (card.get("finetune", {}).get("epochs") == n and _recipe_of(card) == recipe):
-        if folder.exists():
-            shutil.rmtree(folder)  # another fine-tune's export: replaced
-        export_student(study, best=True, out=folder, finetune_epochs=n, train_subset=protocol.teacher_subset,
-                       finetune_recipe=recipe, device=protocol.device,
-                       printer=lambda m: say(f"[export {study} {recipe}] {m}"))
-    card = json.loads(card_path.read_text())
+    card = export_once(protocol, study, folder, recipe)
     model, _ = load_bundle(folder)
     ft = card["finetune"]
     return model, {"study": study, "trial": card["trial"], "init": (card.get("candidate") or {}).get("init"),

@@ -8,7 +8,6 @@ order survives. tau = 1: the same order; 0: none; -1: reversed.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -36,32 +35,11 @@ def kendall_tau_b(a: list[float], b: list[float]) -> float | None:
     return None if denom == 0 else (con - dis) / denom
 
 
-def _exported(protocol, study: str, trial: int, results_dir: Path) -> dict:
-    """The card of ``trial`` exported with the headline's fine-tune; an export already on disk with the
-    same fine-tune is kept (exports are written whole or not at all), so a stopped run resumes."""
-    import shutil
-
-    from autokd.export import FINETUNE_RECIPE, export_student
-
-    n = protocol.finetune_epochs
-    out = results_dir / "exported" / f"{study}-t{trial}-ft{n}-{FINETUNE_RECIPE}"
-    card = json.loads((out / "card.json").read_text()) if (out / "card.json").exists() else {}
-    ft = card.get("finetune", {})
-    if card.get("trial") == trial and ft.get("epochs") == n and ft.get("recipe", {}).get("name", "trial") == FINETUNE_RECIPE:
-        say(f"[export {study} t{trial}] kept {out}")
-        return card
-    if out.exists():
-        shutil.rmtree(out)
-    export_student(study, trial=trial, out=out, finetune_epochs=n, train_subset=protocol.teacher_subset,
-                   finetune_recipe=FINETUNE_RECIPE, device=protocol.device,
-                   printer=lambda m: say(f"[export {study} t{trial}] {m}"))
-    return json.loads((out / "card.json").read_text())
-
-
 def run(protocol, *, results_dir: Path, seed: int = 0) -> dict:
+    from autokd.export import FINETUNE_RECIPE
     from autokd.pareto import pareto_info
     from autokd.search import store
-    from exported import study_for
+    from exported import export_once, study_for
     from record import isolate
 
     t0 = time.perf_counter()
@@ -71,7 +49,9 @@ def run(protocol, *, results_dir: Path, seed: int = 0) -> dict:
     front = [p for p in pareto_info(store.load(study), importances=False).front if p.get("weights")]
     members = []
     for p in sorted(front, key=lambda p: p["macs"]):
-        card = _exported(protocol, study, p["number"], Path(results_dir))
+        name = f"{study}-t{p['number']}-ft{protocol.finetune_epochs}-{FINETUNE_RECIPE}"
+        folder = Path(results_dir) / "exported" / name
+        card = export_once(protocol, study, folder, FINETUNE_RECIPE, trial=p["number"])
         members.append({"trial": p["number"], "macs": p["macs"], "search_val_accuracy": p["val_accuracy"],
                         "test_accuracy_before_finetune": card["finetune"].get("test_accuracy_before"),
                         "test_accuracy_after_finetune": card["finetune"].get("test_accuracy_after")})
