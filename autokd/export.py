@@ -40,11 +40,11 @@ from .provenance import provenance
 from .search import store as studies
 from .search.record import StudyRecord
 from .teacher import get_teacher, input_shape
+from .timing import ONNX_OPSET, export_onnx
 from .train import Diverged, TrainConfig, evaluate
 from .trial import TrialContext, TrialRun, run_trial
 
 ATOL = 1e-4            # max |logit difference| allowed between PyTorch, TorchScript and ONNX Runtime
-OPSET = 17
 CHECK_IMAGES = 8       # validation images used for the equivalence check
 EXPORT_ROOT = Path("students")
 # what ``--finetune-epochs`` trains with: the recipe's name -> what it is, for help texts and the card
@@ -137,11 +137,9 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> No
 
 
 def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """ONNX opset 17 with a dynamic batch: the TorchScript-based exporter (no onnxscript needed)."""
+    """autokd's ONNX graph (:func:`autokd.timing.export_onnx`) with a dynamic batch, to ``path``."""
     with _quiet():
-        torch.onnx.export(model, (example,), str(path), opset_version=OPSET, dynamo=False,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        export_onnx(model, example, str(path), dynamic_batch=True)
 
 
 @torch.no_grad()
@@ -185,7 +183,7 @@ def _card(*, study_name, point, candidate, model, teacher, tcard, data, recipe, 
                     "bundle": tcard.get("cached_at")},
         "candidate": candidate.as_dict(), "epochs": candidate.epochs,
         "seeds": {"study": recipe["seed"], "trial": candidate.seed}, "weights": source,
-        "onnx": {"opset": OPSET, "input": "images", "output": "logits", "dynamic_batch": True},
+        "onnx": {"opset": ONNX_OPSET, "input": "images", "output": "logits", "dynamic_batch": True},
         "provenance": provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

@@ -129,13 +129,21 @@ def _input(setting: Setting) -> torch.Tensor:
     return torch.randn(setting.batch, *setting.input_shape, generator=torch.Generator().manual_seed(INPUT_SEED))
 
 
+def export_onnx(model: nn.Module, example: torch.Tensor, target, *, dynamic_batch: bool = False) -> None:
+    """``model`` as autokd's ONNX graph into ``target`` (a path or a binary file): opset :data:`ONNX_OPSET`,
+    input "images", output "logits", by the TorchScript-based exporter (no onnxscript needed); with
+    ``dynamic_batch`` the batch dimension is left free."""
+    axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    torch.onnx.export(model, (example,), target, opset_version=ONNX_OPSET, dynamo=False,
+                      input_names=["images"], output_names=["logits"], dynamic_axes=axes)
+
+
 def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
-    """``model`` as an ONNX graph (opset 17, input "images", output "logits"), in memory."""
+    """``model`` as an ONNX graph (:func:`export_onnx`, batch fixed), in memory."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the tracer's notes; the graph is checked where it is exported for users
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), buffer, opset_version=ONNX_OPSET, dynamo=False,
-                          input_names=["images"], output_names=["logits"])
+        export_onnx(model, example, buffer)
     return buffer.getvalue()
 
 
