@@ -40,7 +40,10 @@ from .provenance import provenance
 from .search import store as studies
 from .search.record import StudyRecord
 from .teacher import get_teacher, input_shape
-from .timing import ONNX_OPSET, export_onnx
+from .latency import load_calibration, plan_latency_ms, read_calibration
+from .models import channel_plan
+from .search.objective import CALIBRATION_FILE
+from .timing import ONNX_OPSET, Setting, export_onnx, machine, measure_latency
 from .train import Diverged, TrainConfig, evaluate
 from .trial import TrialContext, TrialRun, run_trial
 
@@ -188,6 +191,27 @@ def _card(*, study_name, point, candidate, model, teacher, tcard, data, recipe, 
     }
 
 
+def latency_card(model: nn.Module, study_folder: Path, shape: tuple[int, ...], num_classes: int) -> dict | None:
+    """The student's latency in the setting of the study's predictor (a study searched with ``--cost
+    latency``; else this machine's predictor of the default setting, if one was calibrated): measured
+    here, median and quartiles, with the predictor's estimate beside it, or None without a predictor.
+    A predictor from another machine gives no estimate; the measurement says where it was made."""
+    saved = study_folder / CALIBRATION_FILE
+    try:
+        cal = read_calibration(saved) if saved.exists() else load_calibration(Setting(input_shape=tuple(shape)))
+    except UserError:
+        return None
+    timing = measure_latency([model.cpu().eval()], cal.setting)[0]
+    try:
+        cal.check(cal.setting, machine(cal.setting))
+        predicted, note = plan_latency_ms(cal, model.arch, channel_plan(model), num_classes=num_classes), ""
+    except UserError as e:
+        predicted, note = None, str(e)
+    return {"setting": cal.setting.as_dict(), "label": cal.setting.label, "measured": timing.as_dict(),
+            "predicted_ms": predicted, "predictor": str(saved) if saved.exists() else "this machine's calibration",
+            "no_prediction_because": note or None}
+
+
 def card_markdown(card: dict) -> str:
     t, lat, c = card["teacher"], card["cpu_latency_ms"], card["candidate"]
     pct = lambda v: "—" if v is None else f"{100 * v:.2f}%"  # noqa: E731
@@ -205,7 +229,8 @@ def card_markdown(card: dict) -> str:
              + f". Weights: {card['weights']['source']}.",
              "", "| | student | teacher |", "|---|---:|---:|", *(f"| {a} | {b} | {c_} |" for a, b, c_ in rows), "",
              f"Cost unit: {card['cost_unit']}. Latency on {card['provenance']['hardware'].get('machine')} with "
-             f"{lat['torch_threads']} torch thread(s). The test set was evaluated once, at export.", "",
+             f"{lat['torch_threads']} torch thread(s). The test set was evaluated once, at export.",
+             *_latency_lines(card.get("latency")), "",
              "## Settings", "",
              f"- student `{c['student']}` at width {c['width']:g}; pruning: {prune}"
              + ("" if prune == "unpruned" else f", at {c['prune_at']}"),
@@ -222,6 +247,17 @@ def card_markdown(card: dict) -> str:
              "session = onnxruntime.InferenceSession(f'{FOLDER}/model.onnx')  # input 'images', output 'logits'",
              "```", ""]
     return "\n".join(lines)
+
+
+def _latency_lines(lat: dict | None) -> list[str]:
+    if not lat:
+        return []
+    m = lat["measured"]
+    predicted = (f"; predicted {lat['predicted_ms']:.3f} ms" if lat.get("predicted_ms") is not None
+                 else f"; no prediction ({lat['no_prediction_because']})")
+    return ["", f"Latency, {lat['label']}, on {m['machine'].get('cpu') or m['machine'].get('machine')}: measured "
+                f"{m['median_ms']:.3f} ms median (quartiles {m['q1_ms']:.3f}-{m['q3_ms']:.3f}, {m['rounds']} rounds)"
+                f"{predicted}."]
 
 
 def _finetune_lines(ft: dict) -> list[str]:
@@ -330,6 +366,7 @@ def _build(study_name, point, candidate, recipe, target: Path, study_folder: Pat
         card = _card(study_name=study_name, point=point, candidate=candidate, model=model, teacher=teacher.cpu().eval(),
                      tcard=tcard, data=data, recipe=recipe, source=source, split=split)
         card["finetune"] = finetune or {"epochs": 0}
+        card["latency"] = latency_card(model, study_folder, input_shape(data), data.num_classes)
         stage = save_bundle(model, work / "bundle", card)
         x = data.val_x[:CHECK_IMAGES].cpu()
         write_torchscript(model, x, stage / "model.ts")

@@ -46,6 +46,9 @@ STATES = ("complete", "stopped", "rejected", "failed", "running")
 _PAIR = re.compile(r"^t(\d+)->s(\d+)$")
 
 
+COSTS = {"macs": "macs", "latency": "latency_ms"}   # --cost -> the point's key the front is drawn on
+
+
 class ChooseError(UserError):
     """No point matches what the user asked for (one line)."""
 
@@ -72,6 +75,16 @@ class ParetoInfo:
     hypervolume_by_compute: list[tuple[float, float]] = field(default_factory=list)  # (epoch-equivalents, hv)
     compute_from_epochs: int = 0       # trials that recorded no `compute`, counted as their training epochs
     promotions: dict[int, dict[str, list[int]]] = field(default_factory=dict)  # rung epoch -> promoted/stopped
+    cost: str = "macs"                 # the front's cost axis: macs | latency (predicted ms, "latency_ms")
+    latency: dict | None = None        # the predictor's setting, teacher_ms, latency_budget_ms (cost latency)
+
+    @property
+    def cost_key(self) -> str:
+        return COSTS[self.cost]
+
+    @property
+    def budget_ms(self) -> float | None:
+        return (self.latency or {}).get("latency_budget_ms")
 
     @property
     def completed(self) -> list[dict]:
@@ -102,11 +115,13 @@ class ParetoInfo:
 
 
 # ------------------------------------------------------------------ pure functions
-def hypervolume_history(completed: list[dict], reference_macs: float | None) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of the completed trials up to it), in trial-number order."""
+def hypervolume_history(completed: list[dict], reference_macs: float | None,
+                        cost: str = "macs") -> list[tuple[int, float]]:
+    """(trial number, hypervolume of the completed trials up to it), in trial-number order; ``cost`` is
+    the points' key of the cost axis (``macs``, or ``latency_ms`` with a reference in ms)."""
     out, seen = [], []
     for p in sorted(completed, key=lambda p: p["number"]):
-        seen.append((p["val_accuracy"], p["macs"]))
+        seen.append((p["val_accuracy"], p[cost]))
         out.append((p["number"], hypervolume_2d(seen, reference_macs or 0)))
     return out
 
@@ -131,14 +146,15 @@ def finish_order(points: list[dict]) -> list[dict]:
     return sorted(spent, key=lambda p: (p.get("finished") is None, p.get("finished") or "", p["number"]))
 
 
-def hypervolume_vs_compute(points: list[dict], reference_macs: float | None) -> list[tuple[float, float]]:
+def hypervolume_vs_compute(points: list[dict], reference_macs: float | None,
+                           cost: str = "macs") -> list[tuple[float, float]]:
     """(compute spent so far, hypervolume of the completed trials so far) after each trial that
     spent compute, in the order they finished (:func:`finish_order`); rejected points are skipped."""
     out, seen, spent = [], [], 0.0
     for p in finish_order(points):
         spent += p.get("compute") or 0.0
         if p["state"] == "complete":
-            seen.append((p["val_accuracy"], p["macs"]))
+            seen.append((p["val_accuracy"], p[cost]))
         out.append((spent, hypervolume_2d(seen, reference_macs or 0)))
     return out
 
@@ -181,10 +197,10 @@ def kept_ratios(candidate: dict, keys: Iterable[str] | None = None) -> dict[str,
 
 
 # ------------------------------------------------------------------ from a study
-def _point(t, state: str, teacher_macs: int | None) -> dict:
+def _point(t, state: str, teacher_macs: int | None, cost: str = "macs") -> dict:
     rec = TrialRecord.of(t)
-    if state == "complete":
-        acc, macs = float(t.values[0]), int(t.values[1])
+    if state == "complete":  # a latency study's second value is ms; its trials record their MACs
+        acc, macs = float(t.values[0]), int(t.values[1]) if cost == "macs" else int(rec.macs or 0)
     else:
         acc = None if rec.val_accuracy is None else float(rec.val_accuracy)
         macs = None if rec.macs is None else int(rec.macs)
@@ -203,6 +219,9 @@ def _point(t, state: str, teacher_macs: int | None) -> dict:
         "compute": 0.0 if state == "rejected" else compute_of(rec), "compute_recorded": rec.compute is not None,
         "finished": t.datetime_complete.isoformat(timespec="microseconds") if t.datetime_complete else None,
         "rungs_promoted": None if rec.rungs_promoted is None else [int(r) for r in rec.rungs_promoted],
+        # predicted for the plan trained (a latency study), or priced after (``autokd pareto --cost latency``)
+        "latency_ms": float(t.values[1]) if state == "complete" and cost == "latency" else rec.latency_ms,
+        "measured_latency_ms": rec.measured_latency_ms, "measured_latency_iqr_ms": rec.measured_latency_iqr_ms,
     }
 
 
@@ -244,11 +263,14 @@ def param_importances(study, n_completed: int) -> tuple[dict[str, float], str]:
     return imp, "" if imp else "parameter importances unavailable: no parameter varies across completed trials"
 
 
-def pareto_info(study, config: dict | None = None, *, importances: bool = True) -> ParetoInfo:
+def pareto_info(study, config: dict | None = None, *, importances: bool = True, cost: str | None = None,
+                price=None) -> ParetoInfo:
     """Everything the ``pareto`` table, the dashboard and ``export`` need, as plain data.
 
     ``config`` is the study's ``config.json`` (read from the study folder when None); the
-    budget and teacher fall back to the study's user attributes.
+    budget and teacher fall back to the study's user attributes. ``cost``: the front's axis, macs or
+    latency (default: the study's own objective). A study searched on MACs has no latency: ``price``
+    (``point -> ms or None``, a predictor of this machine) gives its points one first.
     """
     if config is None:
         try:
@@ -256,17 +278,29 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True) 
         except UserError:
             config = {}
     rec = StudyRecord.of(study)
+    own = rec.cost or "macs"
+    cost = cost or own
+    if cost not in COSTS:
+        raise UserError(f"--cost {cost!r}: choose one of {', '.join(COSTS)}")
     budget = (config.get("budget") or {})
     budget_macs = budget.get("macs_budget", rec.macs_budget)
     teacher = _teacher(study, config)
     groups: dict[str, list] = {s: [] for s in STATES}
     for t in study.get_trials(deepcopy=False):
         state = _state(t)
-        groups[state].append(t.number if state == "running" else _point(t, state, teacher["macs"]))
-    completed = groups["complete"]
-    front = pareto_front_points(completed)
+        groups[state].append(t.number if state == "running" else _point(t, state, teacher["macs"], own))
+    latency = dict(rec.latency) if rec.latency else None
+    if cost == "latency" and own != "latency":
+        latency = _priced(groups, teacher, price, study.study_name)
+    key = COSTS[cost]
+    completed = [p for p in groups["complete"] if p[key] is not None]
+    front = pareto_front_points(completed, cost=key)
     on_front = {p["number"] for p in front}
-    reference = budget_macs or teacher["macs"] or max((p["macs"] for p in completed), default=None)
+    if cost == "latency":
+        reference = latency.get("latency_budget_ms") or latency.get("teacher_ms") or max(
+            (p[key] for p in completed), default=None)
+    else:
+        reference = budget_macs or teacher["macs"] or max((p["macs"] for p in completed), default=None)
     imp, note = param_importances(study, len(completed)) if importances else ({}, "not computed")
     spent = finish_order(completed + groups["stopped"] + groups["failed"])
     return ParetoInfo(
@@ -274,15 +308,27 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True) 
         dominated=[p for p in completed if p["number"] not in on_front],
         stopped=groups["stopped"], rejected=groups["rejected"], failed=groups["failed"],
         running=groups["running"], budget_macs=budget_macs, teacher=teacher,
-        hypervolume_history=hypervolume_history(completed, reference),
+        hypervolume_history=hypervolume_history(completed, reference, key),
         hypervolume_reference_macs=reference,
         dataset=(config.get("search") or {}).get("dataset", rec.dataset),
         budget_text=budget.get("budget_text", rec.budget_text),
         importances=imp, importances_note=note,
-        hypervolume_by_compute=hypervolume_vs_compute(spent, reference),
+        hypervolume_by_compute=hypervolume_vs_compute(spent, reference, key),
         compute_from_epochs=sum(not p["compute_recorded"] for p in spent),
         promotions=promotions(spent),
-        references=[dict(r) for r in rec.references if r.get("macs") and r.get("val_accuracy") is not None])
+        references=[dict(r) for r in rec.references if r.get("macs") and r.get("val_accuracy") is not None],
+        cost=cost, latency=latency)
+
+
+def _priced(groups: dict[str, list], teacher: dict, price, name: str) -> dict:
+    """A MACs study's points priced in ms by ``price`` (this machine's predictor), in place; the latency
+    record it then has: the teacher's predicted ms and the predictor's own fields."""
+    if price is None:
+        raise UserError(f"study {name!r} was searched on MACs; its latency needs this machine's predictor")
+    for state in ("complete", "stopped", "rejected"):
+        for p in groups[state]:
+            p["latency_ms"] = price(p)
+    return price.record(teacher)
 
 
 # ------------------------------------------------------------------ choosing one point
@@ -304,6 +350,8 @@ def choose(info: ParetoInfo, *, best: bool = False, trial: int | None = None, un
         raise ChooseError(f"study {info.study!r} has no completed trial yet "
                           f"({info.counts()['stopped']} stopped, {len(info.rejected)} rejected, "
                           f"{len(info.failed)} failed): run `autokd search` longer")
+    if under is not None and under.strip().lower().endswith("ms"):
+        return _under_ms(info, completed, under)
     if under is not None:
         if not info.teacher.get("macs"):
             raise ChooseError(f"--under needs the teacher's MACs, which study {info.study!r} does not record")
@@ -318,8 +366,29 @@ def choose(info: ParetoInfo, *, best: bool = False, trial: int | None = None, un
                               f"(--under {under}); the cheapest, trial {cheapest['number']}, "
                               f"costs {cheapest['macs']:,} MACs")
         return _best(fits)
-    within = [p for p in completed if info.budget_macs is None or p["macs"] <= info.budget_macs]
+    within = [p for p in completed if (info.budget_macs is None or p["macs"] <= info.budget_macs)
+              and (info.budget_ms is None or (p["latency_ms"] or 0.0) <= info.budget_ms)]
     return _best(within or completed)
+
+
+def _under_ms(info: ParetoInfo, completed: list[dict], under: str) -> dict:
+    """The most accurate completed point whose predicted latency is at most ``under`` (``1.0ms``)."""
+    from .search.budget import parse_latency_budget
+
+    try:
+        limit = parse_latency_budget(under, 1.0).ms
+    except BudgetError as e:
+        raise ChooseError(str(e).replace("--latency-budget", "--under")) from None
+    priced = [p for p in completed if p.get("latency_ms") is not None]
+    if not priced:
+        raise ChooseError(f"study {info.study!r} has no latency figures: it was searched on MACs; "
+                          "search with --cost latency, or choose --under by MACs (30%, 10M)")
+    fits = [p for p in priced if p["latency_ms"] <= limit]
+    if not fits:
+        cheapest = min(priced, key=lambda p: p["latency_ms"])
+        raise ChooseError(f"no completed trial of {info.study!r} is predicted at {limit:g} ms or less "
+                          f"(--under {under}); the fastest, trial {cheapest['number']}, at {cheapest['latency_ms']:.3f} ms")
+    return _best(fits)
 
 
 def _by_number(info: ParetoInfo, number: int) -> dict:

@@ -5,7 +5,8 @@ self-contained (plotly.js inlined once, no CDN, no network) and has seven views 
 ``accuracy-vs-macs``, ``hypervolume`` (by trial number), ``hypervolume-vs-compute`` (by compute
 spent), ``promotions`` (an HTML table: per rung, the trials that went on and those stopped),
 ``lambda-heatmap`` (with the kept-channel bars of the selected front member), ``importances`` and
-``parallel-coordinates``.
+``parallel-coordinates``; a front on latency (``autokd pareto --cost latency``, or a study searched on it)
+puts ``accuracy-vs-latency`` (:data:`LATENCY_VIEW`) first.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 VIEWS = ("accuracy-vs-macs", "hypervolume", "hypervolume-vs-compute", "promotions", "lambda-heatmap", "importances",
          "parallel-coordinates")
+LATENCY_VIEW = "accuracy-vs-latency"
 FRONT, DOMINATED, STOPPED, REJECTED, TEACHER = "#1f77b4", "#9ecae1", "#ff7f0e", "#d62728", "#2ca02c"
 CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -55,6 +57,9 @@ def _hover(info: ParetoInfo, p: dict, what: str) -> str:
     acc = "—" if p["val_accuracy"] is None else f"{100 * p['val_accuracy']:.2f}%"
     share = "" if p.get("share_of_teacher") is None else f" ({100 * p['share_of_teacher']:.1f}% of teacher)"
     head = f"<b>trial {p['number']}</b> — {what}<br>val acc {acc}<br>{p['macs'] or 0:,} MACs{share}"
+    if p.get("latency_ms") is not None:
+        head += f"<br>{p['latency_ms']:.3f} ms predicted" + (
+            f", {p['measured_latency_ms']:.3f} ms measured" if p.get("measured_latency_ms") is not None else "")
     if p.get("params"):
         head += f"<br>{p['params']:,} params"
     tail = ""
@@ -63,11 +68,11 @@ def _hover(info: ParetoInfo, p: dict, what: str) -> str:
     return f"{head}<br>{_settings(p)}{tail}"
 
 
-def _scatter(points: list[dict], info: ParetoInfo, name: str, what: str, **style) -> "go.Scatter":
+def _scatter(points: list[dict], info: ParetoInfo, name: str, what: str, x: str = "macs", **style) -> "go.Scatter":
     import plotly.graph_objects as go
 
-    scale = _unit(info)[0]
-    return go.Scatter(x=[p["macs"] / scale for p in points],
+    scale = _unit(info)[0] if x == "macs" else 1.0
+    return go.Scatter(x=[p[x] / scale for p in points],
                       y=[100 * (p["val_accuracy"] or 0.0) for p in points],
                       text=[_hover(info, p, what) for p in points], hoverinfo="text", name=name, **style)
 
@@ -88,8 +93,10 @@ def accuracy_vs_macs(info: ParetoInfo) -> "go.Figure":
     fig.add_trace(_scatter(rejected, info, f"rejected: over budget, never trained ({len(info.rejected)})",
                            "rejected (over budget, never trained)", mode="markers",
                            marker=dict(color=REJECTED, size=8, symbol="triangle-down-open")))
-    fig.add_trace(_scatter(info.front, info, f"Pareto front ({len(info.front)})", "front",
-                           mode="lines+markers", line=dict(color=FRONT, width=2, shape="hv"),
+    on_macs = info.cost == "macs"   # a front on latency is no staircase in MACs: its members only
+    fig.add_trace(_scatter(info.front, info, f"Pareto front ({len(info.front)})" if on_macs else
+                           f"front on latency ({len(info.front)})", "front",
+                           mode="lines+markers" if on_macs else "markers", line=dict(color=FRONT, width=2, shape="hv"),
                            marker=dict(color=FRONT, size=11, line=dict(width=1, color="white"))))
     t = info.teacher
     if t.get("macs") and t.get("val_accuracy") is not None:
@@ -116,6 +123,43 @@ def accuracy_vs_macs(info: ParetoInfo) -> "go.Figure":
     return fig
 
 
+def accuracy_vs_latency(info: ParetoInfo) -> "go.Figure":
+    """The front on predicted latency (ms), the budget line in ms, the teacher at its predicted ms; a
+    trial's measured latency (where the search timed it) is in its hover text."""
+    import plotly.graph_objects as go
+
+    lat = info.latency or {}
+    fig = go.Figure()
+    fig.add_trace(_scatter(info.dominated, info, f"dominated ({len(info.dominated)})", "dominated", x="latency_ms",
+                           mode="markers", marker=dict(color=DOMINATED, size=8, opacity=0.6)))
+    for group, name, what, marker in (
+            (info.stopped, "stopped early", "stopped early", dict(color=STOPPED, size=9, symbol="x-thin-open",
+                                                                 line=dict(width=2, color=STOPPED))),
+            (info.rejected, "rejected: over budget, never trained", "rejected (over budget, never trained)",
+             dict(color=REJECTED, size=8, symbol="triangle-down-open"))):
+        shown = [p for p in group if p.get("latency_ms") is not None]
+        fig.add_trace(_scatter(shown, info, f"{name} ({len(shown)})", what, x="latency_ms", mode="markers",
+                               marker=marker))
+    fig.add_trace(_scatter(info.front, info, f"Pareto front ({len(info.front)})", "front", x="latency_ms",
+                           mode="lines+markers", line=dict(color=FRONT, width=2, shape="hv"),
+                           marker=dict(color=FRONT, size=11, line=dict(width=1, color="white"))))
+    t = info.teacher
+    if lat.get("teacher_ms") and t.get("val_accuracy") is not None:
+        fig.add_trace(go.Scatter(x=[lat["teacher_ms"]], y=[100 * t["val_accuracy"]], mode="markers+text",
+                                 name=f"teacher {t.get('arch')}", text=[f"teacher {t.get('arch')}"],
+                                 textposition="top left", marker=dict(symbol="star", size=16, color=TEACHER),
+                                 hovertext=[f"<b>teacher {t.get('arch')}</b><br>{lat['teacher_ms']:.3f} ms predicted"],
+                                 hoverinfo="text"))
+    if info.budget_ms:
+        fig.add_vline(x=info.budget_ms, line=dict(color=REJECTED, dash="dash"), annotation_position="top right",
+                      annotation_text=f"budget {info.budget_ms:.3f} ms ({lat.get('latency_budget_text', '')})")
+    fig.update_layout(title=f"Validation accuracy vs predicted latency ({html.escape(str(lat.get('label', '')))})",
+                      xaxis_title="predicted latency per inference (ms)", xaxis_rangemode="tozero",
+                      yaxis_title="validation accuracy (%)", height=560, hovermode="closest",
+                      legend=dict(orientation="h", y=-0.18))
+    return fig
+
+
 # ------------------------------------------------------------------ (b) hypervolume
 def hypervolume(info: ParetoInfo) -> "go.Figure":
     import plotly.graph_objects as go
@@ -123,11 +167,12 @@ def hypervolume(info: ParetoInfo) -> "go.Figure":
     xs = [n for n, _ in info.hypervolume_history]
     ys = [hv for _, hv in info.hypervolume_history]
     ref = info.hypervolume_reference_macs
+    unit = f"{ref or 0:.3f} ms; ms" if info.cost == "latency" else f"{ref or 0:,} MACs; MACs"
     fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", line=dict(shape="hv", color=FRONT),
                                hovertemplate="after trial %{x}: hypervolume %{y:.4f}<extra></extra>"))
     fig.update_layout(
         title=(f"Hypervolume of the front after each completed trial (reference: accuracy 0, "
-               f"{ref or 0:,} MACs; MACs / reference, so at most 1)"),
+               f"{unit} / reference, so at most 1)"),
         xaxis_title="trial number", yaxis_title="hypervolume", yaxis_range=[0, 1], height=380,
         xaxis=dict(range=[min(xs, default=0) - 0.5, max(xs, default=0) + 0.5], tick0=0,
                    dtick=max(1, (max(xs, default=0) + 9) // 10)))  # whole trial numbers, none clipped
@@ -308,7 +353,9 @@ code, td:last-child {{ font-family: ui-monospace, monospace; }}
 
 def dashboard_html(info: ParetoInfo) -> str:
     """One self-contained HTML page (plotly.js inlined once, no CDN) with the seven views."""
-    figures = [("accuracy-vs-macs", "Accuracy vs MACs", accuracy_vs_macs(info)),
+    latency = [(LATENCY_VIEW, "Accuracy vs predicted latency", accuracy_vs_latency(info))] \
+        if info.cost == "latency" else []
+    figures = [*latency, ("accuracy-vs-macs", "Accuracy vs MACs", accuracy_vs_macs(info)),
                ("hypervolume", "Hypervolume over trials", hypervolume(info)),
                ("hypervolume-vs-compute", "Hypervolume against compute spent", hypervolume_by_compute(info)),
                ("promotions", "Rung promotions", promotions_table(info)),

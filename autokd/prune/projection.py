@@ -113,12 +113,17 @@ def _distinct(edges: list[float]) -> list[float]:
     return out
 
 
-def project_shape(shape: Mapping[str, float], macs_of: Callable[[dict[str, float]], int], *,
-                  channels: Collection[int], target_macs: int, keep: float = 1.0,
-                  describe: str = "the student") -> Projection:
+def project_shape(shape: Mapping[str, float], macs_of: Callable[[dict[str, float]], float], *,
+                  channels: Collection[int], target_macs: float, keep: float = 1.0,
+                  describe: str = "the student", unit: Callable[[float], str] | None = None) -> Projection:
     """:func:`project_to_budget` for any exact, non-increasing MAC count ``macs_of(ratios)`` (an
     inherited student's, say), with ``channels`` the unpruned plan's channel counts and ``keep`` its
-    uniform width share (see :func:`_probes`). Same guarantee; ``describe`` names it in errors."""
+    uniform width share (see :func:`_probes`). Same guarantee; ``describe`` names it in errors.
+
+    Any other cost that falls as channels go works too (a predicted latency, ``unit`` writing its
+    figures in errors): bisection keeps ``cost(lo) > target >= cost(hi)``, so the answer always fits;
+    where the cost is not monotone in the scale it may be one of several plans that do."""
+    unit = unit or (lambda v: f"{int(v):,} MACs")
     shape = _check_shape(shape)
     base = macs_of(_at(shape, 0.0))
     if base <= target_macs:
@@ -133,8 +138,8 @@ def project_shape(shape: Mapping[str, float], macs_of: Callable[[dict[str, float
 
     lo, hi = 0, len(probes) - 1  # macs(lo) > target throughout; macs(hi) <= target once checked
     if hi == 0 or macs(hi) > target_macs:
-        raise UserError(f"target {target_macs:,} MACs is below the cheapest {describe} reaches with this shape: "
-                        f"{macs(hi):,} MACs (every keyed ratio at {MAX_RATIO})")
+        raise UserError(f"target {unit(target_macs)} is below the cheapest {describe} reaches with this shape: "
+                        f"{unit(macs(hi))} (every keyed ratio at {MAX_RATIO})")
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if macs(mid) <= target_macs else (mid, hi)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from ..candidate import GLOBAL_MAX_LAYER, Candidate, is_global
 from ..errors import UserError
@@ -61,6 +62,39 @@ def parse_budget(text: str, teacher_macs: int) -> Budget:
     return Budget(macs, text, macs / teacher_macs)
 
 
+@dataclass(frozen=True)
+class LatencyBudget:
+    """A latency budget: predicted milliseconds of one inference in the calibration's setting."""
+
+    ms: float
+    text: str
+    share_of_teacher: float   # ms / the teacher's predicted ms
+
+    def as_dict(self) -> dict:
+        return {"latency_budget_ms": self.ms, "latency_budget_text": self.text,
+                "latency_budget_share_of_teacher": self.share_of_teacher}
+
+
+def parse_latency_budget(text: str, teacher_ms: float) -> LatencyBudget:
+    """``1.2ms`` (milliseconds), ``50%`` or ``0.5`` (a share of the teacher's predicted latency)."""
+    t = str(text).strip().lower().replace(" ", "")
+    hint = "use milliseconds (1.2ms) or a share of the teacher's predicted latency (50% or 0.5)"
+    m = re.fullmatch(r"(\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+)(ms|%|)", t)
+    if not m:
+        raise BudgetError(f"--latency-budget {text!r} is not a latency budget; {hint}")
+    value, unit = float(m.group(1)), m.group(2)
+    if not (math.isfinite(value) and value > 0):
+        raise BudgetError(f"--latency-budget {text!r} must be more than 0; {hint}")
+    if unit == "ms":
+        return LatencyBudget(value, text, value / teacher_ms)
+    share = value / 100 if unit == "%" else value
+    if unit == "" and value > 1:
+        raise BudgetError(f"--latency-budget {text!r} is ambiguous; {hint}")
+    if share > 1:
+        raise BudgetError(f"--latency-budget {text!r}: a share of the teacher's latency must be in (0%, 100%]")
+    return LatencyBudget(share * teacher_ms, text, share)
+
+
 def teacher_shape(spec: str, input_shape: tuple[int, ...], num_classes: int) -> TeacherShape:
     """The teacher's architecture, MACs and channel plan, known without training it."""
     model = untrained_teacher(spec, num_classes, input_shape[0])
@@ -88,19 +122,22 @@ def widest(space: SearchSpace, cand: Candidate) -> float:
     return max(float(top), cand.width)
 
 
-def compose_width(cand: Candidate, teacher: TeacherShape, target_macs: int, widest: float) -> Candidate:
+def compose_width(cand: Candidate, teacher: TeacherShape, target_macs: float, widest: float,
+                  price: Callable[[Candidate], float] | None = None) -> Candidate:
     """Width and pruning compose: a candidate whose unpruned student already fits ``target_macs`` would
     have its sampled pruning scaled to nothing by the projection, and land below its target. Instead it
     is widened (up to ``widest``) to the widest width at which its sampled ratios still fit (with none
     sampled: at which it fits unpruned), so the projection then prunes along its shape onto the target.
     A candidate that needs its pruning to fit already is returned as it is; one that fits at ``widest``
-    gets ``widest``."""
+    gets ``widest``. ``price``: another cost that never falls with width (a predicted latency)."""
     if widest <= cand.width:
         return cand
     ratios = dict(cand.prune) if any(v > 0 for v in cand.prune.values()) else {}
 
-    def macs(width: float, prune: dict[str, float]) -> int:
-        return predict_macs(replace(cand, width=width, prune=prune, target_macs=0), teacher)
+    cost_of = price or (lambda c: predict_macs(c, teacher))
+
+    def macs(width: float, prune: dict[str, float]) -> float:
+        return cost_of(replace(cand, width=width, prune=prune, target_macs=0))
 
     if macs(cand.width, {}) > target_macs:
         return cand
@@ -113,26 +150,31 @@ def compose_width(cand: Candidate, teacher: TeacherShape, target_macs: int, wide
     return replace(cand, width=max(cand.width, math.floor(lo * 1e4) / 1e4))
 
 
-def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
+def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: float,
+                      price: Callable[[Candidate], float] | None = None):
     """(candidate, Projection, shape): ``cand`` with its pruning ratios read as a *shape* and scaled,
     by bisection on the exact MAC count (``autokd.prune.projection``), to the least pruning that fits
     ``target_macs``, and the shape that was scaled. No ratio (or all 0): the shape is uniform, every layer alike. An inherited student's
     width below 1 prunes uniformly on top, as always (``autokd.price.pruning_ratios``). A global-ranking
     candidate (``prune_method`` global-*) is projected the same way and carries ``target_macs`` as its
     target, which its trial prunes to by ranking across layers; a target under the cheapest that ranking
-    reaches raises :class:`UserError`."""
+    reaches raises :class:`UserError`. With ``price`` (a predicted latency in ms, say) the target is in its
+    unit, and a global-ranking candidate gets no ``target_macs`` here (its caller sets one)."""
     from ..prune.projection import project_shape
 
     shape = {k: v for k, v in cand.prune.items()} if any(v > 0 for v in cand.prune.values()) else {"*": 1.0}
     keep = cand.width if cand.init == "teacher" else 1.0
     channels = unpruned_channels(cand, teacher)
 
+    cost_of = price or (lambda c: predict_macs(c, teacher))
+    unit = None if price is None else (lambda v: f"{v:.3f} ms")
+
     def project(shape: dict[str, float]):
-        return project_shape(shape, lambda ratios: predict_macs(replace(cand, prune=ratios), teacher),
-                             channels=channels, target_macs=target_macs, keep=keep,
+        return project_shape(shape, lambda ratios: cost_of(replace(cand, prune=ratios)),
+                             channels=channels, target_macs=target_macs, keep=keep, unit=unit,
                              describe=f"{cand.student} (init {cand.init}, width {cand.width:g})")
 
-    if is_global(cand):
+    if is_global(cand) and price is None:
         _check_global_target(cand, teacher, target_macs)
     try:
         proj = project(shape)
@@ -147,7 +189,7 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: int):
         shape = {**{k: v if v > 0 else floor for k, v in shape.items()}, "*": floor}
         proj = project(shape)
     cand = replace(cand, prune={k: float(f"{v:.12g}") for k, v in proj.ratios.items()})
-    if is_global(cand):  # global ranking prunes to the target itself (the ratios, projected alike, go unused)
+    if is_global(cand) and price is None:  # global ranking prunes to the target itself (the ratios go unused)
         cand = replace(cand, target_macs=int(target_macs))
     return cand, proj, shape
 

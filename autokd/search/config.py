@@ -16,6 +16,7 @@ from ..registry import Registry
 from . import store
 
 SAMPLERS: Registry[Callable] = Registry("sampler")
+DEFAULT_FLOPS_BUDGET = "40%"  # without --flops-budget; with --latency-budget alone, the teacher's MACs
 DEFAULT_TRIALS = 12  # without --trials or --compute: a first search of the embedded default in minutes
 
 
@@ -70,7 +71,15 @@ class SearchConfig:
 
     teacher: str = knob("resnet56", "architecture name (trained once, cached) or a bundle path")
     dataset: str = knob("digits", "see `autokd datasets` (digits: the embedded default, offline)")
-    flops_budget: str = knob("40%", "share of the teacher's cost (40%, 0.4) or FLOPs (100M)")
+    flops_budget: str | None = knob(None, "share of the teacher's cost (40%, 0.4) or FLOPs (100M); default "
+                                    f"{DEFAULT_FLOPS_BUDGET}, or no MACs limit with --latency-budget")
+    cost: str = knob("macs", "the second objective: macs (exact) | latency (ms predicted by `autokd latency "
+                     "calibrate` for --latency-runtime/-threads/-batch and the data's input)")
+    latency_budget: str | None = knob(None, "a latency budget, 1.2ms or 50% of the teacher's predicted latency; "
+                                      "candidates are projected onto it (implies --cost latency)")
+    latency_runtime: str = knob("onnxruntime", "the runtime latency is predicted for: onnxruntime | torch")
+    latency_threads: int = knob(1, "intra-op threads of that runtime")
+    latency_batch: int = knob(1, "images per inference of that runtime")
     space: str | None = knob(None, "search space YAML or shipped name (default: the teacher family's)")
     study: str | None = knob(None, "study name under studies/ (default TEACHER-DATASET)")
     trials: int | None = knob(None, f"trained trials wanted in total (completed + stopped early; resumes count); "
@@ -113,6 +122,11 @@ class SearchConfig:
         return asdict(self)
 
     @property
+    def objective(self) -> str:
+        """macs | latency: what the study's second objective is (a latency budget implies latency)."""
+        return "latency" if self.latency_budget else self.cost
+
+    @property
     def target_trials(self) -> float:
         """The trained-trial target: --trials, else DEFAULT_TRIALS, else (with --compute) no limit."""
         if self.trials is not None:
@@ -142,11 +156,28 @@ def check_config(cfg: SearchConfig) -> None:
         raise UserError(f"--stopping {cfg.stopping!r}: choose dominated or ladder")
     if cfg.eta < 2:
         raise UserError(f"--eta must be at least 2, got {cfg.eta}")
+    check_latency_options(cfg)
     if not 0 <= cfg.at_budget <= 1:
         raise UserError(f"--at-budget must be a share in [0, 1], got {cfg.at_budget}")
     store.check_name(cfg.study or default_study_name(cfg))
     if cfg.address:
         check_cluster(cfg.address)
+
+
+def check_latency_options(cfg: SearchConfig) -> None:
+    """--cost, --latency-budget's form and the latency setting, before any data loads."""
+    from ..timing import RUNTIMES
+    from .budget import parse_latency_budget
+
+    if cfg.cost not in ("macs", "latency"):
+        raise UserError(f"--cost {cfg.cost!r}: choose macs or latency")
+    if cfg.latency_budget is not None:
+        parse_latency_budget(cfg.latency_budget, 1.0)   # its form; its size once the teacher is priced
+    if cfg.latency_runtime not in RUNTIMES:
+        raise UserError(f"--latency-runtime {cfg.latency_runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    for name in ("latency_threads", "latency_batch"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
 def default_study_name(cfg: SearchConfig) -> str:

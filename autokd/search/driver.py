@@ -30,6 +30,7 @@ from . import store
 from .compute import trial_compute
 from .config import DEFAULT_TRIALS, SAMPLERS, SearchConfig
 from .prepare import Plan, Session, prepare
+from .objective import keep_calibration
 from .record import RECORD_VERSION, StudyRecord, TrialRecord, warm_start_attrs, write_study
 from .stopping import RungResult, make_stopper
 
@@ -58,7 +59,7 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
                                  device=resolve_device(cfg.device), on_train=say, progress=_epochs_said("teacher", say))
     stored = saved.get("sampler", {})  # a resumed study keeps the sampler and seed it was created with
     seed0, name = stored.get("seed", cfg.seed), stored.get("name", cfg.sampler)
-    study = store.create(cfg.study)
+    study = store.create(cfg.study, objectives=plan.objectives)
     study.sampler = SAMPLERS.get(name)(sampler_seed(seed0, len(study.trials)), cfg.target_trials)
     if not saved:
         _record_new_study(plan, study, folder, tcard, seed0)
@@ -78,12 +79,17 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
     say(f"study {cfg.study}: {c['trained']}{wanted} trials trained so far, compute {work} epoch-equivalents; budget "
         f"{b.macs / 1e6:.3f} M MACs ({b.flops / 1e6:.3f} M FLOPs, "
         f"{100 * b.share_of_teacher:.0f}% of teacher {plan.teacher.arch})")
+    if plan.latency is not None:
+        lat = plan.latency
+        limit = (f"budget {lat.budget.ms:.3f} ms ({100 * lat.budget.share_of_teacher:.0f}% of the teacher's); "
+                 if lat.budget else "")
+        say(f"cost: predicted latency, {lat.setting.label}; {limit}teacher {lat.teacher_ms:.3f} ms")
     if cfg.reference and not StudyRecord.of(study).references:
         write_study(study, references=[reference_student(plan, say)])
     stopper = make_stopper(cfg.stopping, cfg.epochs, eta=cfg.eta, min_dominators=cfg.min_dominators,
                            margin=cfg.stop_margin) if cfg.early_stopping else None
     if stopper:
-        _preload_rungs(study, stopper)
+        _preload_rungs(study, stopper, cfg.cost)
     blob = (plan_of(teacher), {k: v.detach().cpu() for k, v in teacher.state_dict().items()})
     return Session(plan, folder, study, blob, stopper)
 
@@ -97,14 +103,25 @@ def _record_new_study(plan: Plan, study: optuna.Study, folder: Path, tcard: dict
                           "test_accuracy": tcard.get("test_accuracy"), "val_accuracy": tcard.get("val_accuracy"),
                           "bundle": tcard.get("cached_at", cfg.teacher)},
               "budget": budget.as_dict(), "sampler": {"name": cfg.sampler, "seed": seed},
-              "objectives": {"values": list(store.OBJECTIVES), "directions": list(store.DIRECTIONS)},
-              "cost_unit": COST_UNIT, "provenance": provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "objectives": {"values": list(plan.objectives), "directions": list(store.DIRECTIONS)},
+              "cost_unit": cost_unit(plan), "provenance": provenance(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     attrs = {**budget.as_dict(), "teacher": cfg.teacher, "teacher_arch": plan.teacher.arch,
              "teacher_macs": plan.teacher.macs, "dataset": cfg.dataset, "space": plan.space.name,
-             "objectives": list(store.OBJECTIVES), "cost_unit": COST_UNIT, "input_shape": list(plan.shape),
-             "num_classes": plan.data.num_classes, "record_version": RECORD_VERSION}
+             "objectives": list(plan.objectives), "cost_unit": cost_unit(plan), "input_shape": list(plan.shape),
+             "num_classes": plan.data.num_classes, "record_version": RECORD_VERSION, "cost": cfg.cost}
+    if plan.latency is not None:
+        keep_calibration(plan.latency, folder)   # a resume prices with this predictor, not a later one
+        record["latency"] = attrs["latency"] = plan.latency.record()
     write_study(study, **attrs)
     write_json(folder / "config.json", record)
+
+
+def cost_unit(plan: Plan) -> str:
+    """What the second objective counts: MACs, or predicted ms in one setting."""
+    if plan.latency is None:
+        return COST_UNIT
+    return f"latency_ms: predicted milliseconds per inference, {plan.latency.setting.label}"
 
 
 WARM_START_SHARE = 0.5  # of --compute: the warm starts' most, so the sampler always has the rest
@@ -166,7 +183,12 @@ def reference_student(plan: Plan, say: Say) -> dict:
             "params": card["params"]}
 
 
-def _preload_rungs(study: optuna.Study, stopper) -> None:
+def trial_cost(rec: TrialRecord, cost: str) -> float:
+    """A trial's second objective as sampled: its MACs, or its predicted latency in ms."""
+    return float(rec.latency_ms or 0.0) if cost == "latency" else int(rec.macs or 0)
+
+
+def _preload_rungs(study: optuna.Study, stopper, cost: str = "macs") -> None:
     """A resumed study's rung table: every trained trial's accuracy at each rung it reached, but the
     ones scored before its last pruning step (``unranked_epochs``: the live search ranks none of them)."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -174,7 +196,7 @@ def _preload_rungs(study: optuna.Study, stopper) -> None:
         rec = TrialRecord.of(t)
         for epoch, acc in rec.epoch_val_accuracy.items():
             if int(epoch) in stopper.rungs and int(epoch) not in rec.unranked_epochs:
-                stopper.record(RungResult(t.number, int(epoch), float(acc), int(rec.macs or 0), rec.init))
+                stopper.record(RungResult(t.number, int(epoch), float(acc), trial_cost(rec, cost), rec.init))
 
 
 def run_trials(session: Session, say: Say) -> None:

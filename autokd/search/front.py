@@ -16,12 +16,13 @@ def dominates(a: Point, b: Point, margin: float = 0.0) -> bool:
     return no_worse and (a[1] < b[1] or a[0] > b[0] + margin)
 
 
-def pareto_front_points(points: Iterable[dict]) -> list[dict]:
-    """The points no other point dominates (ties both kept), sorted by MACs then accuracy (desc)."""
+def pareto_front_points(points: Iterable[dict], cost: str = "macs") -> list[dict]:
+    """The points no other point dominates (ties both kept), sorted by cost then accuracy (desc);
+    ``cost`` names the key of the cost (MACs, or a latency in ms)."""
     points = list(points)
-    xy = [(p["val_accuracy"], p["macs"]) for p in points]
+    xy = [(p["val_accuracy"], p[cost]) for p in points]
     front = [p for p, b in zip(points, xy) if not any(dominates(a, b) for a in xy)]
-    return sorted(front, key=lambda p: (p["macs"], -p["val_accuracy"], p.get("number", 0)))
+    return sorted(front, key=lambda p: (p[cost], -p["val_accuracy"], p.get("number", 0)))
 
 
 def hypervolume_2d(points: Iterable[tuple[float, float]], reference_macs: float) -> float:

@@ -7,6 +7,7 @@ nothing, and touches no study but to read the config of one being resumed.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,10 +22,13 @@ from ..space import SearchSpace, fix_params, load_space
 from ..teacher_space import check_lambda_points, default_space_for
 from . import store
 from .budget import SHARE, Budget, TeacherShape, cheapest_macs, cheapest_projected_macs, parse_budget, teacher_shape
-from .config import DEFAULT_TRIALS, SearchConfig, check_config, default_study_name
+from ..timing import Setting
+from .config import DEFAULT_FLOPS_BUDGET, DEFAULT_TRIALS, SearchConfig, check_config, default_study_name
+from .objective import CALIBRATION_FILE, OBJECTIVES, LatencyObjective, latency_objective
 from .stopping import ParetoStopper
 
-RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "train_subset")  # fixed per study
+RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "train_subset", "cost",
+               "latency_budget", "latency_runtime", "latency_threads", "latency_batch")  # fixed per study
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,16 @@ class Plan:
     budget: Budget
     space: SearchSpace
     base: Candidate              # what every sample starts from (the trial epochs, a fixed lr)
+    latency: LatencyObjective | None = None   # --cost latency: the predictor (and a budget in ms)
+
+    @property
+    def objectives(self) -> tuple[str, str]:
+        """The study's values, in order: accuracy, then macs or latency_ms."""
+        return OBJECTIVES["latency" if self.latency else "macs"]
+
+    def cost_of(self, macs: int | None, latency_ms: float | None) -> float | None:
+        """A trial's second objective from its MACs and predicted latency."""
+        return latency_ms if self.latency else macs
 
 
 @dataclass
@@ -60,7 +74,9 @@ def prepare(cfg: SearchConfig) -> Plan:
     # resolved, as config.json records them: the study's name, and the trials a search without
     # --trials or --compute runs (with --compute alone there is no trial limit: None)
     trials = DEFAULT_TRIALS if cfg.trials is None and cfg.compute is None else cfg.trials
-    cfg = replace(cfg, study=cfg.study or default_study_name(cfg), trials=trials)
+    flops = cfg.flops_budget or ("100%" if cfg.latency_budget else DEFAULT_FLOPS_BUDGET)
+    cfg = replace(cfg, study=cfg.study or default_study_name(cfg), trials=trials, flops_budget=flops,
+                  cost=cfg.objective)
     check_config(cfg)
     resolve_device(cfg.device)  # an unknown name, or cuda without a GPU: before the study's folder is made
     data = load_dataset(cfg.dataset, seed=cfg.seed, train_subset=cfg.train_subset)
@@ -71,16 +87,48 @@ def prepare(cfg: SearchConfig) -> Plan:
     check_inheritable_space(space, teacher.arch)
     check_lambda_points(space, teacher.arch)
     base = Candidate(epochs=cfg.epochs) if cfg.lr is None else Candidate(epochs=cfg.epochs, lr=cfg.lr)
+    resumed = store.exists(cfg.study)
+    if resumed:
+        store.check_readable(cfg.study)
+        check_resume(cfg, store.read_config(cfg.study))
+    latency = None
+    if cfg.cost == "latency":
+        saved = store.study_dir(cfg.study) / CALIBRATION_FILE if resumed else None
+        latency = latency_objective(latency_setting(cfg, shape), teacher, cfg.latency_budget, saved)
+    if latency is not None and latency.budget is not None:
+        check_latency_reachable(space, base, teacher, latency)
     if SHARE in space.distributions or SHARE in space.fixed:  # projected: its own floor, at the largest ratios
         check_projectable(space, base, teacher, budget)
     elif (floor := cheapest_macs(space, base, teacher)) > budget.macs:
         raise UserError(f"no candidate of space {space.name!r} fits the budget: the cheapest costs "
                         f"{floor:,} MACs, the budget is {budget.macs:,} MACs ({cfg.flops_budget}); "
                         "raise --flops-budget or use a space with smaller students")
-    if store.exists(cfg.study):
-        store.check_readable(cfg.study)
-        check_resume(cfg, store.read_config(cfg.study))
-    return Plan(cfg, data, shape, teacher, budget, space, base)
+    return Plan(cfg, data, shape, teacher, budget, space, base, latency)
+
+
+def latency_setting(cfg: SearchConfig, shape: tuple[int, int, int]) -> Setting:
+    """The setting a latency search prices in: the --latency-* options on the data's images, on CPU."""
+    return Setting(runtime=cfg.latency_runtime, threads=cfg.latency_threads, batch=cfg.latency_batch,
+                   input_shape=tuple(shape)).check()
+
+
+def check_latency_reachable(space: SearchSpace, base: Candidate, teacher: TeacherShape,
+                            latency: LatencyObjective) -> None:
+    """A latency budget under what the space's cheapest corners are predicted to take, every ratio at
+    its most, is told once, before anything trains."""
+    from ..candidate import MAX_RATIO
+    from ..space import params_to_candidate
+
+    floor = math.inf
+    for corner in space.min_cost_candidates():
+        cand = params_to_candidate(corner, fixed=space.fixed, base=base)
+        floor = min(floor, latency.ms(replace(cand, prune={"*": MAX_RATIO}, target_macs=0), teacher))
+    budget = latency.budget
+    if floor > budget.ms:
+        raise UserError(f"no candidate of space {space.name!r} fits --latency-budget {budget.text}: "
+                        f"{budget.ms:.3f} ms, the cheapest is predicted at {floor:.3f} ms "
+                        f"({latency.setting.label}; teacher {teacher.arch} {latency.teacher_ms:.3f} ms); "
+                        "raise --latency-budget or use a space with smaller students")
 
 
 def check_projectable(space: SearchSpace, base: Candidate, teacher: TeacherShape, budget: Budget) -> None:

@@ -13,15 +13,17 @@ everything else reads and writes through it, never ``user_attrs["..."]``:
 
 Format versions (:data:`RECORD_VERSION`, kept in the study's ``record_version``): 1, studies written
 before the version was recorded (their trials have no ``plan`` or ``prune_ratios``; a projected
-candidate's ``prune`` may hold ``"*"``, every layer the shape does not name); 2, those fields added.
-A version-1 study opens as is: a field it never wrote reads as its default. Torch-free.
+candidate's ``prune`` may hold ``"*"``, every layer the shape does not name); 2, those fields added;
+3, a study's ``cost`` (macs | latency) and ``latency`` (its predictor and budget), a trial's predicted
+and measured latency. An older study opens as is: a field it never wrote reads as its default (a study
+without ``cost`` ranks by MACs). Torch-free.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 
 
 def _known(cls, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,6 +56,8 @@ class StudyRecord:
     input_shape: list[int] = field(default_factory=list)
     num_classes: int | None = None
     references: list[dict] = field(default_factory=list)  # {label, arch, val_accuracy, macs, ...}
+    cost: str = "macs"                  # v3: the second objective, macs | latency
+    latency: dict | None = None         # v3, cost latency: setting, machine, teacher_ms, latency_budget_ms, ...
     record_version: int = 1             # absent: a study from before the record had a version
 
     @classmethod
@@ -96,6 +100,10 @@ class TrialRecord:
     history: list[dict] = field(default_factory=list)
     weights: str | None = None                         # the trial's bundle folder
     lambdas: dict[str, float] | None = None            # every lambda_ij as run
+    latency_ms: float | None = None                    # v3, cost latency: predicted (the trained plan's once done)
+    target_ms: float | None = None                     # v3, projected on a latency budget: its share, in ms
+    measured_latency_ms: float | None = None           # v3, cost latency: median measured after training ...
+    measured_latency_iqr_ms: float | None = None       # ... and its interquartile range
 
     @classmethod
     def of(cls, trial) -> "TrialRecord":
@@ -145,6 +153,9 @@ class RayReport:
     history: list[dict] | None = None
     weights: str | None = None
     lambdas: dict[str, float] | None = None
+    latency_ms: float | None = None               # cost latency: the trained plan's, predicted
+    measured_latency_ms: float | None = None      # cost latency: timed after training, median ...
+    measured_latency_iqr_ms: float | None = None  # ... and interquartile range
 
     def as_dict(self) -> dict[str, Any]:
         """What ``tune.report`` sends: the fields that are set (a flag only when it is raised)."""

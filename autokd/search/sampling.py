@@ -35,16 +35,24 @@ class Sample:
     shape: dict[str, float] | None = None   # projected: the pruning shape sampled
     target_macs: int | None = None          # projected: its share of the budget
     why_not: str | None = None              # projection could not reach the target
+    latency_ms: float | None = None         # --cost latency: predicted, after pruning
+    budget_ms: float | None = None          # --latency-budget, in ms
+    target_ms: float | None = None          # projected onto latency: its share of the latency budget
 
     @property
     def rejected(self) -> bool:
-        return self.why_not is not None or self.macs > self.budget_macs
+        over_ms = self.budget_ms is not None and self.latency_ms is not None and self.latency_ms > self.budget_ms
+        return self.why_not is not None or self.macs > self.budget_macs or over_ms
 
     def record(self) -> dict[str, Any]:
         """The :class:`autokd.search.record.TrialRecord` fields this sample sets."""
         fields = {} if self.target_macs is None else {"shape": self.shape, "target_macs": self.target_macs}
         fields.update(candidate=self.candidate.as_dict(), macs=self.macs, plan=self.plan,
                       prune_ratios=self.prune_ratios)
+        if self.latency_ms is not None:
+            fields["latency_ms"] = self.latency_ms
+        if self.target_ms is not None:
+            fields["target_ms"] = self.target_ms
         if self.rejected:
             fields["rejected"] = True
         if self.why_not:
@@ -68,16 +76,44 @@ def _project(trial, cand: Candidate, plan: "Plan") -> tuple[Candidate, dict | No
     return projected, shape, target, None
 
 
+def _project_latency(trial, cand: Candidate, plan: "Plan") -> tuple[Candidate, dict | None, float | None, str | None]:
+    """:func:`_project` onto a latency budget: the share of ``--latency-budget`` in predicted ms, by
+    bisection on the predictor. A global-ranking candidate is projected along its shape the same way
+    and prunes, by its own ranking, to the MACs of the plan found."""
+    share = trial.params.get(SHARE, plan.space.fixed.get(SHARE))
+    if share is None:
+        return cand, None, None, None
+    target = float(share) * plan.latency.budget.ms
+    shape = dict(cand.prune)
+
+    def price(c: Candidate) -> float:
+        return plan.latency.ms(replace(c, target_macs=0), plan.teacher)
+
+    try:
+        cand = compose_width(cand, plan.teacher, target, widest(plan.space, cand), price=price)
+        projected, _, _ = project_candidate(replace(cand, target_macs=0), plan.teacher, target, price=price)
+    except UserError as e:
+        return cand, shape, target, str(e)
+    if is_global(projected):
+        projected = replace(projected, target_macs=predict_student(projected, plan.teacher)[1].macs)
+    return projected, shape, target, None
+
+
 def sample_candidate(trial, plan: "Plan") -> Sample:
     """Sample ``plan.space`` on ``trial`` (from ``study.ask``), project and price it; see the module doc."""
     cand = replace(suggest(trial, plan.space, plan.base), seed=trial_seed(plan.cfg.seed, trial.number))
-    cand, shape, target, why = _project(trial, cand, plan)
+    on_ms = plan.latency is not None and plan.latency.budget is not None
+    cand, shape, target, why = (_project_latency if on_ms else _project)(trial, cand, plan)
+    target_macs, target_ms = (None, target) if on_ms else (target, None)
+    ms = {} if plan.latency is None else {
+        "latency_ms": plan.latency.ms(cand, plan.teacher), "target_ms": target_ms,
+        "budget_ms": plan.latency.budget.ms if on_ms else None}
     if is_global(cand):  # ranked on the trained weights: priced at its target, its plan known once pruned
         return Sample(candidate=cand, macs=predict_macs(cand, plan.teacher), plan=None, prune_ratios=None,
-                      budget_macs=plan.budget.macs, shape=shape, target_macs=target, why_not=why)
+                      budget_macs=plan.budget.macs, shape=shape, target_macs=target_macs, why_not=why, **ms)
     channels, cost = predict_student(cand, plan.teacher)
     return Sample(candidate=cand, macs=cost.macs, plan=channels, prune_ratios=student_ratios(cand, plan.teacher),
-                  budget_macs=plan.budget.macs, shape=shape, target_macs=target, why_not=why)
+                  budget_macs=plan.budget.macs, shape=shape, target_macs=target_macs, why_not=why, **ms)
 
 
 __all__ = ["Sample", "sample_candidate"]

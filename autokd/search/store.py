@@ -87,16 +87,17 @@ def load(name: str):
     return optuna.load_study(study_name=name, storage=storage_url(name))
 
 
-def create(name: str, sampler=None):
-    """Create the study ``name`` (or open it if it exists) with autokd's two objectives, named."""
+def create(name: str, sampler=None, objectives: tuple[str, str] = OBJECTIVES):
+    """Create the study ``name`` (or open it if it exists) with autokd's two objectives, named
+    (``objectives``: accuracy, then ``macs`` or ``latency_ms``). An existing study keeps its names."""
     import optuna
 
     study = optuna.create_study(study_name=name, storage=storage_url(name), directions=list(DIRECTIONS),
                                 sampler=sampler, load_if_exists=True)
-    if study.metric_names != list(OBJECTIVES):
+    if not study.metric_names:
         with warnings.catch_warnings():  # experimental since Optuna 3.2 and unchanged since; the dashboard reads it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVES))
+            study.set_metric_names(list(objectives))
     return study
 
 

@@ -85,10 +85,34 @@ def trainable(config: dict, data=None, teacher_blob=None) -> None:
                           node_id=node, hostname=socket.gethostname(), history=result.history,
                           weights=config.get("out_dir"),
                           # every lambda_ij as run (a named kd/pairs resolved)
-                          lambdas=result.candidate.get("lambdas", {})).as_dict())
+                          lambdas=result.candidate.get("lambdas", {}),
+                          **trained_latency(config.get("latency"), result, data)).as_dict())
+
+
+def trained_latency(latency: dict | None, result, data) -> dict:
+    """--cost latency: the trained student's plan priced by the study's predictor, and timed here in the
+    predictor's setting (a few rounds: beside other trials it is a rough figure, its spread recorded)."""
+    if not latency or not result.plan:
+        return {}
+    from ..latency import Calibration, plan_latency_ms
+    from ..timing import measure_latency
+
+    cal = Calibration.from_dict(latency["calibration"])
+    arch = result.candidate.get("student", latency.get("arch"))
+    predicted = plan_latency_ms(cal, arch, result.plan, num_classes=data.num_classes)
+    model = create_model(arch, num_classes=data.num_classes, in_channels=cal.setting.input_shape[0], plan=result.plan)
+    timing = measure_latency([model.eval()], cal.setting, rounds=LATENCY_ROUNDS, warmup=3)[0]
+    return {"latency_ms": predicted, "measured_latency_ms": timing.median_ms, "measured_latency_iqr_ms": timing.iqr_ms}
+
+
+LATENCY_ROUNDS = 7  # a trained trial's latency: enough for a median and a spread, seconds for a small CNN
 
 
 # ------------------------------------------------------------------ the driver side
+def _latency(session):
+    """The session's latency objective, None for a MACs search (or a session without a plan)."""
+    return getattr(getattr(session, "plan", None), "latency", None)
+
 @dataclass
 class Tally:
     """What this run has seen so far: the searcher counts, the progress lines read."""
@@ -191,11 +215,17 @@ class OptunaSearcher(Searcher):
             self.committed[trial_id] = self.compute_of(cand.epochs, cand.epochs + (cand.init == "teacher"),
                                                        cand.init == "teacher")
             out_dir = self.session.folder / "trials" / f"{trial.number:04d}"
-            return {"candidate": cand.as_dict(), "trial_number": trial.number, "predicted_macs": macs,
-                    "out_dir": str(out_dir), "threads": cfg.cpus_per_trial, "gpus": cfg.gpus_per_trial,
-                    "rung_val_images": cfg.rung_val_images}
-        raise UserError(f"{cfg.max_rejections} samples in a row were over the budget "
-                        f"({plan.budget.macs:,} MACs); widen the space or raise --flops-budget")
+            config = {"candidate": cand.as_dict(), "trial_number": trial.number, "predicted_macs": macs,
+                      "predicted_cost": plan.cost_of(macs, sample.latency_ms),
+                      "out_dir": str(out_dir), "threads": cfg.cpus_per_trial, "gpus": cfg.gpus_per_trial,
+                      "rung_val_images": cfg.rung_val_images}
+            if plan.latency is not None:
+                config["latency"] = {"calibration": plan.latency.calibration.as_dict()}
+            return config
+        over = (f"{plan.budget.macs:,} MACs" + (f" or {plan.latency.budget.ms:.3f} ms predicted"
+                                                if plan.latency and plan.latency.budget else ""))
+        raise UserError(f"{cfg.max_rejections} samples in a row were over the budget ({over}); widen the space "
+                        f"or raise --flops-budget{' or --latency-budget' if plan.latency else ''}")
 
     def _at_budget_next(self) -> None:
         """Keep ``cfg.at_budget`` of the compute on candidates at the budget itself: while those have had
@@ -206,12 +236,15 @@ class OptunaSearcher(Searcher):
                 deepcopy=False, states=(TrialState.WAITING,)):
             return
         committed = {t.number: self.committed.get(tid, 0.0) for tid, t in self.live.items()}
-        budget, edge, total = self.session.plan.budget.macs, 0.0, 0.0
+        plan, edge, total = self.session.plan, 0.0, 0.0
+        latency = _latency(self.session)
+        on_ms = latency is not None and latency.budget is not None
         for t in self.study.get_trials(deepcopy=False):
             rec = TrialRecord.of(t)
             spent = rec.compute if rec.compute is not None else committed.get(t.number, 0.0)
             total += spent
-            edge += spent if rec.target_macs == budget else 0.0
+            at_edge = rec.target_ms == latency.budget.ms if on_ms else rec.target_macs == plan.budget.macs
+            edge += spent if at_edge else 0.0
         if total > 0 and edge < share * total:
             self.study.enqueue_trial({SHARE: 1.0})
 
@@ -257,9 +290,17 @@ class OptunaSearcher(Searcher):
         else:
             record.write(trial, params_count=report.params, history=report.history or [], weights=report.weights,
                          lambdas=report.lambdas)
-            self.study.tell(trial, [float(report.val_accuracy), float(report.macs)])
-            self.tally.points.append(
-                {"number": trial.number, "val_accuracy": float(report.val_accuracy), "macs": int(report.macs)})
+            latency = {k: v for k, v in (("latency_ms", report.latency_ms), ("measured_latency_ms",
+                       report.measured_latency_ms), ("measured_latency_iqr_ms", report.measured_latency_iqr_ms))
+                       if v is not None}
+            if _latency(self.session):  # the plan it trained to (a global ranking's is known only now), and
+                # its MACs: the study's second value is its latency
+                record.write(trial, macs=int(report.macs), **latency)
+            ms = latency.get("latency_ms", TrialRecord.of(trial).latency_ms)
+            cost = ms if _latency(self.session) else report.macs
+            self.study.tell(trial, [float(report.val_accuracy), float(cost)])
+            self.tally.points.append({"number": trial.number, "val_accuracy": float(report.val_accuracy),
+                                      "macs": int(report.macs), "cost": float(cost)})
             self.tally.done += 1
             self.tally.trained += 1
         if not failed:
@@ -311,7 +352,8 @@ class ParetoScheduler(FIFOScheduler):
             return TrialScheduler.CONTINUE  # a score of the student before its last pruning step is not ranked
         number, group = trial.config["trial_number"], trial.config["candidate"].get("init", "scratch")
         epoch = int(report.epoch)
-        if self.stopper.observe(number, epoch, float(report.val_accuracy), int(report.macs), group):
+        cost = trial.config.get("predicted_cost") if _latency(self.searcher.session) else report.macs
+        if self.stopper.observe(number, epoch, float(report.val_accuracy), cost, group):
             self.searcher.stopped.add(trial.trial_id)
             return TrialScheduler.STOP
         if epoch in self.stopper.rungs:  # passed this rung: the dashboard shows who each rung promoted
@@ -345,9 +387,10 @@ class Progress(Callback):
         acc = RayReport.of(result).val_accuracy
         acc_s = f" val acc {100 * acc:.2f}%" if acc is not None else ""
         macs = trial.config.get("predicted_macs", 0)
+        ms = f", {trial.config['predicted_cost']:.3f} ms" if "latency" in trial.config else ""
         elapsed = time.time() - self.started
         work = f"{tally.compute:.1f}" + ("" if self.compute is None else f"/{self.compute:g}")
-        self.printer(f"trial {n}: {what}{acc_s}, {macs / 1e6:.3f} M MACs | done {tally.done} "
+        self.printer(f"trial {n}: {what}{acc_s}, {macs / 1e6:.3f} M MACs{ms} | done {tally.done} "
                      f"running {running} stopped {tally.stopped} rejected {tally.rejected} "
                      f"failed {tally.failed} | compute {work} epoch-eq | {elapsed:.0f}s elapsed"
                      + self._left(elapsed) + self._front())
@@ -365,8 +408,13 @@ class Progress(Callback):
 
     def _front(self) -> str:
         """The front of this run's completed trials so far: accuracy @ MACs, cheapest first."""
-        front = pareto_front_points(self.searcher.tally.points)
-        cells = list(dict.fromkeys(f"{100 * p['val_accuracy']:.1f}%@{p['macs'] / 1e6:.3g}M" for p in front))  # ties once
+        if _latency(getattr(self.searcher, "session", None)) is None:
+            front = pareto_front_points(self.searcher.tally.points)
+            cells = [f"{100 * p['val_accuracy']:.1f}%@{p['macs'] / 1e6:.3g}M" for p in front]
+        else:
+            front = pareto_front_points(self.searcher.tally.points, cost="cost")
+            cells = [f"{100 * p['val_accuracy']:.1f}%@{p['cost']:.3g}ms" for p in front]
+        cells = list(dict.fromkeys(cells))  # ties once
         return f"\n  front so far: {', '.join(cells[:4])}{' ...' if len(cells) > 4 else ''}" if cells else ""
 
     def on_trial_complete(self, iteration, trials, trial, **info):
