@@ -36,6 +36,7 @@ PARTS = {  # file stem -> (section title, the command that writes it)
 }
 GPU_PARTS = {"gpu_throughput": "Table 3's GPU rows"}  # only the gpu protocols write it: section 5
 PREDICTOR_COMMAND = "benchmarks/run.py latency-predictor --protocol {p}"  # its rows sit in table 4's section
+SEARCH_COMMAND = "benchmarks/run.py latency-search --protocol {p}"  # after table 1's joint arm; rows in table 4
 PROTOCOL_ORDER = ("cpu", "full", "gpu", "smoke")
 HEADLINE_ORDER = ("full", "cpu", "gpu", "smoke")  # the headline: the first protocol with an exported table
 WIDTH = 120  # prose is wrapped here; table rows are not
@@ -326,6 +327,37 @@ def latency_predictor_of(found: dict, protocol: str) -> list[str]:
     return para(provenance(d, name)) + [""] + latency_predictor(d) + [""]
 
 
+def latency_search_of(found: dict, protocol: str) -> list[str]:
+    """Below the predictor's rows: the latency search against the MACs search at equal measured latency."""
+    files = found.get(("latency_search", protocol))
+    if not files:
+        return [] if protocol.startswith("gpu") else para(
+            f"Latency search vs MACs search: not run yet, `.venv/bin/python {SEARCH_COMMAND.format(p=protocol)}`.") + [""]
+    name, d = files[0]
+    return para(provenance(d, name)) + [""] + latency_search(d) + [""]
+
+
+def latency_search(d: dict) -> list[str]:
+    r = d["results"]
+    text = (f"Latency search vs MACs search (issue 27), n = {len(r['rows'])}: table 1's `joint` arm searched with "
+            f"`--latency-budget {r['latency_budget']}` (predicted, {r['setting_label']}) against table 1's own `joint` "
+            "study (40 % MACs budget) of the same seed. The latency search's best is what `autokd export --best` picks; "
+            "the MACs search's is its most accurate trial *measured* at or under that student's latency. Every completed "
+            "trial of both timed in one interleaved run from its trained weights; test accuracy of the trial's own "
+            "weights, no fine-tune.")
+    cell = lambda p: "none measured at or under it" if p is None else (  # noqa: E731
+        f"{100 * p['test_accuracy']:.2f} % (trial {p['number']}, {mega(p['macs'])} M MACs, {p['measured_ms']:.3f} ms "
+        f"measured, {p['predicted_ms']:.3f} predicted)")
+    rows = [[str(x["seed"]), cell(x["latency_best"]), cell(x["macs_best_at_equal_latency"]),
+             "—" if x.get("points") is None else f"{x['points']:+.2f}"] for x in r["rows"]]
+    diff = r.get("difference_points") or {}
+    mean = "—" if diff.get("mean") is None else f"{diff['mean']:+.2f} ± {num(diff.get('std'), '.2f')}"
+    rows.append(["mean", ms(r.get("latency_test_accuracy"), 1.0), ms(r.get("macs_test_accuracy"), 1.0),
+                 f"{mean} (target ≥ +{r['target_points']:g}: {yes(r['met'])})"])
+    return para(text) + [""] + table(["seed", "latency search's best (test %)", "MACs search's best at ≤ its latency",
+                                      "points"], rows)
+
+
 def _pct(v, signed: bool = False) -> str:
     return "—" if v is None else format(100 * v, "+.1f" if signed else ".1f") + " %"
 
@@ -423,7 +455,8 @@ def load(results: Path) -> dict[tuple[str, str], list[tuple[str, dict]]]:
             d = json.loads(path.read_text())
         except ValueError:
             continue
-        if d.get("part") in PARTS or d.get("part") in GPU_PARTS or d.get("part") in ("ranking", "latency_predictor"):
+        if d.get("part") in PARTS or d.get("part") in GPU_PARTS or d.get("part") in ("ranking", "latency_predictor",
+                                                                                      "latency_search"):
             out.setdefault((d["part"], d["protocol"]), []).append((path.name, d))
     for (part, protocol), files in out.items():
         files.sort(key=lambda f: f[0], reverse=True)
@@ -442,7 +475,7 @@ def short_teacher_note(found: dict) -> list[str]:
     converged = PROTOCOLS["cpu"].teacher_epochs
     short = {}
     for (part, q), files in sorted(found.items()):
-        if not files or part == "latency_predictor":  # no teacher in it
+        if not files or part in ("latency_predictor", "latency_search"):  # no teacher of its own in it
             continue
         s = files[0][1]["settings"]
         if s["dataset"] != "digits" and s["teacher_epochs"] < converged and s.get("teacher_plateau_points") is None:
@@ -488,7 +521,7 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
             (only is not None and command.split()[1] not in only)
         if not files:
             lines += [] if skips else [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
-            lines += latency_predictor_of(found, p) if part == "latency" and not skips else []
+            lines += latency_predictor_of(found, p) + latency_search_of(found, p) if part == "latency" and not skips else []
             continue
         lines += [] if len(shown) == 1 and shown == protocols[:1] else [f"### Protocol `{p}`", ""]
         if part == "claims":
@@ -500,7 +533,7 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
         if part == "exported":
             lines += ranking_of(found, p)
         if part == "latency":
-            lines += latency_predictor_of(found, p)
+            lines += latency_predictor_of(found, p) + latency_search_of(found, p)
         if part == "search_quality":
             lines += search_quality_figure(results / name, page_dir, caption=p == shown[0]) + [""]
     return lines

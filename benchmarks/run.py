@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/run.py overheads --protocol cpu   # table 3
     .venv/bin/python benchmarks/run.py latency   --protocol cpu   # table 4 (after table 1 for its students)
     .venv/bin/python benchmarks/run.py latency-predictor --protocol cpu  # table 4: the latency predictor vs measured
+    .venv/bin/python benchmarks/run.py latency-search --protocol cpu  # table 4: latency search vs MACs search (after table 1's joint)
     .venv/bin/python benchmarks/run.py exported  --protocol cpu   # the headline table (after table 1's joint arm)
     .venv/bin/python benchmarks/run.py ranking   --protocol cpu   # search score vs final score of one front (Kendall tau)
     .venv/bin/python benchmarks/run.py gpu       --protocol gpu    # table 3's GPU rows (the gpu protocols)
@@ -32,9 +33,10 @@ sys.path.insert(0, str(HERE))
 from protocols import PROTOCOLS, parts_of  # noqa: E402
 from record import RESULTS, default_out, say, teacher_bundle, teacher_folder, write_json  # noqa: E402
 
-PARTS = ("search", "claims", "overheads", "latency", "latency-predictor", "exported", "ranking")  # 'all'; gpu runs only when asked (the gpu protocols)
+# every part of 'all'; gpu runs only when asked (the gpu protocols)
+PARTS = ("search", "claims", "overheads", "latency", "latency-predictor", "latency-search", "exported", "ranking")
 FILES = {"search": "search_quality", "claims": "claims", "overheads": "overheads", "latency": "latency",
-         "latency-predictor": "latency_predictor", "exported": "exported", "ranking": "ranking",
+         "latency-predictor": "latency_predictor", "latency-search": "latency_search", "exported": "exported", "ranking": "ranking",
          "gpu": "gpu_throughput"}
 
 
@@ -112,6 +114,10 @@ def run_part(part: str, protocol, args, results_dir: Path) -> Path:
         import latency_predictor
 
         data = latency_predictor.run(protocol, results_dir=results_dir)
+    elif part == "latency-search":
+        import latency_search
+
+        data = latency_search.run(protocol, results_dir=results_dir, seeds=seeds, parallel=args.parallel or protocol.parallel)
     else:
         import latency
 

@@ -156,6 +156,21 @@ def best_test(info) -> dict | None:
             "weights": rel(point["weights"]), "candidate": point["candidate"]}
 
 
+def study_config(protocol, arm: str, seed: int, teacher: str, parallel: int):
+    """The search an (arm, seed) study runs: the arm's space, sampler, stopping and warm start, the
+    protocol's budget, compute, trial epochs and images."""
+    from autokd.search import SearchConfig
+
+    spec = ARMS[arm]
+    return SearchConfig(teacher=teacher, dataset=protocol.dataset, flops_budget=protocol.budget,
+                        space=arm_space(protocol, arm), study=study_name(protocol, arm, seed), trials=None,
+                        compute=compute_budget(protocol), parallel=parallel, epochs=protocol.epochs,
+                        sampler=spec.sampler, seed=seed, early_stopping=spec.stopping != "none",
+                        stopping=spec.stopping if spec.stopping != "none" else "dominated", warm_start=spec.warm_start,
+                        train_subset=protocol.train_subset, cpus_per_trial=protocol.cpus_per_trial,
+                        gpus_per_trial=protocol.gpus_per_trial, reference=False)
+
+
 def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, parallel: int, fresh: bool) -> dict:
     """Search one (arm, seed) study to ``protocol.trials`` trained trials; its table-1 record.
 
@@ -166,7 +181,7 @@ def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, par
 
     from autokd.search import store as studies
     from autokd.pareto import pareto_info
-    from autokd.search import SearchConfig, search
+    from autokd.search import search
 
     isolate(Path(results_dir))
     torch.set_num_threads(1)
@@ -175,17 +190,12 @@ def run_study(protocol, arm: str, seed: int, teacher: str, results_dir: str, par
 
         return {**torch_pruning_baseline.run_table1(protocol, seed, teacher, compute_budget(protocol)),
                 "machine": machine(protocol.device)}
-    name, spec = study_name(protocol, arm, seed), ARMS[arm]
+    name = study_name(protocol, arm, seed)
     if fresh and studies.study_dir(name).exists():
         shutil.rmtree(studies.study_dir(name))
     before = studies.counts(studies.load(name))["trained"] if studies.exists(name) else 0
     compute, epochs = compute_budget(protocol), protocol.epochs
-    cfg = SearchConfig(teacher=teacher, dataset=protocol.dataset, flops_budget=protocol.budget,
-                       space=arm_space(protocol, arm), study=name, trials=None, compute=compute, parallel=parallel,
-                       epochs=epochs, sampler=spec.sampler, seed=seed, early_stopping=spec.stopping != "none",
-                       stopping=spec.stopping if spec.stopping != "none" else "dominated", warm_start=spec.warm_start,
-                       train_subset=protocol.train_subset, cpus_per_trial=protocol.cpus_per_trial,
-                       gpus_per_trial=protocol.gpus_per_trial, reference=False)
+    cfg = study_config(protocol, arm, seed, teacher, parallel)
     t0 = time.perf_counter()
     study = search(cfg, printer=lambda m: say(f"[{name}] {m}"))
     wall = time.perf_counter() - t0

@@ -18,7 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-PARTS = ("search_quality", "claims", "overheads", "latency", "latency_predictor", "exported", "ranking")
+PARTS = ("search_quality", "claims", "overheads", "latency", "latency_predictor", "latency_search", "exported",
+         "ranking")
 ENVELOPE = {"part", "protocol", "command", "date", "machine", "versions", "git_revision", "git_uncommitted",
             "settings", "wall_s", "results"}
 
@@ -121,6 +122,14 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 and r["macs"] > 0 for r in pred["rows"])
     assert pred["calibration"]["wall_s"] > 0 and (tmp_path / "latency").is_dir()  # not the user's AUTOKD_HOME
     assert {"within_10pct", "mape", "median_abs_error", "worst", "target"} <= set(pred["summary"])
+
+    ls = data["latency_search"]["results"]  # a latency search against table 1's joint study, at equal latency
+    (row,) = ls["rows"]
+    assert row["latency_best"]["measured_ms"] > 0 and 0.0 <= row["latency_best"]["test_accuracy"] <= 1.0
+    assert row["latency_best"]["predicted_ms"] <= row["budget_ms"] < row["teacher_ms"]
+    rival = row["macs_best_at_equal_latency"]
+    assert rival is None or rival["measured_ms"] <= row["latency_best"]["measured_ms"]
+    assert ls["setting"]["runtime"] == "onnxruntime" and ls["target_points"] == 1.0
 
     exp = data["exported"]["results"]
     assert exp["finetune_epochs"] == 1 and "--finetune-epochs 1" in exp["export_command"]
