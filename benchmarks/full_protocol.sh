@@ -25,4 +25,5 @@ $PY benchmarks/run.py claims    "${ARGS[@]}" --workers "${WORKERS:-4}"
 $PY benchmarks/run.py overheads "${ARGS[@]}"
 $PY benchmarks/run.py latency   "${ARGS[@]}"
 $PY benchmarks/run.py latency-predictor "${ARGS[@]}"
+$PY benchmarks/run.py latency-search "${ARGS[@]}" --parallel "${PARALLEL:-4}"
 $PY benchmarks/make_tables.py

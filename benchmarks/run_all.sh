@@ -40,6 +40,7 @@ $PY benchmarks/run.py ranking   --protocol "$P"                        # its fro
 $PY benchmarks/run.py overheads --protocol "$P"
 $PY benchmarks/run.py latency   --protocol "$P"
 $PY benchmarks/run.py latency-predictor --protocol "$P"          # the latency predictor vs measured
+$PY benchmarks/run.py latency-search --protocol "$P"             # after the joint arm: a search on latency vs it
 if [ "$P" = smoke ]; then
   $PY benchmarks/make_tables.py --results benchmarks/results/smoke --out benchmarks/results/smoke/BENCHMARKS.md
 else

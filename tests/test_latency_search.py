@@ -185,6 +185,8 @@ def _kill_resume_and_refuse(world: World) -> None:
 
     pareto = world.cli("pareto", "lat", "--no-html")
     assert pareto.wait(120) == 0 and "predicted ms" in pareto.output, pareto.output
+    on_macs = world.cli("pareto", "lat", "--no-html", "--cost", "macs")  # the other axis of the same trials
+    assert on_macs.wait(120) == 0 and "predicted ms" not in on_macs.output and "budget" in on_macs.output, on_macs.output
 
     # the study's predictor measured elsewhere: refused in one line, nothing trained
     foreign = json.loads(kept)
@@ -203,3 +205,34 @@ def test_the_cost_and_the_latency_options_are_kept_per_study():
     assert {"cost", "latency_budget", "latency_runtime", "latency_threads", "latency_batch"} <= set(RESUME_KEYS)
     assert replace(SearchConfig(), latency_budget="1ms").objective == "latency"
     assert SearchConfig(cost="latency").objective == "latency" and SearchConfig().objective == "macs"
+
+
+# ------------------------------------------------------------------ a MACs study's front on latency
+class HandPricer:
+    """Prices trial n at MS[n] ms (a stand-in for this machine's predictor); the teacher at 1 ms."""
+
+    MS = {0: 0.5, 1: 0.3, 2: 0.6, 3: 1.0, 4: 0.4, 5: 0.2, 7: 0.9}
+
+    def __call__(self, point: dict) -> float:
+        return self.MS[point["number"]]
+
+    def record(self, teacher: dict) -> dict:
+        return {"label": "by hand", "teacher_ms": 1.0}
+
+
+def test_a_macs_study_on_the_latency_axis_by_hand():
+    from test_pareto import hand_study
+
+    from autokd.pareto import pareto_info
+
+    study = hand_study("priced")
+    on_macs = pareto_info(study, {"budget": {"macs_budget": 100}}, importances=False)
+    assert [p["number"] for p in on_macs.front] == [0, 2, 7]
+    with pytest.raises(UserError, match="searched on MACs"):
+        pareto_info(study, {}, importances=False, cost="latency")
+    info = pareto_info(study, {"budget": {"macs_budget": 100}}, importances=False, cost="latency", price=HandPricer())
+    # completed (ms, acc): 0 (0.5, .80), 1 (0.3, .70), 2 (0.6, .90), 5 (0.2, .85), 7 (0.9, .95): 5 dominates 0 and 1
+    assert [p["number"] for p in info.front] == [5, 2, 7] and info.cost == "latency"
+    # reference: the teacher's 1 ms; (0.6 - 0.2) .85 + (0.9 - 0.6) .90 + (1.0 - 0.9) .95 = 0.705
+    assert info.hypervolume == pytest.approx(0.705)
+    assert choose(info, under="0.65ms")["number"] == 2 and choose(info, under="0.25ms")["number"] == 5
