@@ -316,25 +316,21 @@ def latency(d: dict) -> list[str]:
     return lines + table(["model", "kind", "MACs (M)", "params (M)", "PyTorch ms", "ONNX Runtime ms"], rows)
 
 
-def latency_predictor_of(found: dict, protocol: str) -> list[str]:
-    """Below table 4: how well the latency predictor matches measurement (nothing for a gpu protocol
-    that has not run it: its script does not)."""
-    files = found.get(("latency_predictor", protocol))
-    if not files:
-        return [] if protocol.startswith("gpu") else para(
-            f"Latency predictor vs measured: not run yet, `.venv/bin/python {PREDICTOR_COMMAND.format(p=protocol)}`.") + [""]
-    name, d = files[0]
-    return para(provenance(d, name)) + [""] + latency_predictor(d) + [""]
-
-
-def latency_search_of(found: dict, protocol: str) -> list[str]:
-    """Below the predictor's rows: the latency search against the MACs search at equal measured latency."""
-    files = found.get(("latency_search", protocol))
-    if not files:
-        return [] if protocol.startswith("gpu") else para(
-            f"Latency search vs MACs search: not run yet, `.venv/bin/python {SEARCH_COMMAND.format(p=protocol)}`.") + [""]
-    name, d = files[0]
-    return para(provenance(d, name)) + [""] + latency_search(d) + [""]
+def below_table4(found: dict, protocol: str) -> list[str]:
+    """Below table 4: how well the latency predictor matches measurement, then the latency search against
+    the MACs search at equal measured latency (nothing for a gpu protocol that has not run them: its
+    script does not)."""
+    lines = []
+    for part, what, command, render in (
+            ("latency_predictor", "Latency predictor vs measured", PREDICTOR_COMMAND, latency_predictor),
+            ("latency_search", "Latency search vs MACs search", SEARCH_COMMAND, latency_search)):
+        files = found.get((part, protocol))
+        if files:
+            name, d = files[0]
+            lines += para(provenance(d, name)) + [""] + render(d) + [""]
+        elif not protocol.startswith("gpu"):
+            lines += para(f"{what}: not run yet, `.venv/bin/python {command.format(p=protocol)}`.") + [""]
+    return lines
 
 
 def latency_search(d: dict) -> list[str]:
@@ -521,7 +517,7 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
             (only is not None and command.split()[1] not in only)
         if not files:
             lines += [] if skips else [f"### Protocol `{p}`", "", f"Not run yet: `.venv/bin/python {command.format(p=p)}`.", ""]
-            lines += latency_predictor_of(found, p) + latency_search_of(found, p) if part == "latency" and not skips else []
+            lines += below_table4(found, p) if part == "latency" and not skips else []
             continue
         lines += [] if len(shown) == 1 and shown == protocols[:1] else [f"### Protocol `{p}`", ""]
         if part == "claims":
@@ -533,7 +529,7 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
         if part == "exported":
             lines += ranking_of(found, p)
         if part == "latency":
-            lines += latency_predictor_of(found, p) + latency_search_of(found, p)
+            lines += below_table4(found, p)
         if part == "search_quality":
             lines += search_quality_figure(results / name, page_dir, caption=p == shown[0]) + [""]
     return lines
