@@ -345,13 +345,18 @@ def latency_search(d: dict) -> list[str]:
         f"{100 * p['test_accuracy']:.2f} % (trial {p['number']}, {mega(p['macs'])} M MACs, {p['measured_ms']:.3f} ms "
         f"measured, {p['predicted_ms']:.3f} predicted)")
     rows = [[str(x["seed"]), cell(x["latency_best"]), cell(x["macs_best_at_equal_latency"]),
-             "—" if x.get("points") is None else f"{x['points']:+.2f}"] for x in r["rows"]]
+             "—" if x.get("points") is None else f"{x['points']:+.2f}", cell(x.get("macs_best"))] for x in r["rows"]]
     diff = r.get("difference_points") or {}
     mean = "—" if diff.get("mean") is None else f"{diff['mean']:+.2f} ± {num(diff.get('std'), '.2f')}"
     rows.append(["mean", ms(r.get("latency_test_accuracy"), 1.0), ms(r.get("macs_test_accuracy"), 1.0),
-                 f"{mean} (target ≥ +{r['target_points']:g}: {yes(r['met'])})"])
+                 f"{mean} (target ≥ +{r['target_points']:g}: {yes(r['met'])})", ""])
+    own, faster = r.get("vs_macs_best_points") or {}, r.get("vs_macs_best_ms") or {}
+    after = [] if own.get("mean") is None else [""] + para(
+        f"Against the MACs search's own best (what its `export --best` picks, at whatever latency): "
+        f"{own['mean']:+.2f} ± {num(own.get('std'), '.2f')} points at {faster['mean']:+.3f} ± {num(faster.get('std'), '.3f')} "
+        f"ms measured (latency search minus MACs search, paired by seed, n = {own['n']}).")
     return para(text) + [""] + table(["seed", "latency search's best (test %)", "MACs search's best at ≤ its latency",
-                                      "points"], rows)
+                                      "points", "MACs search's own best, at any latency"], rows) + after
 
 
 def _pct(v, signed: bool = False) -> str:

@@ -153,7 +153,7 @@ def test_a_latency_search_resumes_after_sigkill_with_its_objective_and_predictor
 
 def _kill_resume_and_refuse(world: World) -> None:
     save_calibration(hand_made(), world.home / "latency" / f"{DIGITS.stem}.json")
-    args = search_args(world.space, "lat", trials=3, epochs=1, extra=("--cost", "latency"))
+    args = search_args(world.space, "lat", trials=2, epochs=1, extra=("--cost", "latency"))
     cli = world.cli(*args)
     poll(lambda: trained(trial_rows(world.db("lat"))), 240, what="a trained trial")
     cli.kill()
@@ -169,7 +169,7 @@ def _kill_resume_and_refuse(world: World) -> None:
     assert saved.read_text() == kept
     rows = trial_rows(world.db("lat"))
     done = {n: r for n, r in trained(rows).items() if r["state"] == "COMPLETE"}
-    assert len(trained(rows)) == 3 and done
+    assert len(trained(rows)) == 2 and done
     cal = Calibration.from_dict(json.loads(kept))
     for r in done.values():
         attrs = r["attrs"]
@@ -192,11 +192,11 @@ def _kill_resume_and_refuse(world: World) -> None:
     foreign = json.loads(kept)
     foreign["machine"]["cpu"] = "another processor"
     saved.write_text(json.dumps(foreign))
-    refused = world.cli(*search_args(world.space, "lat", trials=4, epochs=1, extra=("--cost", "latency")))
+    refused = world.cli(*search_args(world.space, "lat", trials=3, epochs=1, extra=("--cost", "latency")))
     assert refused.wait(120) == 2
     lines = [line for line in refused.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "measured on another machine" in lines[0], refused.output
-    assert len(trained(trial_rows(world.db("lat")))) == 3
+    assert len(trained(trial_rows(world.db("lat")))) == 2
 
 
 def test_the_cost_and_the_latency_options_are_kept_per_study():
@@ -236,3 +236,45 @@ def test_a_macs_study_on_the_latency_axis_by_hand():
     # reference: the teacher's 1 ms; (0.6 - 0.2) .85 + (0.9 - 0.6) .90 + (1.0 - 0.9) .95 = 0.705
     assert info.hypervolume == pytest.approx(0.705)
     assert choose(info, under="0.65ms")["number"] == 2 and choose(info, under="0.25ms")["number"] == 5
+
+
+GLOBAL_SPACE = """
+description: Torch-Pruning's global ranking on a latency budget
+teacher: resnet20
+params:
+  budget/share: {name: FloatDistribution, attributes: {low: 0.01, high: 1.0, step: null, log: false}}
+fixed:
+  student/arch: resnet20
+  student/init: teacher
+  prune/method: global-l2
+"""
+
+
+def test_a_global_ranking_target_it_cannot_reach_is_rejected_before_training(tmp_path, monkeypatch):
+    """On a latency budget a global-ranking candidate is projected along its shape and prunes to the MACs
+    of the plan found; a plan cheaper than that ranking can reach (every layer at most 90 % cut) is a
+    sample rejected with its reason, never a trial that fails after it trained."""
+    import optuna
+
+    from autokd.candidate import GLOBAL_MAX_LAYER
+    from autokd.search.prepare import prepare
+    from autokd.search.sampling import sample_candidate
+
+    monkeypatch.setenv("AUTOKD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
+    save_calibration(hand_made(per_call=0.002, per_mmac=1.0))
+    (tmp_path / "global.yaml").write_text(GLOBAL_SPACE)
+    plan = prepare(SearchConfig(teacher="resnet20", dataset="digits", space=str(tmp_path / "global.yaml"),
+                                latency_budget="100%", warm_start=False))
+    floor = predict_macs(Candidate(student="resnet20", init="teacher", prune={"*": GLOBAL_MAX_LAYER}), plan.teacher)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    seen = []
+    for share in [0.045 + 0.003 * i for i in range(10)] + [0.5, 1.0]:
+        study.enqueue_trial({"budget/share": share})
+        sample = sample_candidate(study.ask(plan.space.distributions), plan)
+        seen.append(sample)
+        if not sample.rejected:
+            assert sample.candidate.target_macs >= floor and sample.latency_ms is not None
+    why = [s.why_not for s in seen if s.why_not]
+    assert any("below the cheapest global ranking reaches" in w for w in why), why
+    assert not seen[-1].rejected and not seen[-2].rejected

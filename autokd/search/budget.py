@@ -175,7 +175,7 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: float
                              describe=f"{cand.student} (init {cand.init}, width {cand.width:g})")
 
     if is_global(cand) and price is None:
-        _check_global_target(cand, teacher, target_macs)
+        check_global_target(cand, teacher, target_macs)
     try:
         proj = project(shape)
     except UserError:
@@ -194,7 +194,7 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: float
     return cand, proj, shape
 
 
-def _check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: int) -> None:
+def check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: int) -> None:
     """A global-ranking target under what cutting every layer by the pruner's most reaches (one line)."""
     floor = predict_macs(replace(unshaped(cand), prune={"*": GLOBAL_MAX_LAYER}, target_macs=0), teacher)
     if target_macs < floor:

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..price import predict_macs, predict_student, student_ratios
 from ..seeds import trial_seed
 from ..space import suggest
-from .budget import SHARE, compose_width, project_candidate, widest
+from .budget import SHARE, check_global_target, compose_width, project_candidate, widest
 
 if TYPE_CHECKING:
     from .prepare import Plan
@@ -92,10 +92,12 @@ def _project_latency(trial, cand: Candidate, plan: "Plan") -> tuple[Candidate, d
     try:
         cand = compose_width(cand, plan.teacher, target, widest(plan.space, cand), price=price)
         projected, _, _ = project_candidate(replace(cand, target_macs=0), plan.teacher, target, price=price)
+        if is_global(projected):  # a MACs target its ranking can reach, or rejected before it trains
+            macs = predict_student(projected, plan.teacher)[1].macs
+            check_global_target(projected, plan.teacher, macs)
+            projected = replace(projected, target_macs=macs)
     except UserError as e:
         return cand, shape, target, str(e)
-    if is_global(projected):
-        projected = replace(projected, target_macs=predict_student(projected, plan.teacher)[1].macs)
     return projected, shape, target, None
 
 
