@@ -130,6 +130,7 @@ def tested(point: dict, dataset: str) -> dict:
 def compare(protocol, seed: int, lat_study, macs_study, price, setting) -> dict:
     """One seed's row: the latency search's best and the MACs search's best at or under its measured ms."""
     from autokd.pareto import choose, pareto_info
+    from autokd.search.record import StudyRecord
 
     lat_points, macs_points = completed_points(lat_study, price), completed_points(macs_study, price)
     measure_points([lat_points, macs_points], setting)
@@ -146,8 +147,8 @@ def compare(protocol, seed: int, lat_study, macs_study, price, setting) -> dict:
            "macs_best": tested(macs_best, protocol.dataset),
            "latency_trials": len(lat_points), "macs_trials": len(macs_points),
            "macs_trials_at_or_under": len(fits),
-           "budget_ms": (lat_study.user_attrs.get("latency") or {}).get("latency_budget_ms"),
-           "teacher_ms": (lat_study.user_attrs.get("latency") or {}).get("teacher_ms")}
+           "budget_ms": (StudyRecord.of(lat_study).latency or {}).get("latency_budget_ms"),
+           "teacher_ms": (StudyRecord.of(lat_study).latency or {}).get("teacher_ms")}
     if rival is not None:
         row["points"] = 100 * (row["latency_best"]["test_accuracy"] - row["macs_best_at_equal_latency"]["test_accuracy"])
     return row
