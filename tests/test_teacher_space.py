@@ -175,9 +175,9 @@ def zoo_home(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("teacher", SEARCHED)
 def test_a_teacher_of_each_family_searches_with_no_space(tmp_path, monkeypatch, shared_ray, zoo_home, teacher):
-    """The mission's command for a teacher of `autokd models`: digits, 1 epoch, 2 trials (the first two
-    warm starts: the teacher globally pruned, on labels and with KD); both train, the study keeps the
-    space it used, and a resume without --space reads that file. Every other zoo teacher's warm starts:
+    """The mission's command for a teacher of `autokd models`: digits, 1 epoch, 2 trials (its space's first
+    two warm starts, a global-ranking one among them); both train, the study keeps the space it used, and
+    a resume without --space reads that file. Every zoo teacher's warm starts, without Ray:
     test_every_zoo_teachers_warm_starts_are_priced_in_budget_and_build_at_that_price."""
     monkeypatch.setenv("AUTOKD_HOME", str(zoo_home))
     monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
