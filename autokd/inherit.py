@@ -231,13 +231,22 @@ def inherited_plan(teacher_arch: str, teacher_plan: dict[str, int], student_arch
     :func:`autokd.prune.predict_cost` at width w is exact for inherited students. Raises
     :class:`UserError` (one line) if the pair cannot inherit or the shapes would not fit.
     """
+    return dict(_inherited_plan(teacher_arch, tuple(teacher_plan.items()), student_arch, rule))
+
+
+@lru_cache(maxsize=256)
+def _inherited_plan(teacher_arch: str, teacher_items: tuple[tuple[str, int], ...], student_arch: str,
+                    rule: str) -> tuple[tuple[str, int], ...]:
+    """:func:`inherited_plan` on a hashable plan, remembered: pricing a candidate asks it again for every
+    step of a projection's bisection, and each answer builds two models (shapes only)."""
+    teacher_plan = dict(teacher_items)
     mapping = block_map(teacher_arch, student_arch, rule)
     missing = [n for n in channel_plan(_meta_model(teacher_arch)) if n not in teacher_plan]
     if missing:
         raise ValueError(f"teacher_plan is not a full {teacher_arch} plan: no {', '.join(missing[:3])}")
     plan = {name: int(teacher_plan[_teacher_name(name, mapping)]) for name in channel_plan(_meta_model(student_arch))}
     _check_shapes(teacher_arch, teacher_plan, student_arch, plan, mapping)
-    return plan
+    return tuple(plan.items())
 
 
 def inherit_student(teacher: nn.Module, student_arch: str | None = None, *, rule: str = "even") -> nn.Module:

@@ -11,6 +11,7 @@ no data.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -76,12 +77,21 @@ def pruning_ratios(c: Candidate, student: nn.Module) -> dict[str, float]:
 
 
 def _shape_of(c: Candidate, teacher: TeacherShape) -> tuple[nn.Module, float, dict[str, int] | None]:
-    """(``c``'s student before pruning, on the meta device: shapes only; its width; its plan or None)."""
+    """(``c``'s student before pruning, on the meta device: shapes only; its width; its plan or None).
+    The student is shared between calls (read, never changed): a projection prices one candidate's
+    student at many ratios, and the student before pruning does not depend on them."""
     width, base = start_of(c, teacher)
-    with torch.device("meta"):
-        student = create_model(c.student, num_classes=teacher.num_classes, in_channels=teacher.input_shape[0],
-                               width=width, plan=base)
+    student = _meta_student(c.student, teacher.num_classes, teacher.input_shape[0], width,
+                            None if base is None else tuple(base.items()))
     return student, width, base
+
+
+@lru_cache(maxsize=64)
+def _meta_student(arch: str, num_classes: int, in_channels: int, width: float,
+                  plan: tuple[tuple[str, int], ...] | None) -> nn.Module:
+    with torch.device("meta"):
+        return create_model(arch, num_classes=num_classes, in_channels=in_channels, width=width,
+                            plan=None if plan is None else dict(plan))
 
 
 def student_ratios(c: Candidate, teacher: TeacherShape) -> dict[str, float]:

@@ -160,11 +160,13 @@ GPU = Protocol(
 
 GPU_DRY = Protocol(
     name="gpu-dry", dataset="digits", device="cpu",
-    reduced=("dry run of the gpu protocol on a CPU (digits 1x8x8, resnet56 teacher 1 epoch, 2 trials of 1 "
-             "epoch on 200 images per arm, probes of 1 and 2 trials at once, n = 1): proves the script runs "
-             "end to end; its numbers mean nothing"),
-    teacher="resnet56", teacher_width=1.0, teacher_epochs=1, teacher_subset=None, teacher_plateau_points=None,
-    finetune_epochs=1, spaces=_FULL_SPACES, trials=2, epochs=1, train_subset=200, seeds=1, parallel=2,
+    reduced=("dry run of the gpu protocol on a CPU (digits 1x8x8, resnet56 teacher 1 epoch on 200 images, 2 trials "
+             "of 1 epoch on 200 images per arm, one at a time, probes of 1 and 2 trials at once, n = 1): proves the "
+             "script runs end to end; its numbers mean nothing"),
+    # one trial at a time: each arm's search starts one Ray worker, not two (on a small CPU the second
+    # worker's start-up only competes with the first; the GPU rows' probes still run 2 trials at once)
+    teacher="resnet56", teacher_width=1.0, teacher_epochs=1, teacher_subset=200, teacher_plateau_points=None,
+    finetune_epochs=1, spaces=_FULL_SPACES, trials=2, epochs=1, train_subset=200, seeds=1, parallel=1,
     claims_student="resnet20", claims_width=0.25, claims_epochs=2, claims_subset=None,
     gpu_trials_at_once=(1, 2), gpu_probe_epochs=2, gpu_probe_subset=200,
     latency_repeats=3, latency_warmup=1, latency_models=("resnet20",),

@@ -1,6 +1,11 @@
 """Every zoo teacher searches with no --space (its family's space restricted to what it serves), a space
 that cannot serve a teacher fails in one line before training, and a search whose trials keep failing
-stops after --max-failures of them in a row instead of sampling forever."""
+stops after --max-failures of them in a row instead of sampling forever.
+
+What keeps a default space from failing every trial of its teacher is checked for all twelve zoo
+teachers without Ray: the search's checks pass, every warm start (the trials a search runs first) is
+sampled, priced within the budget and built as its trial builds it, at the MACs it was priced at. A
+real search (Ray, trials trained) runs for one teacher of each family space, each a restricted one."""
 from __future__ import annotations
 
 import re
@@ -11,16 +16,25 @@ from fault_tools import SPACE, integrity, train_teacher
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from autokd.candidate import is_global
 from autokd.cli import app
 from autokd.inherit import check_inheritable
+from autokd.measure import count_macs
 from autokd.models import MODELS
 from autokd.search import SearchConfig, search
 from autokd.search import store
+from autokd.search.prepare import prepare
 from autokd.search.ray_start import local_ray
+from autokd.search.sampling import sample_candidate
 from autokd.space import load_space, write_space
-from autokd.teacher_space import default_space_for, family_space, may_inherit, points
+from autokd.teacher import seeded_model
+from autokd.teacher_space import FAMILY_SPACES, default_space_for, family_space, may_inherit, points
+from autokd.trial import TrialContext, TrialRun
 
 ZOO = MODELS.names()
+# one teacher per family space, each not the space's own teacher (so its space is restricted): the
+# students (resnet20 keeps resnet20 only, vgg11 keeps vgg11) and the lambda pairs (convverytiny's 3 points)
+SEARCHED = ("resnet20", "vgg11", "convverytiny")
 LAMBDA = re.compile(r"kd/lambda/t(\d+)->s(\d+)")
 runner = CliRunner()
 
@@ -106,6 +120,46 @@ def test_a_space_that_cannot_serve_the_teacher_says_why_before_training(tmp_path
     assert not (tmp_path / "studies").exists()  # nothing written, nothing trained
 
 
+# ------------------------------------------------------------------ every teacher's warm starts, built
+@pytest.mark.parametrize("teacher", ZOO)
+def test_every_zoo_teachers_warm_starts_are_priced_in_budget_and_build_at_that_price(tmp_path, monkeypatch, teacher):
+    """The search's own checks (``prepare``: inheritance, lambda points, the budget's floor) pass for the
+    teacher's default space at the searches' settings below; each warm start, sampled and priced as
+    the search does it, is accepted (within the budget, projected onto its share); a per-layer one is
+    built as its trial builds it (the student inherited or fresh, every pruning step, the distiller's
+    pairs against the teacher's and the student's points, an untrained teacher standing in) and
+    measures the MACs it was priced at. A global-ranking one prunes by the trained weights: priced at
+    its target, built in the searches below (their first trial) and in tests/test_global_prune.py."""
+    import optuna
+
+    monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
+    plan = prepare(SearchConfig(teacher=teacher, dataset="digits", flops_budget="40%", trials=2, epochs=1,
+                                train_subset=64, study="zoo"))
+    assert plan.space.warm_start
+    untrained = seeded_model(teacher, 0, num_classes=plan.data.num_classes, in_channels=plan.data.in_channels).eval()
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for params in plan.space.warm_start.values():
+        study.enqueue_trial(params)
+    built = 0
+    for name in plan.space.warm_start:
+        sample = sample_candidate(study.ask(plan.space.distributions), plan)
+        assert not sample.rejected and sample.macs <= plan.budget.macs, (name, sample.why_not, sample.macs)
+        if is_global(sample.candidate):
+            assert sample.candidate.target_macs and sample.macs <= sample.candidate.target_macs, name
+            continue
+        run = TrialRun(sample.candidate, TrialContext(teacher=untrained, data=plan.data))
+        while run.steps:  # the steps a trial takes later (pruned during training, learned masks)
+            run._prune(run.steps.pop(0)[1])
+        assert count_macs(run.student, run.shape) == sample.macs, name
+        built += 1
+    assert built >= 2
+
+
+def test_the_searched_teachers_cover_every_family_space():
+    assert {family_space(t) for t in SEARCHED} == {space for _, space in FAMILY_SPACES}
+    assert all(default_space_for(t) != load_space(family_space(t)) for t in SEARCHED)  # each one restricted
+
+
 # ------------------------------------------------------------------ real searches
 @pytest.fixture(scope="module")
 def shared_ray():
@@ -119,10 +173,12 @@ def zoo_home(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("teacher", ZOO)
-def test_every_zoo_teacher_searches_with_no_space(tmp_path, monkeypatch, shared_ray, zoo_home, teacher):
-    """The mission's command for each teacher of `autokd models`: digits, 1 epoch, 2 trials; both train,
-    the study keeps the space it used, and a resume without --space reads that file."""
+@pytest.mark.parametrize("teacher", SEARCHED)
+def test_a_teacher_of_each_family_searches_with_no_space(tmp_path, monkeypatch, shared_ray, zoo_home, teacher):
+    """The mission's command for a teacher of `autokd models`: digits, 1 epoch, 2 trials (its space's first
+    two warm starts, a global-ranking one among them); both train, the study keeps the space it used, and
+    a resume without --space reads that file. Every zoo teacher's warm starts, without Ray:
+    test_every_zoo_teachers_warm_starts_are_priced_in_budget_and_build_at_that_price."""
     monkeypatch.setenv("AUTOKD_HOME", str(zoo_home))
     monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
     cfg = SearchConfig(teacher=teacher, teacher_epochs=1, dataset="digits", flops_budget="40%", trials=2,
