@@ -22,9 +22,24 @@ runner = CliRunner()
 from fault_tools import SPACE, RayNode, World, free_port  # SPACE: resnet20 students on digits, 1-2 epoch trials
 
 
+@pytest.fixture(scope="module")
+def teacher_home(tmp_path_factory):
+    """The searches' teacher (resnet20 on digits, 3 epochs, seed 0: ``config``'s), trained once for the module."""
+    from autokd.data import load_dataset
+    from autokd.teacher import get_teacher
+    from autokd.train import TrainConfig
+
+    home = tmp_path_factory.mktemp("teacher_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOKD_HOME", str(home))
+        get_teacher("resnet20", load_dataset("digits", seed=0), TrainConfig(epochs=3, seed=0))
+    return home
+
+
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, monkeypatch, teacher_home):
     monkeypatch.setenv("AUTOKD_STUDIES", str(tmp_path / "studies"))
+    monkeypatch.setenv("AUTOKD_HOME", str(teacher_home))  # each search loads the cached teacher
     space = tmp_path / "tiny.yaml"
     space.write_text(SPACE)
     return {"space": str(space), "tmp": tmp_path}
