@@ -183,19 +183,22 @@ def _kill_resume_and_refuse(world: World) -> None:
     assert study.metric_names == ["val_accuracy", "latency_ms"]
     assert study.user_attrs["cost"] == "latency" and study.user_attrs["latency"]["setting"] == DIGITS.as_dict()
 
-    pareto = world.cli("pareto", "lat", "--no-html")
-    assert pareto.wait(120) == 0 and "predicted ms" in pareto.output, pareto.output
-    on_macs = world.cli("pareto", "lat", "--no-html", "--cost", "macs")  # the other axis of the same trials
-    assert on_macs.wait(120) == 0 and "predicted ms" not in on_macs.output and "budget" in on_macs.output, on_macs.output
+    # the front on either axis and the refusal, in this process (the same code the commands run)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOKD_STUDIES", str(world.studies))
+        mp.setenv("AUTOKD_HOME", str(world.home))
+        mp.chdir(world.tmp)
+        shown = runner.invoke(app, ["pareto", "lat", "--no-html"], env={"COLUMNS": "250"})
+        assert shown.exit_code == 0 and "predicted ms" in shown.output, shown.output
+        on_macs = runner.invoke(app, ["pareto", "lat", "--no-html", "--cost", "macs"], env={"COLUMNS": "250"})
+        assert on_macs.exit_code == 0 and "predicted ms" not in on_macs.output, on_macs.output
 
-    # the study's predictor measured elsewhere: refused in one line, nothing trained
-    foreign = json.loads(kept)
-    foreign["machine"]["cpu"] = "another processor"
-    saved.write_text(json.dumps(foreign))
-    refused = world.cli(*search_args(world.space, "lat", trials=3, epochs=1, extra=("--cost", "latency")))
-    assert refused.wait(120) == 2
-    lines = [line for line in refused.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "measured on another machine" in lines[0], refused.output
+        # the study's predictor measured elsewhere: refused in one line, nothing trained
+        foreign = json.loads(kept)
+        foreign["machine"]["cpu"] = "another processor"
+        saved.write_text(json.dumps(foreign))
+        refused = runner.invoke(app, search_args(world.space, "lat", trials=3, epochs=1, extra=("--cost", "latency")))
+        assert "measured on another machine" in _one_line_exit_2(refused)
     assert len(trained(trial_rows(world.db("lat")))) == 2
 
 
