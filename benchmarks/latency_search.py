@@ -90,11 +90,8 @@ def macs_search(protocol, seed: int, teacher: Path, results_dir: Path, parallel:
     return store.load(name)
 
 
-def completed_points(study, price) -> list[dict]:
+def completed_points(info, price) -> list[dict]:
     """Every completed trial with its weights: number, val accuracy, MACs, predicted ms."""
-    from autokd.pareto import pareto_info
-
-    info = pareto_info(study, importances=False)
     points = []
     for p in info.completed:
         if p.get("weights") and Path(p["weights"], "model.safetensors").exists():
@@ -132,14 +129,16 @@ def compare(protocol, seed: int, lat_study, macs_study, price, setting) -> dict:
     from autokd.pareto import choose, pareto_info
     from autokd.search.record import StudyRecord
 
-    lat_points, macs_points = completed_points(lat_study, price), completed_points(macs_study, price)
+    lat_info, macs_info = pareto_info(lat_study, importances=False), pareto_info(macs_study, importances=False)
+    lat_points, macs_points = completed_points(lat_info, price), completed_points(macs_info, price)
     measure_points([lat_points, macs_points], setting)
-    best = choose(pareto_info(lat_study, importances=False), best=True)
+    best = choose(lat_info, best=True)
     mine = next(p for p in lat_points if p["number"] == best["number"])
     fits = [p for p in macs_points if p["measured_ms"] <= mine["measured_ms"]]
     rival = max(fits, key=lambda p: (p["val_accuracy"], -p["measured_ms"])) if fits else None
-    top = choose(pareto_info(macs_study, importances=False), best=True)
+    top = choose(macs_info, best=True)
     macs_best = next(p for p in macs_points if p["number"] == top["number"])
+    latency = StudyRecord.of(lat_study).latency or {}
     row = {"seed": seed, "latency_study": lat_study.study_name, "macs_study": macs_study.study_name,
            "latency_best": tested(mine, protocol.dataset),
            "macs_best_at_equal_latency": None if rival is None else tested(rival, protocol.dataset),
@@ -147,8 +146,7 @@ def compare(protocol, seed: int, lat_study, macs_study, price, setting) -> dict:
            "macs_best": tested(macs_best, protocol.dataset),
            "latency_trials": len(lat_points), "macs_trials": len(macs_points),
            "macs_trials_at_or_under": len(fits),
-           "budget_ms": (StudyRecord.of(lat_study).latency or {}).get("latency_budget_ms"),
-           "teacher_ms": (StudyRecord.of(lat_study).latency or {}).get("teacher_ms")}
+           "budget_ms": latency.get("latency_budget_ms"), "teacher_ms": latency.get("teacher_ms")}
     if rival is not None:
         row["points"] = 100 * (row["latency_best"]["test_accuracy"] - row["macs_best_at_equal_latency"]["test_accuracy"])
     return row

@@ -17,6 +17,7 @@ from . import store
 
 SAMPLERS: Registry[Callable] = Registry("sampler")
 DEFAULT_FLOPS_BUDGET = "40%"  # without --flops-budget; with --latency-budget alone, the teacher's MACs
+COSTS = ("macs", "latency")  # the study's second objective: MACs, or predicted latency (autokd.search.objective)
 DEFAULT_TRIALS = 12  # without --trials or --compute: a first search of the embedded default in minutes
 
 
@@ -169,8 +170,8 @@ def check_latency_options(cfg: SearchConfig) -> None:
     from ..timing import RUNTIMES
     from .budget import parse_latency_budget
 
-    if cfg.cost not in ("macs", "latency"):
-        raise UserError(f"--cost {cfg.cost!r}: choose macs or latency")
+    if cfg.cost not in COSTS:
+        raise UserError(f"--cost {cfg.cost!r}: choose {' or '.join(COSTS)}")
     if cfg.latency_budget is not None:
         parse_latency_budget(cfg.latency_budget, 1.0)   # its form; its size once the teacher is priced
     if cfg.latency_runtime not in RUNTIMES:

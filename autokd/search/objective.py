@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..candidate import Candidate
-from ..errors import UserError
 from ..latency import Calibration, load_calibration, plan_latency_ms, read_calibration, save_calibration
 from ..price import TeacherShape, predict_student
 from ..timing import Setting, machine
 from .budget import LatencyBudget, parse_latency_budget
 
-COSTS = ("macs", "latency")
 OBJECTIVES = {"macs": ("val_accuracy", "macs"), "latency": ("val_accuracy", "latency_ms")}
 CALIBRATION_FILE = "latency_calibration.json"   # in the study's folder: the predictor it was created with
 
@@ -32,7 +30,6 @@ class LatencyObjective:
     calibration: Calibration
     teacher_ms: float
     budget: LatencyBudget | None
-    source: str                  # the calibration file it was read from
 
     @property
     def setting(self) -> Setting:
@@ -68,7 +65,7 @@ def latency_objective(setting: Setting, teacher: TeacherShape, budget_text: str 
         cal = load_calibration(setting)
     teacher_ms = plan_latency_ms(cal, teacher.arch, teacher.plan, num_classes=teacher.num_classes)
     budget = parse_latency_budget(budget_text, teacher_ms) if budget_text else None
-    return LatencyObjective(cal, teacher_ms, budget, str(saved if saved is not None and saved.exists() else ""))
+    return LatencyObjective(cal, teacher_ms, budget)
 
 
 def keep_calibration(objective: LatencyObjective, folder: Path) -> Path:
@@ -114,11 +111,5 @@ def study_pricer(setting: Setting, num_classes: int) -> PlanPricer:
     return PlanPricer(load_calibration(setting.check()), num_classes)
 
 
-def check_cost(cost: str) -> str:
-    if cost not in COSTS:
-        raise UserError(f"--cost {cost!r}: choose one of {', '.join(COSTS)}")
-    return cost
-
-
-__all__ = ["COSTS", "OBJECTIVES", "CALIBRATION_FILE", "LatencyObjective", "latency_objective", "keep_calibration",
-           "PlanPricer", "study_pricer", "check_cost"]
+__all__ = ["OBJECTIVES", "CALIBRATION_FILE", "LatencyObjective", "latency_objective", "keep_calibration",
+           "PlanPricer", "study_pricer"]

@@ -98,7 +98,7 @@ def trained_latency(latency: dict | None, result, data) -> dict:
     from ..timing import measure_latency
 
     cal = Calibration.from_dict(latency["calibration"])
-    arch = result.candidate.get("student", latency.get("arch"))
+    arch = result.candidate["student"]
     predicted = plan_latency_ms(cal, arch, result.plan, num_classes=data.num_classes)
     model = create_model(arch, num_classes=data.num_classes, in_channels=cal.setting.input_shape[0], plan=result.plan)
     timing = measure_latency([model.eval()], cal.setting, rounds=LATENCY_ROUNDS, warmup=3)[0]
