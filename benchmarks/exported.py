@@ -45,6 +45,7 @@ EXPORTS = {"autokd": FINETUNE_RECIPE, **RECIPE_ROWS}
 FIRST = (*EXPORTS, "tp-budget")                 # need nothing but the teacher and the study
 AT_EXPORTED = ("tp", "tp-kd", "tp-compute", "alone")  # need the autokd student of the same seed
 KINDS = FIRST + AT_EXPORTED
+ROWS = {"cpu-finetune-30": ("autokd", "tp-kd")}  # a variant trains only the rows its question needs
 HINTON = {"alpha": 0.5, "temperature": 4.0}     # the usual Hinton / RepDistiller mix
 EQUAL_MACS_TOLERANCE = 0.01                     # the Torch-Pruning model's MACs within 1 % of autokd's
 # the issue's targets, in points of test accuracy (paired by seed)
@@ -54,9 +55,15 @@ TARGET_VS_TP_COMPUTE_POINTS = 0.0
 
 
 def study_for(protocol, seed: int) -> str:
+    from protocols import PROTOCOLS, search_protocol
     from search_quality import study_name
 
-    return study_name(protocol, "joint", seed)
+    name = search_protocol(protocol.name)
+    return study_name(protocol if name == protocol.name else PROTOCOLS[name], "joint", seed)
+
+
+def rows_of(protocol) -> tuple[str, ...]:
+    return ROWS.get(protocol.name, KINDS)
 
 
 @lru_cache(maxsize=2)
@@ -85,6 +92,17 @@ def best_weights(study: str) -> Path:
     from autokd.search import store
 
     return Path(choose(pareto_info(store.load(study), importances=False), best=True)["weights"])
+
+
+def exported_macs(protocol, seed: int) -> int:
+    """The MACs of what ``autokd export --best`` ships for ``seed``: its best point's (a fine-tune keeps
+    the channels), known before the export trains, so the rows at those MACs need not wait for it."""
+    from autokd.bundle import load_bundle
+    from autokd.measure import count_macs
+
+    model, _ = load_bundle(best_weights(study_for(protocol, seed)))
+    data = _data(protocol.dataset, seed, protocol.teacher_subset)
+    return count_macs(model, (data.in_channels, *data.image_size))
 
 
 def search_epochs_on(protocol, seed: int) -> int:
@@ -179,8 +197,8 @@ def _alone(protocol, seed: int, data) -> tuple:
 
 def run_unit(protocol, kind: str, seed: int, teacher_path: str, results_dir: str,
              target_macs: int | None = None, extra_epochs: int = 0) -> dict:
-    """One row of one seed, scored; kept as ``<results>/exported/units/<kind>-s<seed>.json`` so that a
-    run that stopped resumes with the rows it has (a unit of other settings is trained again)."""
+    """One row of one seed, scored; kept as ``<results>/exported/units/<protocol>-<kind>-s<seed>.json`` so
+    that a run that stopped resumes with the rows it has (a unit of other settings is trained again)."""
     import json
 
     import torch
@@ -188,7 +206,7 @@ def run_unit(protocol, kind: str, seed: int, teacher_path: str, results_dir: str
     from record import isolate, write_json
 
     isolate(Path(results_dir))
-    done = Path(results_dir) / "exported" / "units" / f"{kind}-s{seed}.json"
+    done = Path(results_dir) / "exported" / "units" / f"{protocol.name}-{kind}-s{seed}.json"
     key = {"settings": json.loads(json.dumps(protocol.as_dict())), "target_macs": target_macs,
            "extra_epochs": extra_epochs, **({"recipe": EXPORTS[kind]} if kind in EXPORTS else {})}
     if done.exists() and {k: v for k, v in json.loads(done.read_text()).items() if k in key} == key:
@@ -254,7 +272,7 @@ def summarize(teacher: dict, units: list[dict], budget_share: float) -> dict:
 
 def _pool(workers: int, units: list[tuple]) -> list[dict]:
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(run_unit, *zip(*units)))
+        return [f.result() for f in [pool.submit(run_unit, *u) for u in units]]
 
 
 def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
@@ -269,14 +287,16 @@ def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
     summary = teacher_summary(teacher_path)
     teacher_row = _scored("teacher", model, _data(protocol.dataset, 0, protocol.teacher_subset), protocol,
                           {"epochs": card.get("epochs"), "trained": "on labels"})
-    first = [(protocol, kind, s, str(teacher_path), str(results_dir)) for kind in FIRST for s in range(seeds)]
-    say(f"exported-student table, phase 1 (export, Torch-Pruning at the budget): {len(first)} runs")
-    done = _pool(workers, first)
-    at = {u["seed"]: u["macs"] for u in done if u["kind"] == "autokd"}
-    second = [(protocol, kind, s, str(teacher_path), str(results_dir), at[s], search_epochs_on(protocol, s))
-              for kind in AT_EXPORTED for s in range(seeds)]
-    say(f"phase 2 (at the exported students' MACs): {len(second)} runs")
-    done += _pool(workers, second)
+    at = {s: exported_macs(protocol, s) for s in range(seeds)}
+    kinds = rows_of(protocol)
+    units = [(protocol, kind, s, str(teacher_path), str(results_dir))
+             + ((at[s], search_epochs_on(protocol, s)) if kind in AT_EXPORTED else ())
+             for kind in KINDS if kind in kinds for s in range(seeds)]
+    say(f"exported-student table: {len(units)} runs ({', '.join(k for k in KINDS if k in kinds)})")
+    done = _pool(workers, units)
+    off = {u["seed"]: u["macs"] for u in done if u["kind"] == "autokd" and u["macs"] != at[u["seed"]]}
+    if off:
+        raise RuntimeError(f"the exported students' MACs {off} are not their best points' {at}")
     share = float(protocol.budget.rstrip("%")) / 100
     res = {"teacher": {**summary, **teacher_row}, "teacher_plateau_points": plateau_points(card.get("history")),
            "finetune_epochs": protocol.finetune_epochs, "search_epochs": protocol.epochs,

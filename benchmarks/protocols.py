@@ -18,6 +18,10 @@
   cpu-compute-60  table 1 of ``cpu`` at three times the compute (60 epoch-equivalents an arm): at 20 a
          TPE search is its warm starts and start-up trials, with two to six trials left for the model to
          choose; does the sampler pull ahead of random when it has more? ``cpu``'s teacher too.
+  cpu-finetune-30  the headline of ``cpu`` with the fine-tune a user would give the student they ship:
+         ``autokd export --finetune-epochs 30``, the teacher's own epochs, against Torch-Pruning + KD
+         given the same; it exports ``cpu``'s searches (no search of its own). Does the exported
+         student close its gap to the teacher, and does its lead or lag on Torch-Pruning hold?
 
 Every JSON a benchmark writes carries its protocol's ``as_dict()``, and every table says what the
 protocol reduced (``reduced``), so a number is never read without its setting.
@@ -186,15 +190,28 @@ CPU_COMPUTE_60 = replace(
     reduced=CPU.reduced + "; VARIANT: every arm 60 epoch-equivalents of compute (what 30 trials of 2 epochs cost) "
                           "instead of 20; nothing else changed",
 )
+CPU_FINETUNE_30 = replace(
+    CPU, name="cpu-finetune-30", finetune_epochs=30,
+    reduced=CPU.reduced + "; VARIANT: the exported student is fine-tuned 30 epochs (the teacher's own) instead of 8, "
+                          "on `cpu`'s searches, and only the rows autokd and Torch-Pruning + KD (2 + 30 epochs) are "
+                          "trained; nothing else changed",
+)
 VARIANTS = {"cpu-wide-band": ("cpu", ("search",)),  # variant -> (the protocol whose teacher it uses, its parts)
-            "cpu-compute-60": ("cpu", ("search",))}
+            "cpu-compute-60": ("cpu", ("search",)),
+            "cpu-finetune-30": ("cpu", ("exported",))}
 
-PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE, GPU, GPU_DRY, CPU_WIDE_BAND, CPU_COMPUTE_60)}
+PROTOCOLS = {p.name: p for p in (CPU, FULL, SMOKE, GPU, GPU_DRY, CPU_WIDE_BAND, CPU_COMPUTE_60, CPU_FINETUNE_30)}
 
 
 def teacher_protocol(name: str) -> str:
     """The protocol whose teacher bundle ``name`` distils from: its own, or a variant's base."""
     return VARIANTS[name][0] if name in VARIANTS else name
+
+
+def search_protocol(name: str) -> str:
+    """The protocol whose searches (table 1's studies) ``name`` exports: its own, or, for a variant that
+    runs no search, its base's."""
+    return name if "search" in (parts_of(name) or ("search",)) else VARIANTS[name][0]
 
 
 def parts_of(name: str) -> tuple[str, ...] | None:

@@ -59,6 +59,20 @@ def test_the_variants_change_one_setting_and_keep_the_cpu_teacher(tmp_path):
     more = PROTOCOLS["cpu-compute-60"]
     assert {k for k, v in more.as_dict().items() if cpu.as_dict()[k] != v} == {"name", "reduced", "trials"}
     assert teacher_folder(more, tmp_path) == teacher_folder(cpu, tmp_path) and parts_of("cpu-compute-60") == ("search",)
+    longer = PROTOCOLS["cpu-finetune-30"]
+    assert {k for k, v in longer.as_dict().items() if cpu.as_dict()[k] != v} == {"name", "reduced", "finetune_epochs"}
+    assert longer.finetune_epochs == cpu.teacher_epochs and parts_of("cpu-finetune-30") == ("exported",)
+
+
+def test_a_variant_without_a_search_exports_its_base_protocols_studies_and_trains_only_its_rows():
+    sys.path.insert(0, str(BENCH))
+    import exported
+    from protocols import PROTOCOLS
+
+    longer, wide = PROTOCOLS["cpu-finetune-30"], PROTOCOLS["cpu-wide-band"]
+    assert exported.study_for(longer, 1) == "cpu-joint-s1"      # cpu's search, fine-tuned longer
+    assert exported.study_for(wide, 1) == "cpu-wide-band-joint-s1"  # a variant's own search
+    assert exported.rows_of(longer) == ("autokd", "tp-kd") and exported.rows_of(PROTOCOLS["cpu"]) == exported.KINDS
 
 
 def test_a_variant_runs_only_its_parts_and_the_page_lists_no_other_part_as_not_run(tmp_path):

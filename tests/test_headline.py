@@ -148,7 +148,7 @@ def test_a_rows_result_is_kept_and_a_rerun_of_the_same_settings_reuses_it(tmp_pa
 
     key = {"settings": json.loads(json.dumps(SMOKE.as_dict())), "target_macs": 123, "extra_epochs": 2}
     unit = {"kind": "tp", "seed": 0, "test_accuracy": 0.5}
-    done = tmp_path / "exported" / "units" / "tp-s0.json"
+    done = tmp_path / "exported" / "units" / "smoke-tp-s0.json"
     done.parent.mkdir(parents=True)
     done.write_text(json.dumps({**key, "unit": unit}))
     assert exported.run_unit(SMOKE, "tp", 0, "no-teacher-needed", str(tmp_path), 123, 2) == unit
