@@ -120,10 +120,10 @@ def points(arch: str) -> int:
     """How many distillation points ``arch`` has (built on the meta device: no storage)."""
     import torch
 
-    from .models import create_model
+    from .models import create_model, tags
 
     with torch.device("meta"):
-        return len(create_model(arch).points)
+        return len(tags(create_model(arch)).points)
 
 
 def check_lambda_points(space: SearchSpace, teacher_arch: str) -> None:

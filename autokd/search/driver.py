@@ -136,7 +136,8 @@ def warm_starts_within(plan: Plan) -> list[str]:
     if cfg.compute is None or not names:
         return names
     sizes = {"train_images": len(plan.data.train_y), "val_images": len(plan.data.val_y)}
-    taken, total = [], 0.0
+    taken: list[str] = []
+    total = 0.0
     for name in names:
         inherited = space.warm_start[name].get("student/init", space.fixed.get("student/init")) == "teacher"
         cost = trial_compute(cfg.epochs, cfg.epochs + inherited, **sizes,

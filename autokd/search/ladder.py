@@ -148,7 +148,8 @@ class Ladder:
         """
         trial, rung = int(trial), int(rung)
         self.record(trial, rung, acc, macs)
-        go = promotes(self.table[rung], trial, self.eta, int(self.grace))  # grace set in __post_init__
+        assert self.grace is not None  # set in __post_init__
+        go = promotes(self.table[rung], trial, self.eta, self.grace)
         kept = [t for t in self.promoted.get(rung, []) if t != trial]
         self.promoted[rung] = kept + [trial] if go else kept
         return go
