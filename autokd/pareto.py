@@ -299,6 +299,7 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True, 
     front = pareto_front_points(completed, cost=key)
     on_front = {p["number"] for p in front}
     if cost == "latency":
+        assert latency is not None  # a latency study records it; another study is priced above
         reference = latency.get("latency_budget_ms") or latency.get("teacher_ms") or max(
             (p[key] for p in completed), default=None)
     else:

@@ -195,7 +195,7 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: float
     return cand, proj, shape
 
 
-def check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: int) -> None:
+def check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: float) -> None:
     """A global-ranking target under what cutting every layer by the pruner's most reaches (one line)."""
     floor = predict_macs(replace(unshaped(cand), prune={"*": GLOBAL_MAX_LAYER}, target_macs=0), teacher)
     if target_macs < floor:
