@@ -24,7 +24,7 @@ def channel_plan(model: nn.Module) -> dict[str, int]:
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             plan[name] = m.out_channels
-        elif isinstance(m, nn.Linear) and name != tags(model).classifier_name:
+        elif isinstance(m, nn.Linear) and name != model.classifier_name:
             plan[name] = m.out_features
     return plan
 
