@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 # The README's test command: the whole suite, slow tests included.
 test: $(STAMP)
 	$(BIN)/ruff check autokd tests benchmarks
+	$(BIN)/mypy autokd
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Skip the tests marked slow (a quick loop while editing).

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .models import MODELS, channel_plan, create_model
+from .models import MODELS, channel_plan, create_model, tags
 
 PLAN, WEIGHTS, CARD = "channel_plan.json", "model.safetensors", "card.json"
 
@@ -30,7 +30,8 @@ class BadBundle(UserError):
 
 
 def plan_of(model: nn.Module) -> dict:
-    return {"arch": model.arch, "build_args": dict(model.build_args), "plan": channel_plan(model)}
+    t = tags(model)
+    return {"arch": t.arch, "build_args": dict(t.build_args), "plan": channel_plan(model)}
 
 
 def write_json(path: Path, data: dict) -> None:

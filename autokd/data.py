@@ -102,11 +102,11 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:120].rstrip(':')}" if text else type(err).__name__
 
 
-def _fetch(name: str, where: str, build: Callable[[bool], Any]) -> Any:
-    """Call a torchvision constructor ``build(download)``; missing files become one clear line."""
+def _fetch(name: str, where: str, build: Callable[..., Any]) -> Any:
+    """Call a torchvision constructor ``build(download=...)``; missing files become one clear line."""
     download = os.environ.get("AUTOKD_OFFLINE") != "1"
     try:
-        return build(download)  # torchvision's own download and timeouts
+        return build(download=download)  # torchvision's own download and timeouts
     except (RuntimeError, URLError, OSError) as err:
         why = _one_line(err) if download else "download is off: AUTOKD_OFFLINE=1"
         raise DatasetUnavailable(
@@ -150,7 +150,7 @@ def _load_mnist_like(name: str, cls_name: str, root: Path) -> _Raw:
     cls, raw = getattr(datasets, cls_name), root / cls_name / "raw"
     _stage_idx(name, raw, _idx_sources(cls_name, root))
     where = f"{raw}/ ({', '.join(_IDX_FILES)}, or their .gz)"
-    tr, te = (_fetch(name, where, lambda dl, t=t: cls(str(root), train=t, download=dl))
+    tr, te = (_fetch(name, where, partial(cls, str(root), train=t))
               for t in (True, False))
     return _Raw(tr.data.unsqueeze(1), tr.targets, te.data.unsqueeze(1), te.targets, str(raw))
 
@@ -185,7 +185,7 @@ def _load_cifar(name: str, cls_name: str, root: Path) -> _Raw:
         except (OSError, EOFError, tarfile.TarError) as err:
             raise DatasetUnavailable(f"dataset {name!r}: cannot unpack {archive} "
                                      f"({_one_line(err)}); put the files in {where}") from None
-    tr, te = (_fetch(name, where, lambda dl, t=t: cls(str(root), train=t, download=dl))
+    tr, te = (_fetch(name, where, partial(cls, str(root), train=t))
               for t in (True, False))
     nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731  (NHWC uint8 -> NCHW)
     return _Raw(nchw(tr.data), torch.as_tensor(tr.targets), nchw(te.data),
@@ -205,7 +205,7 @@ def _load_svhn(name: str, root: Path) -> _Raw:
 
     folder = root / "svhn"
     where = f"{folder}/ ({' and '.join(_SVHN_FILES)})"
-    tr, te = (_fetch(name, where, lambda dl, s=s: datasets.SVHN(str(folder), split=s, download=dl))
+    tr, te = (_fetch(name, where, partial(datasets.SVHN, str(folder), split=s))
               for s in ("train", "test"))
     return _Raw(torch.from_numpy(tr.data), torch.from_numpy(tr.labels),
                 torch.from_numpy(te.data), torch.from_numpy(te.labels), str(folder))

@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from .bundle import BadBundle, load_bundle, load_student, publish_folder, save_bundle, write_json
 from .candidate import Candidate, pruning_text
-from .data import load_dataset
+from .data import DataSplits, load_dataset
 from .errors import UserError
 from .measure import COST_UNIT, LATENCY_THREADS, cpu_latency_ms, measure
 from .pareto import choose, pareto_info
@@ -41,7 +41,7 @@ from .search import store as studies
 from .search.record import StudyRecord
 from .teacher import get_teacher, input_shape
 from .latency import load_calibration, plan_latency_ms, read_calibration
-from .models import channel_plan
+from .models import channel_plan, tags
 from .search.objective import CALIBRATION_FILE
 from .timing import ONNX_OPSET, Setting, export_onnx, machine, measure_latency
 from .train import Diverged, TrainConfig, evaluate
@@ -168,7 +168,7 @@ def _card(*, study_name, point, candidate, model, teacher, tcard, data, recipe, 
     shape = input_shape(data)
     cost, t_cost = measure(model, shape), measure(teacher, shape)
     return {
-        "kind": "exported-student", "arch": model.arch, "study": study_name, "trial": point["number"],
+        "kind": "exported-student", "arch": tags(model).arch, "study": study_name, "trial": point["number"],
         "trial_state": point["state"], "dataset": data.name, "input_shape": list(shape),
         "num_classes": data.num_classes, "train_subset": recipe["train_subset"],
         "normalization": {"mean": list(data.mean), "std": list(data.std),
@@ -204,7 +204,7 @@ def latency_card(model: nn.Module, study_folder: Path, shape: tuple[int, ...], n
     timing = measure_latency([model.cpu().eval()], cal.setting)[0]
     try:
         cal.check(cal.setting, machine(cal.setting))
-        predicted, note = plan_latency_ms(cal, model.arch, channel_plan(model), num_classes=num_classes), ""
+        predicted, note = plan_latency_ms(cal, tags(model).arch, channel_plan(model), num_classes=num_classes), ""
     except UserError as e:
         predicted, note = None, str(e)
     return {"setting": cal.setting.as_dict(), "label": cal.setting.label, "measured": timing.as_dict(),
@@ -320,7 +320,7 @@ def _feature_pairs_on(c: Candidate) -> bool:
     return bool(c.lambdas or c.pairs not in ("", "none")) and c.beta < 1
 
 
-def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -> tuple[nn.Module, object, dict]:
+def _finetune(model, candidate, teacher, tcard, recipe, device, say, progress) -> tuple[nn.Module, DataSplits, dict]:
     """The chosen student trained ``recipe["finetune_epochs"]`` more epochs: (model, its data, record)."""
     n = recipe["finetune_epochs"]
     data = load_dataset(recipe["dataset"], seed=recipe["seed"], train_subset=recipe["finetune_subset"])

@@ -3,7 +3,10 @@ CLI line that explains it (``autokd.cli.options`` reads both, so a command never
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 DEVICES = ("auto", "cpu", "cuda")  # the choices of every ``device`` setting; auto = cuda if available
@@ -16,10 +19,10 @@ def knob(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callabl
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-def help_of(cls: type, name: str) -> str:
+def help_of(cls: type[DataclassInstance], name: str) -> str:
     return cls.__dataclass_fields__[name].metadata.get("help", "")
 
 
-def default_of(cls: type, name: str) -> Any:
+def default_of(cls: type[DataclassInstance], name: str) -> Any:
     f = cls.__dataclass_fields__[name]
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

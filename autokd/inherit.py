@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
-from .models import MODELS, channel_plan, create_model
+from .models import MODELS, channel_plan, create_model, tags
 from .models.vgg import SafePool
 
 # Images recalibrate_bn needs. Measured on digits (resnet20 inherited from resnet32, pruned
@@ -75,8 +75,9 @@ class Layout:
 
 def _resnet_layout(model: nn.Module) -> Layout:
     """Stages are the distillation points ``layer1..``; every other child is fixed."""
-    stages = tuple(tuple((f"{p}.{i}",) for i in range(len(model.get_submodule(p)))) for p in model.points)
-    fixed = tuple(n for n, _ in model.named_children() if n not in model.points)
+    points = tags(model).points
+    stages = tuple(tuple((f"{p}.{i}",) for i in range(len(list(model.get_submodule(p).children())))) for p in points)
+    fixed = tuple(n for n, _ in model.named_children() if n not in points)
     return Layout(fixed, stages)
 
 
@@ -85,7 +86,7 @@ def _vgg_layout(model: nn.Module) -> Layout:
     after it (its BN); the classifier is fixed."""
     stages: list[tuple[Block, ...]] = []
     blocks: list[list[str]] = []
-    for i, m in enumerate(model.features):
+    for i, m in enumerate(model.get_submodule("features").children()):
         if isinstance(m, nn.Conv2d):
             blocks.append([f"features.{i}"])
         elif isinstance(m, SafePool):
@@ -93,7 +94,7 @@ def _vgg_layout(model: nn.Module) -> Layout:
             blocks = []
         elif blocks and m.state_dict():
             blocks[-1].append(f"features.{i}")
-    return Layout((model.classifier_name,), tuple(stages))
+    return Layout((tags(model).classifier_name,), tuple(stages))
 
 
 def _flat_layout(model: nn.Module) -> Layout:
@@ -259,11 +260,12 @@ def inherit_student(teacher: nn.Module, student_arch: str | None = None, *, rule
     ``create_model(s.arch, **s.build_args, plan=channel_plan(s))`` rebuilds its exact shapes.
     At full depth it computes the teacher's function exactly. Global RNG state is not touched.
     """
-    arch = student_arch or teacher.arch
-    plan = inherited_plan(teacher.arch, channel_plan(teacher), arch, rule)
-    mapping = block_map(teacher.arch, arch, rule)
+    t = tags(teacher)
+    arch = student_arch or t.arch
+    plan = inherited_plan(t.arch, channel_plan(teacher), arch, rule)
+    mapping = block_map(t.arch, arch, rule)
     with torch.device("meta"):  # no init: every tensor is overwritten below
-        student = create_model(arch, **teacher.build_args, plan=plan)
+        student = create_model(arch, **t.build_args, plan=plan)
     source = teacher.state_dict()
     student.to_empty(device=next(teacher.parameters()).device)
     student.load_state_dict({k: source[_teacher_name(k, mapping)] for k in student.state_dict()}, strict=True)

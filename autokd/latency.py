@@ -132,7 +132,7 @@ def _cached_loads(arch: str, plan: tuple[tuple[str, int], ...], num_classes: int
     return tuple(sorted(mode.loads.items()))
 
 
-def op_loads(arch: str, plan: Mapping[str, int], *, num_classes: int, input_shape: tuple[int, int, int],
+def op_loads(arch: str, plan: Mapping[str, int], *, num_classes: int, input_shape: tuple[int, ...],
              batch: int = 1) -> dict[str, OpLoad]:
     """Per op kind, the load of one inference of zoo ``arch`` with channel ``plan`` on a batch of
     ``batch`` images of ``input_shape``: traced on the meta device, nothing allocated or computed."""

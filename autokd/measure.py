@@ -70,9 +70,10 @@ def mac_meter(model: nn.Module, input_shape: tuple[int, ...]) -> Callable[[], in
     meter then multiplies each weight's size by them (a conv's MACs = its weight's elements x output
     pixels), with no forward pass. A model the rule does not describe (a transposed conv, a matmul
     outside a layer) gets ``count_macs`` itself."""
-    calls: list[tuple[nn.Module, int]] = []
+    calls: list[tuple[nn.modules.conv._ConvNd | nn.Linear, int]] = []
 
     def hook(module: nn.Module, _inputs, out: torch.Tensor) -> None:
+        assert isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))  # hooked on those layers only
         width = module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else module.out_features
         calls.append((module, out.numel() // width))
 

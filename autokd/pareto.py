@@ -199,6 +199,8 @@ def kept_ratios(candidate: dict, keys: Iterable[str] | None = None) -> dict[str,
 # ------------------------------------------------------------------ from a study
 def _point(t, state: str, teacher_macs: int | None, cost: str = "macs") -> dict:
     rec = TrialRecord.of(t)
+    acc: float | None
+    macs: int | None
     if state == "complete":  # a latency study's second value is ms; its trials record their MACs
         acc, macs = float(t.values[0]), int(t.values[1]) if cost == "macs" else int(rec.macs or 0)
     else:
@@ -297,6 +299,7 @@ def pareto_info(study, config: dict | None = None, *, importances: bool = True, 
     front = pareto_front_points(completed, cost=key)
     on_front = {p["number"] for p in front}
     if cost == "latency":
+        assert latency is not None  # a latency study records it; another study is priced above
         reference = latency.get("latency_budget_ms") or latency.get("teacher_ms") or max(
             (p[key] for p in completed), default=None)
     else:
@@ -412,7 +415,7 @@ def _by_number(info: ParetoInfo, number: int) -> dict:
 
 def _ranges(numbers: list[int]) -> str:
     """[0, 1, 2, 5] -> "0-2, 5"."""
-    numbers, parts = sorted(set(numbers)), []
+    numbers, parts = sorted(set(numbers)), list[list[int]]()
     for n in numbers:
         if parts and n == parts[-1][1] + 1:
             parts[-1][1] = n

@@ -295,12 +295,12 @@ def parallel_coordinates(info: ParetoInfo) -> "go.Figure":
     names = axes(values, info.importances or {})
     dims = []
     for name in names:
-        values = [p["trial_params"][name] for p in done]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            dims.append(dict(label=name, values=[float(v) for v in values]))
+        column = values[name]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in column):
+            dims.append(dict(label=name, values=[float(v) for v in column]))
         else:
-            labels = sorted({str(v) for v in values})
-            dims.append(dict(label=name, values=[labels.index(str(v)) for v in values],
+            labels = sorted({str(v) for v in column})
+            dims.append(dict(label=name, values=[labels.index(str(v)) for v in column],
                              tickvals=list(range(len(labels))), ticktext=labels))
     acc = [100 * p["val_accuracy"] for p in done]
     scale, prefix, _ = _unit(info)

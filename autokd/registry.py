@@ -5,7 +5,7 @@ an unknown key raises :class:`UnknownName`, whose message lists the valid names.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, TypeVar, cast
 
 from .errors import UserError
 
@@ -27,7 +27,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         def deco(obj: T) -> T:
-            key = name or obj.__name__
+            key = name or cast(Callable[..., object], obj).__name__  # unnamed: a function or class
             self.add(key, obj)
             return obj
 

@@ -78,7 +78,7 @@ class _Rule:
             return f"{v!r} is not {what}: {', '.join(names)}"
         if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
             return f"{v!r} is not a finite number"
-        if v < self.low or (self.open_low and v == self.low) or v > self.high:
+        if v < self.low or (self.open_low and v == self.low) or v > self.high:  # type: ignore[operator]  # numbers.Real has no typed comparisons
             return f"{v!r} must be {self.range_text()}"
         return None
 
@@ -150,7 +150,7 @@ class SearchSpace:
     teacher: str | None                              # informative: the teacher family it is for
     description: str
     distributions: dict[str, BaseDistribution]       # sampled; what `study.ask` takes
-    fixed: dict[str, object]                         # constants, applied over every sample
+    fixed: dict[str, Any]                            # constants, applied over every sample (each checked by its rule)
     warm_start: dict[str, dict[str, object]] = field(default_factory=dict)  # name -> params, enqueued first
 
     def min_cost_candidates(self) -> list[dict]:
@@ -168,15 +168,27 @@ class SearchSpace:
         corners = [corner]
         for name in ("student/arch", "student/init"):  # every architecture, built either way
             if name in d:
-                corners = [{**c, name: v} for c in corners for v in d[name].choices]
+                corners = [{**c, name: v} for c in corners for v in choices_of(d[name])]
         return corners
+
+
+def choices_of(dist: BaseDistribution) -> tuple[Any, ...]:
+    """A categorical parameter's values (the rules make ``student/arch`` and ``student/init`` categorical)."""
+    assert isinstance(dist, CategoricalDistribution), dist
+    return dist.choices
+
+
+def low_of(dist: BaseDistribution) -> float:
+    """A numeric parameter's low end."""
+    assert isinstance(dist, (FloatDistribution, IntDistribution)), dist
+    return dist.low
 
 
 def _extreme(dist: BaseDistribution, *, lowest: bool) -> object:
     if isinstance(dist, (FloatDistribution, IntDistribution)):
         return dist.low if lowest else dist.high
     pick = min if lowest else max
-    return pick(dist.choices)  # type: ignore[attr-defined]
+    return pick(choices_of(dist))
 
 
 # ------------------------------------------------------------------ loading
@@ -184,7 +196,7 @@ class _SafeUniqueLoader(yaml.SafeLoader):
     """yaml's SafeLoader (plain data, no tags that build objects) that rejects a key given twice,
     which plain safe_load resolves silently to the last one."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden below it
@@ -326,8 +338,8 @@ def _parse_distribution(entry: object, rule: _Rule, where: str) -> BaseDistribut
         raise SpaceError(_one_line(f"{where}not an Optuna distribution: {detail}")) from None
     if isinstance(dist, CategoricalDistribution):
         values: tuple = dist.choices
-    elif rule.kind == "number":
-        values = (dist.low, dist.high)  # type: ignore[attr-defined]  (the rules' ranges are intervals)
+    elif rule.kind == "number" and isinstance(dist, (FloatDistribution, IntDistribution)):
+        values = (dist.low, dist.high)
     else:
         raise SpaceError(f"{where}must be a CategoricalDistribution of {rule.values_text()}")
     for v in values:
@@ -458,7 +470,7 @@ def _suggest_one(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistributio
         return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_categorical(name, dist.choices)  # type: ignore[attr-defined]
+    return trial.suggest_categorical(name, choices_of(dist))
 
 
 __all__ = ["SearchSpace", "SpaceError", "load_space", "shipped_spaces", "space_data", "write_space", "fix_params",

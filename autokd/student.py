@@ -18,7 +18,7 @@ from .distill import parse_lambda
 from .errors import UserError
 from .inherit import check_inheritable
 from .fields import knob
-from .models import create_model
+from .models import create_model, tags
 from .provenance import resolve_device
 from .teacher import get_teacher, untrained_teacher
 from .train import Diverged, TrainConfig
@@ -83,9 +83,9 @@ def distill_student(job: DistillJob, *, lambdas: list[str] | None = None, out: s
     device = resolve_device(job.device)
     data = load_dataset(job.dataset, seed=job.candidate.seed, train_subset=job.train_subset)
     shell = untrained_teacher(job.teacher, data.num_classes, data.in_channels)
-    c = replace(job.candidate, student=resolve_student(job, shell.arch))
-    n_s = len(create_model(c.student, num_classes=data.num_classes, in_channels=data.in_channels, width=c.width).points)
-    c = with_lambdas(c, lambdas, len(shell.points), n_s)
+    c = replace(job.candidate, student=resolve_student(job, tags(shell).arch))
+    n_s = len(tags(create_model(c.student, num_classes=data.num_classes, in_channels=data.in_channels, width=c.width)).points)
+    c = with_lambdas(c, lambdas, len(tags(shell).points), n_s)
     teacher, card = get_teacher(job.teacher, data, TrainConfig(epochs=job.teacher_epochs, seed=c.seed),
                                 progress=progress("teacher") if progress else None, device=device, on_train=printer)
     folder = Path(out) if out is not None else Path("runs") / f"{c.student}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -29,7 +29,7 @@ from optuna.distributions import CategoricalDistribution
 
 from .candidate import Candidate
 from .errors import UserError
-from .space import SearchSpace, SpaceError, load_space, shipped_spaces
+from .space import SearchSpace, SpaceError, choices_of, load_space, shipped_spaces
 
 # teacher family -> shipped space (fullmatch on the teacher's architecture name)
 FAMILY_SPACES = (
@@ -86,14 +86,14 @@ def _students(space: SearchSpace, teacher_arch: str) -> list[str]:
     dist = space.distributions.get(ARCH)
     if dist is None:
         return [str(space.fixed.get(ARCH, Candidate().student))]
-    choices = [str(c) for c in dist.choices]
+    choices = [str(c) for c in choices_of(dist)]
     if space.teacher in choices and teacher_arch not in choices:
         choices.append(teacher_arch)
     if may_inherit(space):
         choices = [c for c in choices if _inherits(teacher_arch, c)]
     if not choices:
         raise SpaceError(f"space {space.name!r} cannot serve teacher {teacher_arch}: none of its students "
-                         f"({', '.join(map(str, dist.choices))}) can inherit its layers; pass --space")
+                         f"({', '.join(map(str, choices_of(dist)))}) can inherit its layers; pass --space")
     return choices
 
 
@@ -102,7 +102,7 @@ def may_inherit(space: SearchSpace) -> bool:
     if INIT in space.fixed:
         return space.fixed[INIT] == "teacher"
     dist = space.distributions.get(INIT)
-    return "teacher" in dist.choices if dist is not None else Candidate().init == "teacher"
+    return "teacher" in choices_of(dist) if dist is not None else Candidate().init == "teacher"
 
 
 def _inherits(teacher_arch: str, student_arch: str) -> bool:
@@ -120,10 +120,10 @@ def points(arch: str) -> int:
     """How many distillation points ``arch`` has (built on the meta device: no storage)."""
     import torch
 
-    from .models import create_model
+    from .models import create_model, tags
 
     with torch.device("meta"):
-        return len(create_model(arch).points)
+        return len(tags(create_model(arch)).points)
 
 
 def check_lambda_points(space: SearchSpace, teacher_arch: str) -> None:
@@ -148,7 +148,7 @@ def _students_as_given(space: SearchSpace) -> list[str]:
     if ARCH in space.fixed:
         return [str(space.fixed[ARCH])]
     dist = space.distributions.get(ARCH)
-    return [str(c) for c in dist.choices] if dist is not None else [Candidate().student]
+    return [str(c) for c in choices_of(dist)] if dist is not None else [Candidate().student]
 
 
 __all__ = ["family_space", "default_space_for", "restrict_to_teacher", "check_lambda_points", "may_inherit",

@@ -53,7 +53,7 @@ class Setting:
     runtime: str = knob("onnxruntime", "the runtime timed: onnxruntime (CPU) or torch (eager PyTorch)")
     threads: int = knob(LATENCY_THREADS, "intra-op threads (batch-1 CNNs: one is fastest and steadiest)")
     batch: int = knob(1, "images per inference")
-    input_shape: tuple[int, int, int] = knob((1, 28, 28), "one image, C x H x W")
+    input_shape: tuple[int, ...] = knob((1, 28, 28), "one image, C x H x W")
     device: str = knob("cpu", "cpu, or cuda (the torch runtime only)")
 
     def check(self) -> "Setting":

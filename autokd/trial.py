@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -38,11 +39,11 @@ import torch.nn.functional as F
 from .bundle import save_bundle
 from .candidate import LEARNED_MASK, Candidate, check_candidate, is_global
 from .data import DataSplits
-from .distill import (PAIR_LOSSES, SCHEDULES, Distiller, Phase, check_lambdas, curriculum_groups_on, full_matrix,
-                      make_pairs, split_key)
+from .distill import (PAIR_LOSSES, SCHEDULES, Distiller, Phase, TeacherCache, check_lambdas, curriculum_groups_on,
+                      full_matrix, make_pairs, split_key)
 from .errors import UserError
 from .measure import COST_UNIT, Cost, flops_from_macs, measure
-from .models import MODELS, channel_plan
+from .models import MODELS, channel_plan, tags
 from .provenance import provenance
 from .inherit import RECALIBRATION_IMAGES, inherit_student, recalibrate_bn
 from .price import pruning_ratios
@@ -124,19 +125,19 @@ class TrialRun:
         self.phases = SCHEDULES.get(c.schedule)(c.epochs, c.stage1_fraction)
         self.teacher = _checked_teacher(ctx.teacher, self.data).to(ctx.device).eval()
         self.student = self._build().to(ctx.device)
-        n_t, n_s = len(self.teacher.points), len(self.student.points)
+        n_t, n_s = len(tags(self.teacher).points), len(tags(self.student).points)
         self.lambdas = make_pairs(c.pairs, n_t, n_s, c.pair_weight) if c.pairs else check_lambdas(c.lambdas, n_t, n_s)
         self.before = measure(self.student, self.shape)
         self.probe_x = self.data.train_x[:PROBE_IMAGES].to(ctx.device)
         self.probe_y = self.data.train_y[:PROBE_IMAGES].to(ctx.device)
         self.cfg = TrainConfig(epochs=c.epochs, lr=c.finetune_lr if self.inherited else c.lr, seed=self.seeds["data"])
         self.gates: ChannelGates | None = None
-        self.distiller: Distiller | None = None  # built after the pruning steps at epoch 0
+        self._kd: Distiller | None = None  # built after the pruning steps at epoch 0
         self.history: list[dict] = []
         self.stopped = False
         self.macs = self.before.macs
         self.steps = self._prepare_pruning()   # [(epoch, plan or None for the learned gates)], in order
-        self.distiller = self._distiller(cache=None)
+        self._kd = self._distiller(cache=None)
         if self.inherited:
             self._epoch_zero()
 
@@ -151,7 +152,7 @@ class TrialRun:
             return copy.deepcopy(self.ctx.student)
         if c.init == "teacher":  # fewer blocks than the teacher: the kept ones see other inputs, re-estimate
             student = inherit_student(self.teacher, c.student, rule=c.blocks)
-            if c.student != self.teacher.arch:
+            if c.student != tags(self.teacher).arch:
                 recalibrate_bn(student, self.data.train_x[:RECALIBRATION_IMAGES].to(self.ctx.device))
             return student
         return seeded_model(c.student, self.seeds["init"], num_classes=self.data.num_classes,
@@ -183,8 +184,9 @@ class TrialRun:
 
     def _ratio_plan(self, per_layer: dict[str, float]) -> tuple[dict[str, int], Cost]:
         """The plan and exact cost that cutting every layer by its ratio gives (autokd.prune.predict_cost)."""
-        return predict_cost(self.student.arch, num_classes=self.data.num_classes, in_channels=self.data.in_channels,
-                            width=self.student.build_args["width"], ratios_spec=per_layer, input_shape=self.shape,
+        s = tags(self.student)
+        return predict_cost(s.arch, num_classes=self.data.num_classes, in_channels=self.data.in_channels,
+                            width=s.build_args["width"], ratios_spec=per_layer, input_shape=self.shape,
                             plan=channel_plan(self.student))
 
     def _global_steps(self, per_layer: dict[str, float]) -> list[tuple[int, int]]:
@@ -209,6 +211,7 @@ class TrialRun:
     def _prune(self, plan: dict[str, int] | int | None) -> None:
         loss_fn = lambda m: F.cross_entropy(m(self.probe_x), self.probe_y)  # noqa: E731 (taylor's gradients)
         if plan is None:
+            assert self.gates is not None, "a None step is the learned gates' cut"
             self.gates.finalize(self.student)
             self.gates = None
         elif isinstance(plan, int):  # global ranking down to a MAC target
@@ -218,8 +221,8 @@ class TrialRun:
         if self.inherited:  # the inherited layers' statistics no longer hold: re-estimate them
             recalibrate_bn(self.student, self.data.train_x[:RECALIBRATION_IMAGES].to(self.ctx.device))
         self.macs = measure(self.student, self.shape).macs
-        if self.distiller is not None:  # new student widths: new regressors, same teacher cache
-            self.distiller = self._distiller(cache=self.distiller.cache)
+        if self._kd is not None:  # new student widths: new regressors, same teacher cache
+            self._kd = self._distiller(cache=self._kd.cache)
 
     def _epoch_zero(self) -> None:
         """An inherited student is scored before any training (after pruning and BN recalibration):
@@ -235,9 +238,15 @@ class TrialRun:
             self.stopped = True
 
     # ------------------------------------------------------------ training
-    def _distiller(self, cache) -> Distiller:
+    @property
+    def distiller(self) -> Distiller:
+        assert self._kd is not None, "built at the end of __init__"
+        return self._kd
+
+    def _distiller(self, cache: TeacherCache | None) -> Distiller:
         c = self.c
-        extra = (lambda: GATE_WEIGHT * self.gates.sparsity_loss()) if self.gates is not None else None
+        gates = self.gates
+        extra = (lambda: GATE_WEIGHT * gates.sparsity_loss()) if gates is not None else None
         cache_x = self.data.train_x if self.data.augment == "none" else None
         return Distiller(self.student, self.teacher, lambdas=self.lambdas,
                          pair_loss=PAIR_LOSSES.get(self.pair_loss_name), beta=c.beta,
@@ -247,8 +256,8 @@ class TrialRun:
     def _segments(self) -> Iterator[tuple[int, int, Phase]]:
         cuts = {0, self.c.epochs, *(p.start for p in self.phases)}
         cuts.update(e for e, _ in self.steps if e < self.c.epochs)
-        cuts = sorted(cuts)
-        for a, b in zip(cuts, cuts[1:]):
+        edges = sorted(cuts)
+        for a, b in zip(edges, edges[1:]):
             yield a, b, next(p for p in self.phases if p.start <= a < p.end)
 
     def _set_pairs(self, epoch: int, phase: Phase) -> None:
@@ -290,7 +299,7 @@ class TrialRun:
                       *(self.gates.parameters() if self.gates is not None else [])]
             fit(self.student, self.data, self.cfg, loss_fn=self.distiller.loss, params=params,
                 start_epoch=start, end_epoch=end, device=self.ctx.device, rung_val_images=self.ctx.rung_val_images,
-                on_epoch_end=lambda e, r, phase=phase: self._epoch_end(phase, e, r),
+                on_epoch_end=partial(self._epoch_end, phase),
                 progress=(lambda e, _total, r: progress(e, self.c.epochs, r)) if progress else None)
             if self.stopped:
                 break
@@ -301,7 +310,7 @@ class TrialRun:
     # ------------------------------------------------------------ result
     def resolved(self) -> dict:
         """The candidate as run: every lambda_ij (zeros included), the seeds, phases and loss."""
-        t_points, s_points = list(self.teacher.points), list(self.student.points)
+        t_points, s_points = list(tags(self.teacher).points), list(tags(self.student).points)
         return {**self.c.as_dict(),
                 "lambdas": full_matrix(self.lambdas, len(t_points), len(s_points)),
                 "pair_loss": self.pair_loss_name, "seeds": dict(self.seeds),
@@ -320,17 +329,17 @@ class TrialRun:
             history=self.history, stopped_early=self.stopped, plan=channel_plan(student),
             candidate=self.resolved())
         if self.ctx.out_dir is not None:
-            self._write(result)
+            self._write(result, self.ctx.out_dir)
         return result
 
-    def _write(self, result: TrialResult) -> None:
+    def _write(self, result: TrialResult, out_dir: Path) -> None:
         card_teacher = {k: self.ctx.teacher_card[k] for k in TEACHER_KEYS if k in self.ctx.teacher_card}
         summary = {**result.as_dict(), "flops": flops_from_macs(result.macs), "cost_unit": COST_UNIT,
                    "dataset": self.data.name, "input_shape": list(self.shape),
                    "num_classes": self.data.num_classes, "teacher": card_teacher, "provenance": provenance()}
         card = {"kind": "student", "arch": self.c.student, **summary}
         text = json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
-        save_bundle(self.student.cpu(), self.ctx.out_dir, card, extra={"result.json": text.encode()})
+        save_bundle(self.student.cpu(), out_dir, card, extra={"result.json": text.encode()})
 
 
 def check_names(c: Candidate) -> None:

@@ -20,7 +20,7 @@ from ..bundle import save_bundle
 from ..candidate import Candidate
 from ..data import dataset_status, load_dataset
 from ..measure import COST_UNIT_TITLE, measure
-from ..models import MODELS, create_model
+from ..models import MODELS, create_model, tags
 from ..pareto import pareto_info
 from ..provenance import resolve_device
 from ..search import SearchConfig
@@ -51,7 +51,7 @@ def models(
     for name in MODELS:
         model = create_model(name, num_classes=num_classes, in_channels=c)
         cost = measure(model, (c, h, w))
-        rows.append({"name": name, **cost.as_dict(), "points": model.points,
+        rows.append({"name": name, **cost.as_dict(), "points": tags(model).points,
                      "input": f"{c}x{h}x{w}", "doc": (MODELS.get(name).__doc__ or "").strip()})
     if as_json:
         print(json.dumps(rows, indent=2))

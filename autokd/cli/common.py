@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import typer
 from rich.console import Console
@@ -31,17 +31,18 @@ def fail(message: str, code: int = 2) -> None:
 
 
 # the base of Click's command-line errors, wherever this Typer keeps its Click (vendored since 0.25)
-CommandLineError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+CommandLineError: type[Any] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 class OneLineErrors(TyperGroup):
     """The app's group: a mistyped command line (an unknown option, ``--compute abc``) is one line
     on stderr and exit 2, like every other user mistake, instead of Click's usage box."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
         except CommandLineError as e:
             if not standalone_mode:
                 raise

@@ -58,6 +58,7 @@ def distill(
     result, folder, t_card = distill_student(job, lambdas=lambdas, out=out_dir, progress=epoch_printer,
                                              printer=out.print)
     teacher_acc = t_card.get("test_accuracy")
+    assert result.test_accuracy is not None  # distill_student evaluates the test set
     how = f"{'inherited, ' if cand.init == 'teacher' else ''}width {cand.width:g}"
     out.print(f"[bold]{result.candidate['student']}[/] ({how}) from {t_card.get('arch', job.teacher)} on {job.dataset}: "
               f"test accuracy {100 * result.test_accuracy:.2f}%  val {100 * result.val_accuracy:.2f}%"

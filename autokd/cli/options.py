@@ -102,7 +102,7 @@ def with_fields(**groups: Fields) -> Callable[[Callable], Callable]:
             return fn(**kwargs, **built)
 
         params = required + made + rest
-        command.__signature__ = sig.replace(parameters=params)  # what Typer reads
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # what Typer reads
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command
 

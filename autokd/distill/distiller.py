@@ -20,13 +20,14 @@ of its first lookup (the GPU's memory when training there) and a lookup copies n
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Callable, Iterator, cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..models import tags
 from .losses import KD_ALPHA, VIDLoss, task_loss
 from .pairing import check_lambdas, split_key
 
@@ -93,16 +94,18 @@ class TeacherCache:
     def lookup(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]] | None:
         if self._keys is None:
             self._fill(x.device)
+        keys, rows, logits = self._keys, self._rows, self.logits
+        assert keys is not None and rows is not None and logits is not None  # set by _fill
         if len(x) == 0 or x.shape[1:] != self.images.shape[1:]:
             self.misses += 1
             return None
-        pos = torch.searchsorted(self._keys, _fingerprints(x, self._weights)).clamp_(max=len(self._keys) - 1)
-        idx = self._rows[pos]
+        pos = torch.searchsorted(keys, _fingerprints(x, self._weights)).clamp_(max=len(keys) - 1)
+        idx = rows[pos]
         if not torch.equal(self.images[idx], x.detach()):  # an image not cached, or a coincidence
             self.misses += 1
             return None
         self.hits += 1
-        return self.logits[idx], {n: f[idx] for n, f in self.feats.items()}
+        return logits[idx], {n: f[idx] for n, f in self.feats.items()}
 
 
 class Distiller(nn.Module):
@@ -127,11 +130,11 @@ class Distiller(nn.Module):
         self.student = student
         self._teacher = (teacher.eval(),)  # a tuple: not a submodule, so never trained or saved
         self.beta, self.temperature, self.alpha, self.extra_loss = beta, temperature, alpha, extra_loss
-        lambdas = check_lambdas(lambdas, len(teacher.points), len(student.points))
+        t_points, s_points = tags(teacher).points, tags(student).points
+        lambdas = check_lambdas(lambdas, len(t_points), len(s_points))
         self.weights = {k: w for k, w in lambdas.items() if w > 0 and beta < 1}
-        self.links = {k: (teacher.points[i - 1], student.points[j - 1])
-                      for k in self.weights for i, j in [split_key(k)]}
-        self.teacher_points = sorted({t for t, _ in self.links.values()}, key=teacher.points.index)
+        self.links = {k: (t_points[i - 1], s_points[j - 1]) for k in self.weights for i, j in [split_key(k)]}
+        self.teacher_points = sorted({t for t, _ in self.links.values()}, key=t_points.index)
         self.pairs = nn.ModuleDict()
         if self.weights:
             self._build_pairs(pair_loss, probe_x, seed)
@@ -202,12 +205,12 @@ class Distiller(nn.Module):
             parts = {"task": task, "ce": ce, "kd": kd}
         total = task
         if active:
-            feat = 0.0
+            feat: Tensor | float = 0.0
             for k in active:
                 t_name, s_name = self.links[k]
                 parts[k] = self.pairs[_module_key(k)](s_feats[s_name], t_feats[t_name])
                 feat = feat + self.weights[k] * parts[k]
-            parts["features"] = feat
+            parts["features"] = cast(Tensor, feat)  # active is not empty
             total = self.beta * task + (1 - self.beta) * feat
         if self.extra_loss is not None:
             parts["extra"] = self.extra_loss()

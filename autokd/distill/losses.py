@@ -162,6 +162,8 @@ class AlignedLoss(nn.Module):
     This selects teacher channels instead of pruning and fine-tuning the teacher as the paper does.
     """
 
+    teacher_channels: Tensor  # a buffer: the kept teacher channels, ascending
+
     def __init__(self, student_channels: int, teacher_channels: int, teacher_sample: Tensor | None = None):
         super().__init__()
         k = min(student_channels, teacher_channels)

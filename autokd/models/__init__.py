@@ -10,9 +10,10 @@ Every model carries:
   ``arch``        its registry name,
   ``points``      the module names whose outputs are its distillation points, shallow to deep,
   ``classifier_name`` the name of the final linear layer (never pruned),
-  ``build_args``  the keyword arguments that rebuild it (with ``plan``).
+  ``build_args``  the keyword arguments that rebuild it (with ``plan``);
+read back, typed, by ``tags(model)``.
 """
 from . import resnet, tiny, vgg  # noqa: F401  (each registers its builders)
-from ._zoo import MODELS, Widths, channel_plan, create_model, rebuild, tag
+from ._zoo import MODELS, Tags, Widths, channel_plan, create_model, rebuild, tag, tags
 
-__all__ = ["MODELS", "create_model", "channel_plan", "rebuild", "Widths", "tag"]
+__all__ = ["MODELS", "create_model", "channel_plan", "rebuild", "Widths", "tag", "tags", "Tags"]

@@ -2,7 +2,8 @@
 and the package's ``__init__`` never import each other)."""
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch.nn as nn
 
@@ -30,8 +31,8 @@ def channel_plan(model: nn.Module) -> dict[str, int]:
 
 def rebuild(model: nn.Module) -> nn.Module:
     """A fresh model of ``model``'s architecture and exact channel plan (new weights)."""
-    args = dict(model.build_args, plan=channel_plan(model))
-    return create_model(model.arch, **args)
+    t = tags(model)
+    return create_model(t.arch, **dict(t.build_args, plan=channel_plan(model)))
 
 
 class Widths:
@@ -51,8 +52,21 @@ class Widths:
 
 def tag(model: nn.Module, arch: str, points: list[str], classifier: str, **build_args) -> nn.Module:
     """Attach the zoo's metadata to a freshly built model."""
-    model.arch = arch
-    model.points = points
-    model.classifier_name = classifier
-    model.build_args = build_args
+    vars(model).update(arch=arch, points=points, classifier_name=classifier, build_args=build_args)
     return model
+
+
+@dataclass(frozen=True)
+class Tags:
+    """The metadata :func:`tag` attached to a zoo model."""
+
+    arch: str
+    points: list[str]  # distillation points, shallow to deep
+    classifier_name: str
+    build_args: dict[str, Any]
+
+
+def tags(model: nn.Module) -> Tags:
+    """``model``'s zoo metadata, typed (``nn.Module.__getattr__`` is typed ``Tensor | Module``)."""
+    m: Any = model
+    return Tags(m.arch, m.points, m.classifier_name, m.build_args)

@@ -32,10 +32,12 @@ def _fold(module: nn.Module, g: torch.Tensor) -> None:
             raise ValueError(f"cannot fold a gate into a non-affine {module}")
         module.weight.mul_(g)
         module.bias.mul_(g)
-    else:  # conv / linear: weight rows and bias
+    elif isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):  # weight rows and bias
         module.weight.mul_(g.view(-1, *[1] * (module.weight.dim() - 1)))
         if module.bias is not None:
             module.bias.mul_(g)
+    else:
+        raise TypeError(f"cannot fold a gate into {module}")
 
 
 class ChannelGates(nn.Module):

@@ -27,6 +27,7 @@ import torch_pruning as tp
 from ..candidate import GLOBAL_MAX_LAYER
 from ..errors import UserError
 from ..measure import count_macs, mac_meter
+from ..models import tags
 from ..registry import Registry
 from .channels import Criterion, _fill_grads
 
@@ -57,7 +58,7 @@ def _pruner(model: nn.Module, crit: Criterion, input_shape: tuple[int, ...]) -> 
         example = torch.zeros(1, *input_shape, device=params[0].device)
         return tp.pruner.MetaPruner(model, example, importance=crit.make(), global_pruning=True,
                                     pruning_ratio=MAX_RATIO, max_pruning_ratio=MAX_LAYER, iterative_steps=STEPS,
-                                    ignored_layers=[model.get_submodule(model.classifier_name)])
+                                    ignored_layers=[model.get_submodule(tags(model).classifier_name)])
     finally:
         for p, f in zip(params, flags):
             p.requires_grad_(f)

@@ -41,11 +41,11 @@ class Projection:
     """A shape put on a budget. ``ratios`` is a ratio spec for :mod:`autokd.prune`."""
 
     ratios: dict[str, float]      # key -> min(MAX_RATIO, scale * shape[key]), exactly
-    macs: int                     # predict_cost(ratios).macs <= target_macs
+    macs: float                   # predict_cost(ratios).macs (or the cost macs_of counts) <= target_macs
     scale: float                  # 0.0: the unpruned student fits, no pruning
     iterations: int               # predict_cost calls made
     over_scale: float | None      # the neighbour plan with less pruning (None when scale == 0) ...
-    over_macs: int | None         # ... and its MACs, > target_macs
+    over_macs: float | None       # ... and its MACs, > target_macs
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def project_shape(shape: Mapping[str, float], macs_of: Callable[[dict[str, float
     probes = _probes(shape, channels, keep)
     seen = {0: base}
 
-    def macs(i: int) -> int:
+    def macs(i: int) -> float:
         if i not in seen:
             seen[i] = macs_of(_at(shape, probes[i]))
         return seen[i]

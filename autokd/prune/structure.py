@@ -27,7 +27,7 @@ import torch_pruning as tp
 
 from ..candidate import MAX_RATIO
 from ..errors import UserError
-from ..models import channel_plan, create_model
+from ..models import channel_plan, create_model, tags
 
 # Layout (which layers couple, stages, output positions) does not depend on the width, so it is
 # traced once per (arch, classes, in_channels) on a small copy: TRACE_WIDTH of the channels on a
@@ -82,7 +82,7 @@ def groups_of(model: nn.Module, dg: tp.DependencyGraph) -> list[Group]:
     name_of = {m: n for n, m in model.named_modules()}
     order = {n: i for i, n in enumerate(name_of.values())}
     layer_types = (nn.Conv2d, nn.Linear)
-    classifier = model.get_submodule(model.classifier_name)
+    classifier = model.get_submodule(tags(model).classifier_name)
     groups = []
     for g in dg.get_all_groups(ignored_layers=[classifier], root_module_types=layer_types):
         members = sorted({name_of[d.target.module] for d, _ in g
@@ -111,7 +111,7 @@ def _stages(model: nn.Module, layers: list[str]) -> dict[str, tuple[str, ...]]:
                 k = next((k for k, b in enumerate(bounds) if int(idx) < b), len(bounds) - 1)
                 stages.setdefault(f"stage{k + 1}", []).append(name)
     else:
-        for point in model.points:
+        for point in tags(model).points:
             members = [n for n in layers if n.startswith(point + ".")]
             if members:
                 stages[point] = members
@@ -137,7 +137,8 @@ def structure(arch: str, num_classes: int, in_channels: int) -> Structure:
 
 def layout(model: nn.Module) -> Structure:
     """The cached :class:`Structure` of ``model``'s architecture."""
-    return structure(model.arch, model.build_args["num_classes"], model.build_args["in_channels"])
+    t = tags(model)
+    return structure(t.arch, t.build_args["num_classes"], t.build_args["in_channels"])
 
 
 # ------------------------------------------------------------------ ratio specs
@@ -205,7 +206,7 @@ def resolve_ratios(model: nn.Module, spec: RatioSpec) -> dict[str, float]:
     :class:`UserError` (one line) on an unknown key, a ratio outside [0, 0.95], or two
     different layer ratios inside one residual group. Idempotent on its own output.
     """
-    return resolve_spec(layout(model), spec, model.arch)
+    return resolve_spec(layout(model), spec, tags(model).arch)
 
 
 def target_plan(st: Structure, base: Mapping[str, int], ratios: Mapping[str, float], round_to: int) -> dict[str, int]:

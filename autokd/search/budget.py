@@ -15,7 +15,7 @@ from typing import Callable
 from ..candidate import GLOBAL_MAX_LAYER, Candidate, is_global
 from ..errors import UserError
 from ..measure import count_macs, flops_from_macs, macs_from_flops
-from ..models import channel_plan
+from ..models import channel_plan, tags
 from ..price import TeacherShape, predict_macs, unpruned_channels, unshaped
 from ..space import SearchSpace, params_to_candidate
 from ..teacher import untrained_teacher
@@ -98,8 +98,9 @@ def parse_latency_budget(text: str, teacher_ms: float) -> LatencyBudget:
 def teacher_shape(spec: str, input_shape: tuple[int, ...], num_classes: int) -> TeacherShape:
     """The teacher's architecture, MACs and channel plan, known without training it."""
     model = untrained_teacher(spec, num_classes, input_shape[0])
-    return TeacherShape(model.arch, count_macs(model, input_shape), channel_plan(model),
-                        float(model.build_args.get("width", 1.0)), num_classes, tuple(input_shape))
+    t = tags(model)
+    return TeacherShape(t.arch, count_macs(model, input_shape), channel_plan(model),
+                        float(t.build_args.get("width", 1.0)), num_classes, tuple(input_shape))
 
 
 def cheapest_macs(space: SearchSpace, base: Candidate, teacher: TeacherShape) -> int:
@@ -194,7 +195,7 @@ def project_candidate(cand: Candidate, teacher: TeacherShape, target_macs: float
     return cand, proj, shape
 
 
-def check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: int) -> None:
+def check_global_target(cand: Candidate, teacher: TeacherShape, target_macs: float) -> None:
     """A global-ranking target under what cutting every layer by the pruner's most reaches (one line)."""
     floor = predict_macs(replace(unshaped(cand), prune={"*": GLOBAL_MAX_LAYER}, target_macs=0), teacher)
     if target_macs < floor:

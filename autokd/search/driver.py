@@ -23,7 +23,7 @@ from ..inherit import RECALIBRATION_IMAGES
 from ..measure import COST_UNIT
 from ..provenance import provenance, resolve_device
 from ..seeds import sampler_seed
-from ..space import write_space
+from ..space import choices_of, write_space
 from ..teacher import get_teacher, train_model
 from ..train import TrainConfig
 from . import store
@@ -45,7 +45,7 @@ def search(cfg: SearchConfig | None = None, *, printer: Say | None = None, **ove
     plan = prepare(replace(cfg or SearchConfig(), **overrides))
     say = printer or (lambda _msg: None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with store.locked(plan.cfg.study) as folder:
+    with store.locked(plan.study) as folder:
         session = open_session(plan, folder, say)
         run_trials(session, say)
     return session.study
@@ -54,12 +54,12 @@ def search(cfg: SearchConfig | None = None, *, printer: Say | None = None, **ove
 def open_session(plan: Plan, folder: Path, say: Say) -> Session:
     """The teacher, the study and its sampler, the config record (new study) and the reference point."""
     cfg = plan.cfg
-    saved = store.read_config(cfg.study)
+    saved = store.read_config(plan.study)
     teacher, tcard = get_teacher(cfg.teacher, plan.data, TrainConfig(epochs=cfg.teacher_epochs, seed=cfg.seed),
                                  device=resolve_device(cfg.device), on_train=say, progress=_epochs_said("teacher", say))
     stored = saved.get("sampler", {})  # a resumed study keeps the sampler and seed it was created with
     seed0, name = stored.get("seed", cfg.seed), stored.get("name", cfg.sampler)
-    study = store.create(cfg.study, objectives=plan.objectives)
+    study = store.create(plan.study, objectives=plan.objectives)
     study.sampler = SAMPLERS.get(name)(sampler_seed(seed0, len(study.trials)), cfg.target_trials)
     if not saved:
         _record_new_study(plan, study, folder, tcard, seed0)
@@ -136,7 +136,8 @@ def warm_starts_within(plan: Plan) -> list[str]:
     if cfg.compute is None or not names:
         return names
     sizes = {"train_images": len(plan.data.train_y), "val_images": len(plan.data.val_y)}
-    taken, total = [], 0.0
+    taken: list[str] = []
+    total = 0.0
     for name in names:
         inherited = space.warm_start[name].get("student/init", space.fixed.get("student/init")) == "teacher"
         cost = trial_compute(cfg.epochs, cfg.epochs + inherited, **sizes,
@@ -171,7 +172,7 @@ def reference_student(plan: Plan, say: Say) -> dict:
     validation accuracy only; the test set stays unread."""
     cfg, space = plan.cfg, plan.space
     dists = space.distributions
-    arch = space.fixed.get("student/arch") or (dists["student/arch"].choices[0] if "student/arch" in dists
+    arch = space.fixed.get("student/arch") or (choices_of(dists["student/arch"])[0] if "student/arch" in dists
                                                else Candidate().student)
     say(f"training the reference: {arch} alone (unpruned, width 1, no teacher), {cfg.epochs} epochs")
     device = resolve_device(cfg.device) if cfg.gpus_per_trial > 0 else "cpu"

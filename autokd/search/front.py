@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 
-Point = tuple[float, int]  # (validation accuracy: higher is better, MACs: lower is better)
+Point = tuple[float, float]  # (validation accuracy: higher is better, MACs (or ms): lower is better)
 
 
 def dominates(a: Point, b: Point, margin: float = 0.0) -> bool:

@@ -136,11 +136,11 @@ class Ladder:
         if self.eta < 2 or self.grace < 1:
             raise ValueError(f"need eta >= 2 and grace >= 1, got eta={self.eta}, grace={self.grace}")
 
-    def record(self, trial: int, rung: int, acc: float, macs: int) -> None:
+    def record(self, trial: int, rung: int, acc: float, macs: float) -> None:
         """Store ``trial``'s result at ``rung`` (replacing its own earlier row); decides nothing."""
         self.table.setdefault(int(rung), {})[int(trial)] = (_acc_in(acc), int(macs))
 
-    def decide(self, trial: int, rung: int, acc: float, macs: int) -> bool:
+    def decide(self, trial: int, rung: int, acc: float, macs: float) -> bool:
         """Record, then True = continue (``trial`` joins ``promoted[rung]``), False = stop now.
 
         A re-report of the same rung (a retry) replaces the row and is decided afresh; its earlier
@@ -148,7 +148,8 @@ class Ladder:
         """
         trial, rung = int(trial), int(rung)
         self.record(trial, rung, acc, macs)
-        go = promotes(self.table[rung], trial, self.eta, int(self.grace))  # grace set in __post_init__
+        assert self.grace is not None  # set in __post_init__
+        go = promotes(self.table[rung], trial, self.eta, self.grace)
         kept = [t for t in self.promoted.get(rung, []) if t != trial]
         self.promoted[rung] = kept + [trial] if go else kept
         return go

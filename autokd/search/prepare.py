@@ -18,7 +18,7 @@ from ..data import DataSplits, load_dataset
 from ..errors import UserError
 from ..inherit import check_inheritable
 from ..provenance import resolve_device
-from ..space import SearchSpace, fix_params, load_space
+from ..space import SearchSpace, choices_of, fix_params, load_space, low_of
 from ..teacher_space import check_lambda_points, default_space_for
 from . import store
 from .budget import SHARE, Budget, TeacherShape, cheapest_macs, cheapest_projected_macs, parse_budget, teacher_shape
@@ -43,6 +43,11 @@ class Plan:
     space: SearchSpace
     base: Candidate              # what every sample starts from (the trial epochs, a fixed lr)
     latency: LatencyObjective | None = None   # --cost latency: the predictor (and a budget in ms)
+
+    @property
+    def study(self) -> str:
+        assert self.cfg.study is not None  # resolved by prepare()
+        return self.cfg.study
 
     @property
     def objectives(self) -> tuple[str, str]:
@@ -75,25 +80,26 @@ def prepare(cfg: SearchConfig) -> Plan:
     # --trials or --compute runs (with --compute alone there is no trial limit: None)
     trials = DEFAULT_TRIALS if cfg.trials is None and cfg.compute is None else cfg.trials
     flops = cfg.flops_budget or ("100%" if cfg.latency_budget else DEFAULT_FLOPS_BUDGET)
-    cfg = replace(cfg, study=cfg.study or default_study_name(cfg), trials=trials, flops_budget=flops,
+    study = cfg.study or default_study_name(cfg)
+    cfg = replace(cfg, study=study, trials=trials, flops_budget=flops,
                   cost=cfg.objective)
     check_config(cfg)
     resolve_device(cfg.device)  # an unknown name, or cuda without a GPU: before the study's folder is made
     data = load_dataset(cfg.dataset, seed=cfg.seed, train_subset=cfg.train_subset)
     shape = (data.in_channels, *data.image_size)
     teacher = teacher_shape(cfg.teacher, shape, data.num_classes)
-    budget = parse_budget(cfg.flops_budget, teacher.macs)
-    space = _space(cfg, teacher.arch)
+    budget = parse_budget(flops, teacher.macs)
+    space = _space(cfg, study, teacher.arch)
     check_inheritable_space(space, teacher.arch)
     check_lambda_points(space, teacher.arch)
     base = Candidate(epochs=cfg.epochs) if cfg.lr is None else Candidate(epochs=cfg.epochs, lr=cfg.lr)
-    resumed = store.exists(cfg.study)
+    resumed = store.exists(study)
     if resumed:
-        store.check_readable(cfg.study)
-        check_resume(cfg, store.read_config(cfg.study))
+        store.check_readable(study)
+        check_resume(cfg, store.read_config(study))
     latency = None
     if cfg.cost == "latency":
-        saved = store.study_dir(cfg.study) / CALIBRATION_FILE if resumed else None
+        saved = store.study_dir(study) / CALIBRATION_FILE if resumed else None
         latency = latency_objective(latency_setting(cfg, shape), teacher, cfg.latency_budget, saved)
     if latency is not None and latency.budget is not None:
         check_latency_reachable(space, base, teacher, latency)
@@ -127,6 +133,7 @@ def check_latency_reachable(space: SearchSpace, base: Candidate, teacher: Teache
         for prune in ({"*": MAX_RATIO}, {}):
             floor = min(floor, latency.ms(replace(cand, prune=prune, target_macs=0), teacher))
     budget = latency.budget
+    assert budget is not None  # checked only under a latency budget
     if floor > budget.ms:
         raise UserError(f"no candidate of space {space.name!r} fits --latency-budget {budget.text}: "
                         f"{budget.ms:.3f} ms, the cheapest is predicted at {floor:.3f} ms "
@@ -138,7 +145,7 @@ def check_projectable(space: SearchSpace, base: Candidate, teacher: TeacherShape
     """A projected space (``budget/share``) whose smallest share no candidate can reach is told so
     once, before anything trains, instead of rejecting samples one by one."""
     dist = space.distributions.get(SHARE)
-    low = float(space.fixed[SHARE]) if dist is None else float(dist.low)
+    low = float(space.fixed[SHARE]) if dist is None else float(low_of(dist))
     floor = cheapest_projected_macs(space, base, teacher)
     if floor > low * budget.macs:
         raise UserError(f"space {space.name!r}: {SHARE} {low:g} of the budget is {int(low * budget.macs):,} MACs, "
@@ -152,7 +159,7 @@ def check_inheritable_space(space: SearchSpace, teacher_arch: str) -> None:
         if name in space.fixed:
             return (space.fixed[name],)
         dist = space.distributions.get(name)
-        return tuple(dist.choices) if dist is not None else (fallback,)
+        return tuple(choices_of(dist)) if dist is not None else (fallback,)
 
     if "teacher" not in choices("student/init", Candidate().init):
         return
@@ -163,16 +170,16 @@ def check_inheritable_space(space: SearchSpace, teacher_arch: str) -> None:
             raise UserError(f"space {space.name!r} offers student/init teacher: {e}") from None
 
 
-def _space(cfg: SearchConfig, teacher_arch: str) -> SearchSpace:
+def _space(cfg: SearchConfig, study: str, teacher_arch: str) -> SearchSpace:
     """--space; else the space a study being resumed was created with; else the teacher's default."""
-    space = load_space(cfg.space) if cfg.space else _saved_space(cfg) or default_space_for(teacher_arch)
+    space = load_space(cfg.space) if cfg.space else _saved_space(study) or default_space_for(teacher_arch)
     return space if cfg.lr is None else fix_params(space, {"train/lr": cfg.lr})  # --lr fixes what it would sample
 
 
-def _saved_space(cfg: SearchConfig) -> SearchSpace | None:
+def _saved_space(study: str) -> SearchSpace | None:
     """The space file a study keeps in its folder (``config.json``'s ``space.file``), if it has one."""
-    name = store.read_config(cfg.study).get("space", {}).get("file") if store.exists(cfg.study) else None
-    return load_space(store.study_dir(cfg.study) / name) if name else None
+    name = store.read_config(study).get("space", {}).get("file") if store.exists(study) else None
+    return load_space(store.study_dir(study) / name) if name else None
 
 
 def check_resume(cfg: SearchConfig, saved: dict) -> None:

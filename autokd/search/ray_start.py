@@ -11,7 +11,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import ray
 from ray._private import ray_constants
@@ -19,7 +19,7 @@ from ray._private import ray_constants
 from ..errors import UserError
 from .config import SearchConfig
 
-_INIT_KWARGS = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
+_INIT_KWARGS: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
 _OURS = False  # the Ray this process is connected to was started by init_ray (and is shut down by it)
 
 
@@ -104,7 +104,7 @@ def _use_ray_token() -> None:
     if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
         os.environ["RAY_AUTH_MODE"] = "token"
         try:  # Ray read its config when it was imported: have it read the mode again
-            from ray._raylet import Config
+            from ray._raylet import Config  # type: ignore[attr-defined]  # built from Cython
 
             Config.initialize("")
         except (ImportError, AttributeError):

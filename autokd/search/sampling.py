@@ -46,7 +46,7 @@ class Sample:
 
     def record(self) -> dict[str, Any]:
         """The :class:`autokd.search.record.TrialRecord` fields this sample sets."""
-        fields = {} if self.target_macs is None else {"shape": self.shape, "target_macs": self.target_macs}
+        fields: dict[str, Any] = {} if self.target_macs is None else {"shape": self.shape, "target_macs": self.target_macs}
         fields.update(candidate=self.candidate.as_dict(), macs=self.macs, plan=self.plan,
                       prune_ratios=self.prune_ratios)
         if self.latency_ms is not None:
@@ -80,14 +80,16 @@ def _project_latency(trial, cand: Candidate, plan: "Plan") -> tuple[Candidate, d
     """:func:`_project` onto a latency budget: the share of ``--latency-budget`` in predicted ms, by
     bisection on the predictor. A global-ranking candidate is projected along its shape the same way
     and prunes, by its own ranking, to the MACs of the plan found."""
+    latency = plan.latency
+    assert latency is not None and latency.budget is not None  # called under a latency budget only
     share = trial.params.get(SHARE, plan.space.fixed.get(SHARE))
     if share is None:
         return cand, None, None, None
-    target = float(share) * plan.latency.budget.ms
+    target = float(share) * latency.budget.ms
     shape = dict(cand.prune)
 
     def price(c: Candidate) -> float:
-        return plan.latency.ms(replace(c, target_macs=0), plan.teacher)
+        return latency.ms(replace(c, target_macs=0), plan.teacher)
 
     try:
         cand = compose_width(cand, plan.teacher, target, widest(plan.space, cand), price=price)
@@ -104,12 +106,17 @@ def _project_latency(trial, cand: Candidate, plan: "Plan") -> tuple[Candidate, d
 def sample_candidate(trial, plan: "Plan") -> Sample:
     """Sample ``plan.space`` on ``trial`` (from ``study.ask``), project and price it; see the module doc."""
     cand = replace(suggest(trial, plan.space, plan.base), seed=trial_seed(plan.cfg.seed, trial.number))
-    on_ms = plan.latency is not None and plan.latency.budget is not None
-    cand, shape, target, why = (_project_latency if on_ms else _project)(trial, cand, plan)
-    target_macs, target_ms = (None, target) if on_ms else (target, None)
-    ms = {} if plan.latency is None else {
-        "latency_ms": plan.latency.ms(cand, plan.teacher), "target_ms": target_ms,
-        "budget_ms": plan.latency.budget.ms if on_ms else None}
+    latency = plan.latency
+    budget = latency.budget if latency is not None else None
+    target_macs: int | None = None
+    target_ms: float | None = None
+    if budget is not None:
+        cand, shape, target_ms, why = _project_latency(trial, cand, plan)
+    else:
+        cand, shape, target_macs, why = _project(trial, cand, plan)
+    ms = {} if latency is None else {
+        "latency_ms": latency.ms(cand, plan.teacher), "target_ms": target_ms,
+        "budget_ms": budget.ms if budget is not None else None}
     if is_global(cand):  # ranked on the trained weights: priced at its target, its plan known once pruned
         return Sample(candidate=cand, macs=predict_macs(cand, plan.teacher), plan=None, prune_ratios=None,
                       budget_macs=plan.budget.macs, shape=shape, target_macs=target_macs, why_not=why, **ms)

@@ -30,11 +30,11 @@ class RungResult:
     trial: int
     rung: int
     val_accuracy: float
-    macs: int
+    macs: float  # the trial's cost: MACs, or ms in a latency search
     group: str = ""  # results are compared within one group (the candidate's init)
 
 
-def should_stop(earlier: list[RungResult], acc: float, macs: int, *, min_dominators: int = 2,
+def should_stop(earlier: list[RungResult], acc: float, macs: float, *, min_dominators: int = 2,
                 margin: float = 0.0) -> bool:
     """At least ``min_dominators`` of the ``earlier`` results dominate (acc, macs) by ``margin``."""
     return sum(dominates((r.val_accuracy, r.macs), (acc, macs), margin) for r in earlier) >= min_dominators
@@ -55,7 +55,7 @@ class ParetoStopper:
         rows[:] = [r for r in rows if r.trial != result.trial]
         rows.append(result)
 
-    def observe(self, trial: int, epoch: int, acc: float, macs: int, group: str = "") -> bool:
+    def observe(self, trial: int, epoch: int, acc: float, macs: float, group: str = "") -> bool:
         """Record a trial's result at ``epoch``; True means: stop this trial now."""
         if epoch not in self.rungs:
             return False
@@ -88,7 +88,7 @@ class LadderStopper:
         if result.rung in self.rungs:
             self._ladder(result.group).record(result.trial, result.rung, result.val_accuracy, result.macs)
 
-    def observe(self, trial: int, epoch: int, acc: float, macs: int, group: str = "") -> bool:
+    def observe(self, trial: int, epoch: int, acc: float, macs: float, group: str = "") -> bool:
         """True means: stop this trial now (it is not among the top 1/eta at this rung)."""
         if epoch not in self.rungs:
             return False

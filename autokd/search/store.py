@@ -15,7 +15,7 @@ import sqlite3
 import warnings
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 from ..errors import UserError
 from . import record
@@ -24,7 +24,7 @@ from .record import TrialRecord
 NAME_MAX = 100  # characters in a study name
 NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{NAME_MAX - 1}}}$")
 OBJECTIVES = ("val_accuracy", "macs")      # the study's values, in this order (optuna-dashboard shows these names)
-DIRECTIONS = ("maximize", "minimize")
+DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")
 
 
 class StudyError(UserError):

@@ -19,11 +19,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from types import FrameType
+from typing import Any, Callable
 
 import ray
 import torch
-from optuna.trial import TrialState
+from optuna.trial import Trial, TrialState
 from ray import tune
 from ray.tune import Callback, Stopper
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -127,19 +128,21 @@ class Tally:
 
     @classmethod
     def of(cls, counts: dict[str, int], compute: float = 0.0) -> "Tally":
-        return cls(**{k: counts[k] for k in ("trained", "done", "stopped", "rejected", "failed")}, compute=compute)
+        return cls(trained=counts["trained"], done=counts["done"], stopped=counts["stopped"], rejected=counts["rejected"],
+                   failed=counts["failed"], compute=compute)
 
     def counts(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items() if k not in ("points", "compute")}
 
 
-def _record_epoch(trial, report: RayReport) -> None:
+def _record_epoch(trial: Trial, report: RayReport) -> None:
     """Keep ``report``'s validation accuracy on the Optuna trial, by epoch (the rung table on resume);
     an epoch scored before the student reached its final shape is also listed in ``unranked_epochs``."""
+    assert report.epoch is not None  # a scored report
     rec = TrialRecord.of(trial)
     record.write(trial, epoch_val_accuracy={**rec.epoch_val_accuracy, str(report.epoch): report.val_accuracy})
     if report.pending:
-        record.write(trial, unranked_epochs=sorted({*rec.unranked_epochs, int(report.epoch)}))
+        record.write(trial, unranked_epochs=sorted({*rec.unranked_epochs, report.epoch}))
 
 
 class OptunaSearcher(Searcher):
@@ -153,7 +156,7 @@ class OptunaSearcher(Searcher):
         super().__init__(metric=None, mode=None)
         self.session, self.tally, self.interrupt = session, tally, interrupt
         self.study = session.study
-        self.live: dict[str, object] = {}      # Tune trial id -> Optuna trial
+        self.live: dict[str, Trial] = {}      # Tune trial id -> Optuna trial
         self.last: dict[str, RayReport] = {}   # Tune trial id -> last per-epoch report
         self.stopped: set[str] = set()         # early-stopped by the scheduler
         self.committed: dict[str, float] = {}  # Tune trial id -> the compute it will spend if it runs to the end
@@ -288,6 +291,7 @@ class OptunaSearcher(Searcher):
             self.tally.stopped += 1
             self.tally.trained += 1
         else:
+            assert report.val_accuracy is not None and report.macs is not None  # a finished trial's final report
             record.write(trial, params_count=report.params, history=report.history or [], weights=report.weights,
                          lambdas=report.lambdas)
             latency = {k: v for k, v in (("latency_ms", report.latency_ms), ("measured_latency_ms",
@@ -298,6 +302,7 @@ class OptunaSearcher(Searcher):
                 record.write(trial, macs=int(report.macs), **latency)
             ms = latency.get("latency_ms", TrialRecord.of(trial).latency_ms)
             cost = ms if _latency(self.session) else report.macs
+            assert cost is not None  # a latency search's trial has its latency
             self.study.tell(trial, [float(report.val_accuracy), float(cost)])
             self.tally.points.append({"number": trial.number, "val_accuracy": float(report.val_accuracy),
                                       "macs": int(report.macs), "cost": float(cost)})
@@ -438,7 +443,7 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.hit = False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None  # the handler to restore
 
     def __enter__(self) -> "Interrupt":
         if threading.current_thread() is threading.main_thread():
