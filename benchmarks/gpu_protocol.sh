@@ -64,7 +64,9 @@ step() {  # step NAME COMMAND...: once (a marker file in the results folder); a 
   return 0
 }
 RUN=(benchmarks/run.py --protocol "$P" --results "$RESULTS")
-step tests $PY -m pytest -q -p no:cacheprovider tests/test_train_device.py
+# the dry run only collects them: on a CPU their CUDA tests skip, and the test suite runs the rest itself
+TESTS=(tests/test_train_device.py); [ "$DRY" = 1 ] && TESTS+=(--collect-only)
+step tests $PY -m pytest -q -p no:cacheprovider "${TESTS[@]}"
 step teacher $PY "${RUN[@]}" teacher --threads "$(( $(nproc) < 4 ? $(nproc) : 4 ))"   # 4, or fewer CPUs
 step gpu $PY "${RUN[@]}" gpu
 # table 1's five search arms, one search after the other, each with `parallel` trials on the GPU at once

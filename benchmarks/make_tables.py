@@ -211,6 +211,8 @@ def exported(d: dict) -> list[str]:
     labels = {**HEADLINE_ROWS, "autokd": f"{HEADLINE_ROWS['autokd']} (fine-tune recipe `{recipe}`)"}
     labels.update({k: f"the same student, fine-tune recipe `{k.removeprefix('autokd-')}`" for k in rows
                    if k.startswith("autokd-")})
+    if not rows.get("tp", {}).get("per_seed"):  # "the same" names the row above it
+        labels["tp-kd"] = HEADLINE_ROWS["tp"].replace("on labels", "with Hinton KD from the teacher")
     for kind, label in labels.items():
         v = rows.get(kind)
         if v and v["per_seed"]:
@@ -221,7 +223,7 @@ def exported(d: dict) -> list[str]:
     lines += ["", "Paired by seed, in points (mean ± std; per-seed values in the JSON):", ""]
     lines += table(["difference", "points", "target", "met"],
                    [[f"`{key}`: {what}", ms(r[key], 1, ".2f"), want, yes(tg[target])]
-                    for key, target, what, want in HEADLINE_POINTS])
+                    for key, target, what, want in HEADLINE_POINTS if r[key]["n"]])  # a variant's rows only
     return lines + _recipe_lines(r)
 
 
@@ -531,7 +533,7 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
         name, d = files[0]
         lines += para(provenance(d, name)) + [""] + (search_quality(d, p == shown[0]) if part == "search_quality"
                                                      else RENDER[part](d)) + [""]
-        if part == "exported":
+        if part == "exported" and (only is None or "ranking" in only):
             lines += ranking_of(found, p)
         if part == "latency":
             lines += below_table4(found, p)
