@@ -173,6 +173,10 @@ HEADLINE_POINTS = (("vs_torch_pruning_equal_macs_points", "vs_torch_pruning_equa
                    ("vs_torch_pruning_kd_equal_macs_points", "vs_torch_pruning_kd_equal_macs", "autokd - Torch-Pruning + KD, equal MACs and epochs", ">= 0"),
                    ("vs_torch_pruning_equal_compute_points", "vs_torch_pruning_equal_compute", "autokd - Torch-Pruning, equal MACs and total compute", ">= 0"),
                    ("gap_to_teacher_points", "at_least_teacher_within_budget", "teacher - autokd", "<= 0 within the budget"))
+VARIANT_ROWS = {"autokd": "autokd", "tp-kd": "Torch-Pruning + KD", "tp": "Torch-Pruning on labels"}
+INLINE = {v for v, (_, parts) in VARIANTS.items() if parts == ("exported",)}  # shown under their base's table
+
+
 def share_of_teacher(r: dict, kind: str) -> float:
     """Mean MACs of a row's students as % of the teacher's."""
     seeds = r["rows"][kind]["per_seed"]
@@ -227,9 +231,22 @@ def exported(d: dict) -> list[str]:
     return lines + _recipe_lines(r)
 
 
+def exported_variant(d: dict, name: str) -> list[str]:
+    """A variant of the headline in one paragraph under its base protocol's table: what it changed, its
+    rows and differences, against the same targets (the machine is the table's)."""
+    r, p = d["results"], d["protocol"]
+    rows = [f"{label} {ms(r['rows'][k]['test_accuracy'])} %" for k, label in VARIANT_ROWS.items()
+            if r["rows"].get(k, {}).get("per_seed")]
+    diffs = [f"`{key}` {ms(r[key], 1, '.2f')} (target {want}: {yes(r['targets'][target]).strip('*')})"
+             for key, target, _, want in HEADLINE_POINTS if r[key]["n"]]
+    change = d["settings"]["reduced"].partition("; VARIANT: ")[2]
+    return para(f"Variant `{p}`: {change}. {'; '.join(rows)}; paired by seed, in points: {'; '.join(diffs)}. "
+                f"`{name}`: `{d['command']}`; {d['date'][:10]}, {d['wall_s'] / 60:.0f} min, git {d['git_revision'][:10]}.")
+
+
 def _recipe_lines(r: dict) -> list[str]:
     """How the export fine-tune's recipes compare on the same students (the measurement behind the default)."""
-    points = r.get("export_recipe_points") or {}
+    points = {k: d for k, d in (r.get("export_recipe_points") or {}).items() if d.get("n")}
     if not points:
         return []
     diffs = "; ".join(f"`{name}` minus `{r['finetune_recipe']}` {ms(d, 1, '.2f')} points "
@@ -507,6 +524,8 @@ def top(found: dict, results: Path, protocols: list[str]) -> list[str]:
                   "(section 5); every part, nothing reduced: `bash benchmarks/full_protocol.sh` (hours on a CUDA GPU).")
     lines += ["", "Protocols (`benchmarks/protocols.py`), each as its JSON records what it reduced:"]
     for p, s in settings.items():
+        if p in INLINE:  # its change is said where its numbers are
+            continue
         base, _, change = s["reduced"].partition("; VARIANT: ")
         lines += para(f"- `{p}`: " + (f"`{VARIANTS[p][0]}` with one change: {change}." if change and p in VARIANTS
                                       else f"{base}."))
@@ -515,6 +534,8 @@ def top(found: dict, results: Path, protocols: list[str]) -> list[str]:
 
 def part_section(part: str, found: dict, protocols: list[str], results: Path, page_dir: Path) -> list[str]:
     title, command = PARTS[part]
+    inline = INLINE if part == "exported" else set()
+    protocols = [p for p in protocols if p not in inline]
     shown = [p for p in protocols if (part, p) in found]
     lines = [f"## {title}" + (f" (protocol `{shown[0]}`)" if len(shown) == 1 and shown == protocols[:1] else ""), ""]
     for p in protocols:
@@ -533,7 +554,9 @@ def part_section(part: str, found: dict, protocols: list[str], results: Path, pa
         name, d = files[0]
         lines += para(provenance(d, name)) + [""] + (search_quality(d, p == shown[0]) if part == "search_quality"
                                                      else RENDER[part](d)) + [""]
-        if part == "exported" and (only is None or "ranking" in only):
+        if part == "exported":
+            lines += [line for v in sorted(inline) if VARIANTS[v][0] == p and found.get((part, v))
+                      for line in exported_variant(found[(part, v)][0][1], found[(part, v)][0][0]) + [""]]
             lines += ranking_of(found, p)
         if part == "latency":
             lines += below_table4(found, p)
