@@ -215,8 +215,6 @@ def exported(d: dict) -> list[str]:
     labels = {**HEADLINE_ROWS, "autokd": f"{HEADLINE_ROWS['autokd']} (fine-tune recipe `{recipe}`)"}
     labels.update({k: f"the same student, fine-tune recipe `{k.removeprefix('autokd-')}`" for k in rows
                    if k.startswith("autokd-")})
-    if not rows.get("tp", {}).get("per_seed"):  # "the same" names the row above it
-        labels["tp-kd"] = HEADLINE_ROWS["tp"].replace("on labels", "with Hinton KD from the teacher")
     for kind, label in labels.items():
         v = rows.get(kind)
         if v and v["per_seed"]:
@@ -227,7 +225,7 @@ def exported(d: dict) -> list[str]:
     lines += ["", "Paired by seed, in points (mean ± std; per-seed values in the JSON):", ""]
     lines += table(["difference", "points", "target", "met"],
                    [[f"`{key}`: {what}", ms(r[key], 1, ".2f"), want, yes(tg[target])]
-                    for key, target, what, want in HEADLINE_POINTS if r[key]["n"]])  # a variant's rows only
+                    for key, target, what, want in HEADLINE_POINTS])
     return lines + _recipe_lines(r)
 
 
@@ -246,7 +244,7 @@ def exported_variant(d: dict, name: str) -> list[str]:
 
 def _recipe_lines(r: dict) -> list[str]:
     """How the export fine-tune's recipes compare on the same students (the measurement behind the default)."""
-    points = {k: d for k, d in (r.get("export_recipe_points") or {}).items() if d.get("n")}
+    points = r.get("export_recipe_points") or {}
     if not points:
         return []
     diffs = "; ".join(f"`{name}` minus `{r['finetune_recipe']}` {ms(d, 1, '.2f')} points "
