@@ -21,11 +21,12 @@ from autokd.cli import app
 from autokd.inherit import check_inheritable
 from autokd.measure import count_macs
 from autokd.models import MODELS
-from autokd.search import SearchConfig, search
+from autokd.search import SAMPLERS, SearchConfig, search
 from autokd.search import store
 from autokd.search.prepare import prepare
 from autokd.search.ray_start import local_ray
 from autokd.search.sampling import sample_candidate
+from autokd.seeds import sampler_seed
 from autokd.space import load_space, write_space
 from autokd.teacher import seeded_model
 from autokd.teacher_space import FAMILY_SPACES, default_space_for, family_space, may_inherit, points
@@ -137,7 +138,10 @@ def test_every_zoo_teachers_warm_starts_are_priced_in_budget_and_build_at_that_p
                                 train_subset=64, study="zoo"))
     assert plan.space.warm_start
     untrained = seeded_model(teacher, 0, num_classes=plan.data.num_classes, in_channels=plan.data.in_channels).eval()
-    study = optuna.create_study(directions=["maximize", "minimize"])
+    # the search's own sampler at its seed: a warm start's free parameters (its pruning method among them)
+    # are drawn as a search with this seed draws them, so which ones prune globally does not vary by run
+    sampler = SAMPLERS.get(plan.cfg.sampler)(sampler_seed(plan.cfg.seed, 0), plan.cfg.target_trials)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     for params in plan.space.warm_start.values():
         study.enqueue_trial(params)
     built = 0
