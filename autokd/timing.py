@@ -29,6 +29,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from importlib import metadata
 from typing import Callable, Iterator, Sequence
 
@@ -145,6 +146,36 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
         warnings.simplefilter("ignore")
         export_onnx(model, example, buffer)
     return buffer.getvalue()
+
+
+def _runs_blocked(in_channels: int) -> bool:
+    """Whether ONNX Runtime, as :func:`_onnx_runner` sets it up, rewrites a 3x3 convolution with
+    ``in_channels`` into its blocked (NCHWc) form on this machine: read from the graph it optimises."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    x = torch.zeros(1, in_channels, 8, 8)
+    model = nn.Conv2d(in_channels, 16, 3, padding=1).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+        opts.optimized_model_filepath = os.path.join(tmp, "optimised.onnx")
+        ort.InferenceSession(onnx_bytes(model, x), opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(opts.optimized_model_filepath).graph
+    return any(node.op_type == "Conv" and node.domain.endswith("nchwc") for node in graph.node)
+
+
+@lru_cache(maxsize=None)
+def nchwc_block(runtime: str, device: str = "cpu") -> int:
+    """The channel block of the blocked convolutions ``runtime`` runs here: ONNX Runtime on a CPU blocks by
+    8 (AVX2) or 16 (AVX-512), and a convolution with fewer input channels than one block always runs
+    blocked, so probes with 1 and 9 input channels tell which; 0 where nothing is blocked (eager PyTorch,
+    ONNX Runtime on a CPU without the blocked kernels)."""
+    if runtime != "onnxruntime" or device != "cpu" or not _runs_blocked(1):
+        return 0
+    return 16 if _runs_blocked(9) else 8
 
 
 def _onnx_runner(model: nn.Module, setting: Setting) -> Callable[[], object]:

@@ -46,7 +46,7 @@ class Sizes:
     """How much this part measures. Kept apart from the protocol's settings, which key the other parts'
     cached runs: sizing this part never invalidates them."""
 
-    calibration_samples: int = 144    # autokd.calibrate.Effort's default: what `autokd latency calibrate` fits
+    calibration_samples: int = 480    # autokd.calibrate.Effort's default: what `autokd latency calibrate` fits
     calibration_rounds: int = 11      # Effort's default; the candidates are timed with the same rounds
     calibration_archs: tuple[str, ...] = ()  # empty: every zoo architecture, as the command calibrates
     candidates: int = 200             # issue 27: at least 200 random candidates of the shipped spaces

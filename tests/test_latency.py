@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from autokd.calibrate import Sample, fit
 from autokd.cli import app
 from autokd.errors import UserError
-from autokd.latency import (ALIGN, Calibration, Coefficients, OpLoad, calibration_path, load_calibration, op_loads,
-                            plan_latency_ms, predict_latency_ms, save_calibration)
+from autokd.latency import (BLOCK_ALIGN, Calibration, Coefficients, OpLoad, blocked, calibration_path,
+                            load_calibration, op_loads, plan_latency_ms, predict_latency_ms, save_calibration)
 from autokd.models import channel_plan, create_model
 from autokd.timing import Setting, machine, measure_latency, quartiles, time_interleaved
 
@@ -30,23 +30,48 @@ def _one_line_exit_2(result) -> str:
     return lines[0]
 
 
-def _table(ops: dict[str, Coefficients], per_inference_ms: float = 0.0, setting: Setting = SETTING) -> Calibration:
-    return Calibration(setting, machine(setting), per_inference_ms, ops)
+def _table(ops: dict[str, Coefficients], per_inference_ms: float = 0.0, setting: Setting = SETTING,
+           block: int = 0) -> Calibration:
+    return Calibration(setting, machine(setting), per_inference_ms, ops, block=block)
 
 
 # ------------------------------------------------------------------ loads, from shapes alone
 def test_loads_of_a_tiny_network_by_hand():
     # conv 1->2 on 4x4: 2*16*9 = 288 MACs, 16 in + 32 out elements, 18 weights; pool to 2x2
     # conv 2->3 on 2x2: 3*4*18 = 216 MACs, 8 + 12 elements, 54 weights; pool to 1x1
-    # conv 3->4 on 1x1: 4*27 = 108 MACs, 3 + 4 elements, 108 weights; no pool (the map is 1x1); its 4
-    # output channels are a multiple of 4: an aligned kind of its own
+    # conv 3->4 on 1x1: 4*27 = 108 MACs, 3 + 4 elements, 108 weights; no pool (the map is 1x1)
     # fc1 4->5: 20 MACs, 4 + 5 elements; fc2 5->10: 50 MACs, 5 + 10 elements
+    # and each convolution's MACs once more under its output resolution: 288 at 4, 216 at 2, 108 at 1
     loads = op_loads("convverytiny", TINY_PLAN, num_classes=10, input_shape=(1, 4, 4))
-    assert loads["conv3x3s1"] == OpLoad(calls=2, macs=288 + 216, elems=48 + 20, weights=18 + 54)
-    assert loads["conv3x3s1a4"] == OpLoad(calls=1, macs=108, elems=7, weights=108)
+    assert loads["conv3x3s1"] == OpLoad(calls=3, macs=288 + 216 + 108, elems=48 + 20 + 7, weights=18 + 54 + 108)
+    assert (loads["conv@4"], loads["conv@2"], loads["conv@1"]) == (OpLoad(macs=288), OpLoad(macs=216), OpLoad(macs=108))
     assert loads["linear"] == OpLoad(calls=2, macs=70, elems=24, weights=70)
     assert loads["max_pool2d"] == OpLoad(calls=2, macs=0, elems=(16 * 2 + 4 * 2) + (4 * 3 + 1 * 3), weights=0)
     assert loads["native_batch_norm"].calls == 3 and loads["relu"].calls == 4 and loads["mean"].calls == 1
+
+
+def test_blocked_loads_of_a_tiny_network_by_hand():
+    # block 2: conv 1->2 (1 input channel, under one block): blocked, 2 output channels a whole block:
+    # 288 MACs; reads: 16 input elements x 1 channel x 9 taps x 1 pass (2 channels <= 4 blocks of 2) = 144.
+    # conv 2->3: 2 input channels, a multiple of BLOCK_ALIGN? no (4): not blocked, plain 216 MACs.
+    # conv 3->4: 3 input channels, neither under a block of 2 nor a multiple of 4: plain, 108 MACs.
+    # Its ReLU follows the blocked conv and batch norm: a blocked kind; the others stay plain.
+    loads = op_loads("convverytiny", TINY_PLAN, num_classes=10, input_shape=(1, 4, 4), block=2)
+    assert loads["conv3x3s1b"] == OpLoad(calls=1, macs=288, elems=48, weights=18, reads=144)
+    assert loads["conv3x3s1"] == OpLoad(calls=2, macs=216 + 108, elems=20 + 7, weights=54 + 108)
+    assert loads["relub"].calls == 1 and loads["relu"].calls == 3
+    assert (loads["convb@4"], loads["conv@2"]) == (OpLoad(macs=288), OpLoad(macs=216))
+
+
+def test_a_blocked_convolution_computes_whole_blocks():
+    # block 8, conv 12 -> 12 on 2x2 (12 input channels: a multiple of 4, so blocked): both padded to 16,
+    # 16 * 16 * 9 * 4 = 9,216 MACs (not 12 * 12 * 9 * 4 = 5,184); reads: 4 * 16 * 9 * 1 pass = 576
+    plan = {"block1.0": 12, "block2.0": 12, "block3.0": 12, "fc1": 5}
+    loads = op_loads("convverytiny", plan, num_classes=10, input_shape=(1, 4, 4), block=8)
+    second = loads["convb@2"]  # conv 12 -> 12 on the 2x2 map, the only convolution there
+    assert second == OpLoad(macs=16 * 16 * 9 * 4)
+    assert blocked(12, 8) and blocked(3, 8) and not blocked(13, 8) and not blocked(12, 0)
+    assert BLOCK_ALIGN == 4
 
 
 def test_loads_count_the_same_macs_as_the_cost_unit():
@@ -54,8 +79,10 @@ def test_loads_count_the_same_macs_as_the_cost_unit():
 
     model = create_model("resnet20", in_channels=1, width=0.25)
     loads = op_loads("resnet20", channel_plan(model), num_classes=10, input_shape=(1, 8, 8))
-    assert sum(v.macs for v in loads.values()) == count_macs(model, (1, 8, 8))
-    assert {"conv3x3s1a4", "conv3x3s2a4", "conv1x1s2a4", "add"} <= set(loads)  # 4, 8, 16 channels: aligned
+    assert sum(v.macs for v in loads.values() if v.calls) == count_macs(model, (1, 8, 8))  # unblocked: no padding
+    assert sum(v.macs for k, v in loads.items() if k.startswith("conv@")) == count_macs(model, (1, 8, 8)) - 16 * 10
+    blocked_loads = op_loads("resnet20", channel_plan(model), num_classes=10, input_shape=(1, 8, 8), block=8)
+    assert {"conv3x3s1b", "conv3x3s2b", "conv1x1s2b", "addb", "relub"} <= set(blocked_loads)  # 4, 8, 16 channels
 
 
 # ------------------------------------------------------------------ the predictor on hand-made tables
@@ -67,6 +94,11 @@ def test_a_two_layer_sum_by_hand():
                     "linear": Coefficients(per_call=0.002, per_mweight=50.0)}, per_inference_ms=0.05)
     loads = {"conv3x3s1": OpLoad(1, 13_824, 3 * 64 + 8 * 64, 216), "linear": OpLoad(1, 600, 50, 600)}
     assert table.predict_ms(loads) == pytest.approx(1.4744)
+    # a resolution the table has no price for adds nothing; one it prices adds its MACs' share:
+    # 2 ms/MMAC * 0.013824 = 0.027648
+    assert table.predict_ms({**loads, "conv@8": OpLoad(macs=13_824)}) == pytest.approx(1.4744)
+    priced = _table({**table.ops, "conv@8": Coefficients(per_mmac=2.0)}, per_inference_ms=0.05)
+    assert priced.predict_ms({**loads, "conv@8": OpLoad(macs=13_824)}) == pytest.approx(1.4744 + 0.027648)
 
 
 def test_a_whole_plan_priced_by_hand():
@@ -76,7 +108,7 @@ def test_a_whole_plan_priced_by_hand():
     # + relu 4 * 0.01 + mean 1 * 0.01 = 0.2 + 0.912 + 0.1 + 0.095 + 0.03 + 0.04 + 0.01 = 1.387 ms
     small = Coefficients(per_call=0.01)
     conv = Coefficients(per_call=0.1, per_mmac=1000.0)
-    table = _table({"conv3x3s1": conv, "conv3x3s1a4": conv, "linear": Coefficients(per_call=0.05),
+    table = _table({"conv3x3s1": conv, "linear": Coefficients(per_call=0.05),
                     "max_pool2d": Coefficients(per_call=0.02, per_melem=1000.0),
                     "native_batch_norm": small, "relu": small, "mean": small}, per_inference_ms=0.2)
     assert plan_latency_ms(table, "convverytiny", TINY_PLAN, num_classes=10) == pytest.approx(1.387)
@@ -101,21 +133,22 @@ def test_more_channels_in_one_layer_never_predict_faster(arch):
     free = [n for n in plan if not arch.startswith("resnet") or n.endswith(".conv1")]  # a block's inner conv: the
     # rest of a ResNet (stem, conv2, shortcut) shares its stage's residual width
     base = plan_latency_ms(table, arch, plan, num_classes=10)
-    for name in free:  # ALIGN more channels: the layer stays in its alignment class (its kernel path)
-        assert plan_latency_ms(table, arch, {**plan, name: plan[name] + ALIGN}, num_classes=10) > base, name
+    for name in free:  # BLOCK_ALIGN more channels: the next convolution stays in its layout (its kernel path)
+        assert plan_latency_ms(table, arch, {**plan, name: plan[name] + BLOCK_ALIGN}, num_classes=10) > base, name
 
 
 def test_the_fit_recovers_a_hand_made_table_with_no_negative_price():
     """Medians made by a known table: the fit predicts them back, and every coefficient is >= 0."""
-    truth = _table({"conv3x3s1": Coefficients(per_call=0.02, per_mmac=0.3),
-                    "conv3x3s1a4": Coefficients(per_call=0.01, per_mmac=0.15), "linear": Coefficients(per_call=0.01),
+    truth = _table({"conv3x3s1": Coefficients(per_call=0.02, per_mmac=0.3), "conv@4": Coefficients(per_mmac=0.1),
+                    "conv3x3s1b": Coefficients(per_call=0.01, per_mmac=0.15, per_mread=0.2),
+                    "linear": Coefficients(per_call=0.01), "relub": Coefficients(per_call=0.001),
                     "max_pool2d": Coefficients(per_melem=5.0), "native_batch_norm": Coefficients(per_call=0.005),
                     "relu": Coefficients(per_call=0.004), "mean": Coefficients(per_call=0.003)}, per_inference_ms=0.05)
     samples = []
     for width in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5):
         for arch in ("convtiny", "convverytiny"):
             plan = channel_plan(create_model(arch, in_channels=1, width=width))
-            loads = op_loads(arch, plan, num_classes=10, input_shape=(1, 4, 4))
+            loads = op_loads(arch, plan, num_classes=10, input_shape=(1, 4, 4), block=8)
             samples.append(Sample(arch, plan, loads, truth.predict_ms(loads), 0.0))
     per_inference, ops = fit(samples)
     fitted = _table(ops, per_inference)
@@ -182,8 +215,7 @@ def test_a_candidate_is_priced_from_its_plan():
     from autokd.price import TeacherShape
 
     teacher = TeacherShape("resnet20", 0, {}, 1.0, 10, (1, 4, 4))
-    table = _table({k: POSITIVE for k in ("conv3x3s1", "conv3x3s1a4", "linear", "max_pool2d", "native_batch_norm",
-                                          "relu", "mean")})
+    table = _table({k: POSITIVE for k in ("conv3x3s1", "linear", "max_pool2d", "native_batch_norm", "relu", "mean")})
     half, full = (predict_latency_ms(Candidate(student="convverytiny", width=w), teacher, table) for w in (0.5, 1.0))
     assert 0 < half < full
     pruned = predict_latency_ms(Candidate(student="convverytiny", prune={"*": 0.5}), teacher, table)
@@ -274,3 +306,15 @@ def test_a_quick_calibration_runs_end_to_end_and_loads_back():
     cal = load_calibration(SETTING)
     assert cal.setting == SETTING and cal.fit["seconds"] > 0 and len(cal.fit["samples"]) == 4
     assert plan_latency_ms(cal, "convverytiny", TINY_PLAN, num_classes=10) > 0
+
+
+# ------------------------------------------------------------------ the blocked layout, against the runtime itself
+def test_the_blocked_rule_is_the_one_onnx_runtime_applies_here():
+    """Which convolutions ONNX Runtime rewrites into its blocked form, read from the graphs it optimises on
+    this machine, is what :func:`autokd.latency.blocked` says at the block the runtime reports."""
+    from autokd.timing import _runs_blocked, nchwc_block
+
+    block = nchwc_block("onnxruntime")
+    assert block in (0, 8, 16) and nchwc_block("torch") == 0 and nchwc_block("onnxruntime", "cuda") == 0
+    for in_channels in (1, 3, 4, 7, 8, 9, 12, 13, 16, 19, 24):
+        assert blocked(in_channels, block) == _runs_blocked(in_channels), in_channels

@@ -30,8 +30,8 @@ OTHER_KINDS = ("add", "linear", "mean", "native_batch_norm", "relu")
 
 def hand_made(setting: Setting = DIGITS, per_call: float = 0.002, per_mmac: float = 1.0) -> Calibration:
     """Every op kind of the CIFAR ResNets priced by hand: ``per_call`` ms a call, convolutions and the
-    classifier ``per_mmac`` ms a million MACs (aligned or not alike), on this machine."""
-    ops = {k: Coefficients(per_call=per_call, per_mmac=per_mmac) for c in CONV_KINDS for k in (c, c + "a4")}
+    classifier ``per_mmac`` ms a million MACs (blocked or not alike), on this machine."""
+    ops = {k: Coefficients(per_call=per_call, per_mmac=per_mmac) for c in CONV_KINDS for k in (c, c + "b")}
     ops.update({k: Coefficients(per_call=per_call, per_mmac=per_mmac if k == "linear" else 0.0) for k in OTHER_KINDS})
     return Calibration(setting, machine(setting), 0.0, ops)
 
