@@ -350,10 +350,18 @@ def below_table4(found: dict, protocol: str) -> list[str]:
     return lines
 
 
+def _budget_ms(rows: list[dict]) -> str:
+    """`` = 0.467 ms of the teacher's predicted 0.779 ms``, from the rows (one budget for every seed)."""
+    if not rows or rows[0].get("budget_ms") is None:
+        return ""
+    return f" = {rows[0]['budget_ms']:.3f} ms of the teacher's predicted {rows[0]['teacher_ms']:.3f} ms"
+
+
 def latency_search(d: dict) -> list[str]:
     r = d["results"]
     text = (f"Latency search vs MACs search (issue 27), n = {len(r['rows'])}: table 1's `joint` arm searched with "
-            f"`--latency-budget {r['latency_budget']}` (predicted, {r['setting_label']}) against table 1's own `joint` "
+            f"`--latency-budget {r['latency_budget']}`{_budget_ms(r['rows'])} (predicted, {r['setting_label']}) against "
+            "table 1's own `joint` "
             "study (40 % MACs budget) of the same seed. The latency search's best is what `autokd export --best` picks; "
             "the MACs search's is its most accurate trial *measured* at or under that student's latency. Every completed "
             "trial of both timed in one interleaved run from its trained weights; test accuracy of the trial's own "
