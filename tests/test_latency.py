@@ -305,6 +305,10 @@ def test_a_quick_calibration_runs_end_to_end_and_loads_back():
     assert str(path) in result.output.replace("\n", "") and not list(path.parent.glob(".*tmp*"))
     cal = load_calibration(SETTING)
     assert cal.setting == SETTING and cal.fit["seconds"] > 0 and len(cal.fit["samples"]) == 4
+    from autokd.timing import nchwc_block
+
+    assert cal.block == nchwc_block("onnxruntime")  # the runtime's block here, kept with the calibration
+    assert (f"{cal.block}-channel blocks" if cal.block else "blocked convolutions: none") in result.output
     assert plan_latency_ms(cal, "convverytiny", TINY_PLAN, num_classes=10) > 0
 
 

@@ -39,6 +39,8 @@ def calibrate_command(
     setting = Setting(runtime=runtime, threads=threads, batch=batch, input_shape=shape, device=device).check()
     out.print(f"calibrating {setting.label}", highlight=False)
     cal, path = calibrate(setting, QUICK if quick else Effort(), progress=lambda m: out.print(m, highlight=False))
+    out.print(f"blocked convolutions: {f'{cal.block}-channel blocks' if cal.block else 'none'} "
+              "(priced as kinds of their own)", highlight=False)
     held = cal.fit.get("held_out", {})
     if held.get("n"):
         out.print(f"held-out candidates: {100 * held['within_10pct']:.0f} % within 10 % "
