@@ -126,12 +126,18 @@ def _linear(name: str, args, out: torch.Tensor) -> tuple[str, OpLoad]:
 
 
 FUSED_WHEN_BLOCKED = ("add", "relu")  # on blocked tensors the runtime folds them into the convolution before
+KEEPS_LAYOUT = ("native_batch_norm", *FUSED_WHEN_BLOCKED, "detach", "alias", "clone")  # output blocked as its input
+
+
+def _op_name(name: str) -> str:
+    """An aten op's name without its in-place or with-indices suffix: ``relu_`` -> ``relu``."""
+    return name.removesuffix("_").removesuffix("_with_indices")
 
 
 def load_of(name: str, args, out, block: int = 0, on_blocked: bool = False) -> list[tuple[str, OpLoad]]:
     """(kind, load) pairs of one aten call: none for an op that moves no data (a view, a transpose).
     ``on_blocked``: its inputs are blocked tensors (an add or a ReLU there is a kind of its own)."""
-    name = name.removesuffix("_").removesuffix("_with_indices")
+    name = _op_name(name)
     result = _first_tensor(out)
     if name in IGNORED or result is None:
         return []
@@ -158,9 +164,9 @@ class _Loads(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        name = func.overloadpacket.__name__
+        name = _op_name(func.overloadpacket.__name__)
         inputs = [a for a in args if isinstance(a, torch.Tensor)]
-        operands = inputs[:2] if name.removesuffix("_") == "add" else inputs[:1]  # a batch norm's weights are no operand
+        operands = inputs[:2] if name == "add" else inputs[:1]  # a batch norm's weights are no operand
         on_blocked = bool(operands) and all(self._blocked.get(id(t), False) for t in operands)
         for kind, load in load_of(name, args, out, self.block, on_blocked):
             self.loads[kind] = self.loads.get(kind, OpLoad()) + load
@@ -169,8 +175,7 @@ class _Loads(TorchDispatchMode):
             if name == "convolution":
                 layout = blocked(int(args[0].shape[1]), self.block)
             else:
-                layout = on_blocked and name.removesuffix("_") in ("native_batch_norm", "relu", "add", "detach",
-                                                                     "alias", "clone")
+                layout = on_blocked and name in KEEPS_LAYOUT
             self._blocked[id(result)] = layout
             self._alive.append(result)
         return out

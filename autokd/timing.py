@@ -159,8 +159,7 @@ def _runs_blocked(in_channels: int) -> bool:
     x = torch.zeros(1, in_channels, 8, 8)
     model = nn.Conv2d(in_channels, 16, 3, padding=1).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+        opts = _session_options(threads=1)
         opts.optimized_model_filepath = os.path.join(tmp, "optimised.onnx")
         ort.InferenceSession(onnx_bytes(model, x), opts, providers=["CPUExecutionProvider"])
         graph = onnx.load(opts.optimized_model_filepath).graph
@@ -178,14 +177,22 @@ def nchwc_block(runtime: str, device: str = "cpu") -> int:
     return 16 if _runs_blocked(9) else 8
 
 
+def _session_options(threads: int):
+    """ONNX Runtime's options for one timed model: ``threads`` intra-op, one inter-op, sequential, quiet."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return opts
+
+
 def _onnx_runner(model: nn.Module, setting: Setting) -> Callable[[], object]:
     import onnxruntime as ort
 
     x = _input(setting)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = setting.threads, 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
+    opts = _session_options(setting.threads)
     session = ort.InferenceSession(onnx_bytes(model.eval().cpu(), x), opts, providers=["CPUExecutionProvider"])
     feed = {"images": x.numpy().astype(np.float32)}
     return lambda: session.run(None, feed)
