@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -15,7 +16,7 @@ from autokd.models import create_model
 from autokd.search import store as studies
 from autokd.cli import app
 from autokd.search import SearchConfig, search
-from autokd.search.ray_start import local_ray
+from autokd.search.ray_start import local_ray, pending_trials
 
 runner = CliRunner()
 
@@ -90,9 +91,29 @@ def test_same_seed_same_parameters(env):
         b = search(config(env, trials=2, parallel=1, study="b", epochs=1))
         with pytest.raises(RuntimeError, match="already running"), local_ray():
             pass
-    assert not ray.is_initialized()
+    assert not ray.is_initialized() and "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ  # nothing left for the next
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
     assert [t.values for t in a.trials] == [t.values for t in b.trials]
+
+
+def test_tune_queues_as_many_trials_as_this_search_runs_at_once(monkeypatch):
+    """Ray Tune reads TUNE_MAX_PENDING_TRIALS_PG when a run starts (before Ray 2.5x it queued one
+    trial at a time for an outside searcher): each search sets its own --parallel for its run only,
+    so a --parallel 1 search does not hold back a later --parallel 2 one, and a user's value stands."""
+    from ray.tune.execution.tune_controller import _get_max_pending_trials
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    limited = SearchGenerator(ConcurrencyLimiter(OptunaSearch(), max_concurrent=2))
+    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
+    for parallel in (1, 2, 1):
+        with pending_trials(parallel):
+            assert _get_max_pending_trials(limited) == parallel
+    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "5")
+    with pending_trials(2):
+        assert _get_max_pending_trials(limited) == 5
+    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "5"
 
 
 @pytest.mark.slow

@@ -29,7 +29,6 @@ def init_ray(cfg: SearchConfig) -> None:
     global _OURS
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, cfg.parallel)))
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is the driver's: see Interrupt
     if ray.is_initialized() and not _OURS and not cfg.address:
         return  # the caller's Ray: theirs to shut down
@@ -53,6 +52,29 @@ def _start_local() -> None:
     cluster that `ray start` left on this machine (address=None would, silently)."""
     with _loopback_only():
         ray.init(address="local", _node_ip_address="127.0.0.1", num_gpus=None, **_INIT_KWARGS)
+
+
+@contextmanager
+def pending_trials(parallel: int) -> Iterator[None]:
+    """Let Ray Tune queue ``parallel`` trials at once for this search only.
+
+    Before Ray 2.5x, Tune queued one pending trial at a time for any searcher but its own
+    (``max_concurrent_trials`` was not read there; TUNE_MAX_PENDING_TRIALS_PG was the only way), so
+    ``--parallel 2`` started its second trial only once the first one's worker was up. Tune reads
+    the variable when a run starts; it is set for that run and put back afterwards, so a later
+    search in this process (or a process it starts) with another ``--parallel`` gets its own. A
+    value the user set is left alone."""
+    if _PENDING in os.environ:
+        yield
+        return
+    os.environ[_PENDING] = str(max(1, parallel))
+    try:
+        yield
+    finally:
+        os.environ.pop(_PENDING, None)
+
+
+_PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from . import record
 from .compute import epochs_in, trial_compute
 from .front import pareto_front_points
 from .prepare import Session
-from .ray_start import init_ray
+from .ray_start import init_ray, pending_trials
 from .record import RayReport, TrialRecord
 from .budget import SHARE
 from .sampling import sample_candidate
@@ -500,7 +500,8 @@ def run_round(session: Session, tally: Tally, started: float, say: Callable[[str
                                   callbacks=[Progress(searcher, cfg.target_trials, started, say, cfg.compute)]),
     )
     try:
-        tuner.fit()
+        with pending_trials(cfg.parallel):
+            tuner.fit()
     finally:
         searcher.abandon_live("interrupted (Ctrl-C)" if interrupt and interrupt.hit else
                               "interrupted: the search driver stopped while it ran")
