@@ -1,17 +1,20 @@
-"""The benchmarks' smoke protocol end to end: every part writes its JSON, make_tables writes the page.
+"""The benchmarks end to end: the smoke protocol (every part writes its JSON, make_tables writes the
+page) and the gpu protocol's dry run (benchmarks/gpu_protocol.sh --dry-run on this CPU).
 
 The smoke protocol (benchmarks/protocols.py: digits, 2 trials of 1 epoch, n = 1) proves the
 pipeline behind BENCHMARKS.md runs; its numbers mean nothing and are not checked, only the shape of
 what each part writes. Run as a subprocess, like a user would, so Ray and the process pools start
 clean. Table 1 runs two of its five arms (joint and random: the ratio's numerator and denominator)
-to stay near two minutes on the 2-core machine; the other arms differ only in their space file,
-which is loaded and checked here.
+and Torch-Pruning's; the other arms differ only in their space file, which is loaded and checked
+here, and the dry run runs all five.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,39 @@ def _run(args: list[str], timeout: int) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
+
+
+@pytest.fixture(scope="module")
+def protocol_runs(tmp_path_factory) -> dict[str, Path]:
+    """The two end-to-end runs, started side by side, each in its own folder: the smoke protocol
+    (``run.py all``) and the gpu protocol's dry run. Each is a chain of small searches whose Ray and
+    worker start-ups leave a CPU idle about half of the time, so together they take about 200 s on
+    2 cores where one after the other they take 230-250 s. Returns once both have exited; a run
+    that failed fails the test that reads it, with the end of its log."""
+    smoke, dry = tmp_path_factory.mktemp("smoke"), tmp_path_factory.mktemp("gpu-dry")
+    runs = {
+        "smoke": (smoke, [sys.executable, str(BENCH / "run.py"), "all", "--protocol", "smoke", "--results", str(smoke),
+                          "--workers", "2", "--arms", "joint", "random", "torch-pruning"], 600),
+        "gpu-dry": (dry, ["bash", "benchmarks/gpu_protocol.sh", "--dry-run", "--results", str(dry)], 1200),
+    }
+    env = {**os.environ, "PY": sys.executable}
+    before = sorted(p.name for p in (BENCH / "results").iterdir())
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=(folder / "log.txt").open("w"),
+                                    stderr=subprocess.STDOUT) for name, (folder, cmd, _) in runs.items()}
+    t0 = time.monotonic()
+    for name, proc in procs.items():
+        try:
+            proc.wait(timeout=max(1.0, runs[name][2] - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {"results_before": before, **{name: (folder, procs[name].returncode) for name, (folder, _, _) in runs.items()}}
+
+
+def _finished(runs: dict, name: str) -> Path:
+    folder, rc = runs[name]
+    assert rc == 0, (folder / "log.txt").read_text()[-4000:]
+    return folder
 
 
 def test_derived_spaces_load():
@@ -90,10 +126,9 @@ def test_a_variant_runs_only_its_parts_and_the_page_lists_no_other_part_as_not_r
 
 
 @pytest.mark.slow
-def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
-    _run([str(BENCH / "run.py"), "all", "--protocol", "smoke", "--results", str(tmp_path), "--workers", "2",
-          "--arms", "joint", "random", "torch-pruning"], timeout=600)
-    data = {part: json.loads((tmp_path / f"{part}-smoke.json").read_text()) for part in PARTS}
+def test_smoke_protocol_writes_every_part_and_the_tables(protocol_runs):
+    out = _finished(protocol_runs, "smoke")
+    data = {part: json.loads((out / f"{part}-smoke.json").read_text()) for part in PARTS}
     for part, d in data.items():
         assert ENVELOPE <= set(d), part
         assert d["part"] == part and d["protocol"] == "smoke" and "run.py all" in d["command"]
@@ -134,7 +169,7 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     pred = data["latency_predictor"]["results"]  # the predictor vs measured, on the smoke space's candidates
     assert pred["summary"]["n"] == len(pred["rows"]) == 6 and pred["setting"]["runtime"] == "onnxruntime"
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 and r["macs"] > 0 for r in pred["rows"])
-    assert pred["calibration"]["wall_s"] > 0 and (tmp_path / "latency").is_dir()  # not the user's AUTOKD_HOME
+    assert pred["calibration"]["wall_s"] > 0 and (out / "latency").is_dir()  # not the user's AUTOKD_HOME
     assert {"within_10pct", "mape", "median_abs_error", "worst", "target"} <= set(pred["summary"])
 
     ls = data["latency_search"]["results"]  # a latency search against table 1's joint study, at equal latency
@@ -165,8 +200,8 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
     assert exp["export_recipe_points"][other]["values"] == pytest.approx(
         [100 * (alt["test_accuracy"] - auto["test_accuracy"])])
 
-    page = tmp_path / "BENCHMARKS.md"
-    _run([str(BENCH / "make_tables.py"), "--results", str(tmp_path), "--out", str(page)], timeout=60)
+    page = out / "BENCHMARKS.md"
+    _run([str(BENCH / "make_tables.py"), "--results", str(out), "--out", str(page)], timeout=60)
     text = page.read_text()
     for title in ("## 1. Search quality", "## 2. The seeds' claims", "## 3. Overheads", "## 4. Cost vs latency",
                   "## 5. GPU", "### Protocol `smoke`", "Joint / random hypervolume",
@@ -175,6 +210,40 @@ def test_smoke_protocol_writes_every_part_and_the_tables(tmp_path):
         assert title in text, title
     assert -1 <= (data["ranking"]["results"]["kendall_tau_b"] or 0) <= 1
     assert text.count("run.py all --protocol smoke") == 8  # every table names its command
+
+
+@pytest.mark.slow
+def test_dry_run_of_the_gpu_protocol_writes_every_result(protocol_runs):
+    """benchmarks/gpu_protocol.sh --dry-run runs every step of the script a CUDA machine runs (GPU-path
+    tests, teacher, table 3's GPU rows, table 1's five arms, table 4, the page) on this CPU with the
+    `gpu-dry` protocol. Its numbers mean nothing; the shape of what it writes is checked: every JSON
+    names the machine it ran on and its n, and nothing lands in benchmarks/results/."""
+    out = _finished(protocol_runs, "gpu-dry")
+    log = (out / "log.txt").read_text()
+    for step in ("tests", "teacher", "gpu", "search", "latency"):
+        assert (out / f".done-{step}").exists(), f"step {step} did not finish:\n{log[-4000:]}"
+    parts = {p: json.loads((out / f"{p}-gpu-dry.json").read_text())
+             for p in ("gpu_throughput", "search_quality", "latency")}
+    for part, d in parts.items():
+        assert d["protocol"] == "gpu-dry" and d["settings"]["name"] == "gpu-dry", part
+        assert d["machine"]["device"] == "cpu" and d["machine"]["device_name"], part  # where it ran, named
+    rows = parts["gpu_throughput"]["results"]["rows"]
+    assert [(r["trials_at_once"], r["amp"]) for r in rows] == [(1, False), (1, True), (2, False)]
+    assert all(len(r["runs"]) == r["trials_at_once"] and r["whole_gpu_images_per_s"] > 0 for r in rows)
+    runs = parts["search_quality"]["results"]["runs"]
+    assert sorted(r["arm"] for r in runs) == sorted(["joint", "random", "random-ladder", "prune-only", "distill-only"])
+    assert all(r["trials"] >= 1 and r["epochs"] == 1 and r["counts"]["done"] >= 1 for r in runs)
+    assert all(r["compute_budget"] == 2.0 and r["compute_spent"] >= 2.0 for r in runs)  # 2 trials x 1 epoch
+    page = (out / "BENCHMARKS-gpu-dry.md").read_text()
+    assert "GPU rows, protocol `gpu-dry`" in page and "| n |" in page
+    assert sorted(p.name for p in (BENCH / "results").iterdir()) == protocol_runs["results_before"]
+
+
+def test_a_mistyped_option_of_the_gpu_protocol_is_one_line_and_exit_2():
+    proc = subprocess.run(["bash", "benchmarks/gpu_protocol.sh", "--dryrun"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["usage: bash benchmarks/gpu_protocol.sh [--dry-run] [--results DIR]"]
 
 
 def test_torch_pruning_baseline_lands_at_or_under_each_target():
