@@ -10,6 +10,7 @@ here, and the dry run runs all five.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -34,7 +35,7 @@ def _run(args: list[str], timeout: int) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def protocol_runs(tmp_path_factory) -> dict[str, Path]:
+def protocol_runs(tmp_path_factory) -> dict:
     """The two end-to-end runs, started side by side, each in its own folder: the smoke protocol
     (``run.py all``) and the gpu protocol's dry run. Each is a chain of small searches whose Ray and
     worker start-ups leave a CPU idle about half of the time, so together they take about 200 s on
@@ -48,15 +49,16 @@ def protocol_runs(tmp_path_factory) -> dict[str, Path]:
     }
     env = {**os.environ, "PY": sys.executable}
     before = sorted(p.name for p in (BENCH / "results").iterdir())
-    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=(folder / "log.txt").open("w"),
-                                    stderr=subprocess.STDOUT) for name, (folder, cmd, _) in runs.items()}
-    t0 = time.monotonic()
-    for name, proc in procs.items():
-        try:
-            proc.wait(timeout=max(1.0, runs[name][2] - (time.monotonic() - t0)))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with contextlib.ExitStack() as logs:
+        procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs.enter_context((folder / "log.txt").open("w")),
+                                        stderr=subprocess.STDOUT) for name, (folder, cmd, _) in runs.items()}
+        t0 = time.monotonic()
+        for name, proc in procs.items():
+            try:
+                proc.wait(timeout=max(1.0, runs[name][2] - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return {"results_before": before, **{name: (folder, procs[name].returncode) for name, (folder, _, _) in runs.items()}}
 
 

@@ -20,6 +20,7 @@ from ..errors import UserError
 from .config import SearchConfig
 
 _INIT_KWARGS: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
+_PENDING = "TUNE_MAX_PENDING_TRIALS_PG"  # Ray Tune's queue of trials not yet started: see pending_trials
 _OURS = False  # the Ray this process is connected to was started by init_ray (and is shut down by it)
 
 
@@ -72,9 +73,6 @@ def pending_trials(parallel: int) -> Iterator[None]:
         yield
     finally:
         os.environ.pop(_PENDING, None)
-
-
-_PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
 
 
 @contextmanager
