@@ -277,7 +277,8 @@ def test_scores_before_the_last_pruning_step_are_not_ranked():
     s.live["t"] = trial
     stopper = make_stopper("ladder", epochs=4)  # rungs 0, 1, 3
     scheduler = ParetoScheduler(stopper, s)
-    tune_trial = SimpleNamespace(trial_id="t", config={"trial_number": trial.number, "candidate": {"init": "teacher"}})
+    tune_trial = SimpleNamespace(trial_id="t", config={"trial_number": trial.number, "candidate": {"init": "teacher"},
+                                                       "rung_group": "teacher"})
     for epoch in (0, 1):
         result = {"epoch": epoch, "val_accuracy": 0.88, "macs": 300, "pending": True}
         assert scheduler.on_trial_result(None, tune_trial, result) == TrialScheduler.CONTINUE
@@ -290,7 +291,14 @@ def test_scores_before_the_last_pruning_step_are_not_ranked():
     assert trial.user_attrs["unranked_epochs"] == [0, 1]
     trial.set_user_attr("macs", 100)
     trial.set_user_attr("candidate", {"init": "teacher"})
+    trial.set_user_attr("target_macs", 100)
     s.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     resumed = make_stopper("ladder", epochs=4)
-    _preload_rungs(s.study, resumed)
+    def budget(macs: int) -> SimpleNamespace:  # a plan's budget test (Plan.at_budget), for a budget of `macs`
+        return SimpleNamespace(at_budget=lambda target_macs, target_ms: target_macs == macs)
+
+    _preload_rungs(s.study, resumed, budget(200))
     assert resumed.ladders["teacher"].table == {3: {trial.number: (0.70, 100)}}
+    at_budget = make_stopper("ladder", epochs=4)  # projected onto a budget of 100: the group the live search used
+    _preload_rungs(s.study, at_budget, budget(100))
+    assert set(at_budget.ladders) == {"teacher@budget"}

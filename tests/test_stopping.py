@@ -64,3 +64,26 @@ def test_trials_are_compared_within_their_group_only():
     assert not stopper.observe(3, 1, 0.70, 100, "scratch")
     assert not stopper.observe(4, 1, 0.72, 150, "scratch")   # more accurate than 2 and 3: no dominator
     assert stopper.observe(5, 1, 0.50, 300, "scratch")       # dominated by 2, 3 and 4
+
+
+def test_a_candidate_at_the_budget_is_ranked_among_candidates_at_the_budget():
+    """Rung 1 of a ladder (eta 3), budget 12.4 M MACs, inherited students. Two cheap warm starts (2.3 M,
+    65 %; 5.6 M, 70 %) and Torch-Pruning's two at the budget (76 %, 78 %) are there when a searched
+    student projected onto the budget (one channel under it) reports 85 %, the best of all. Ranked in
+    one table, the front is 2.3 M, 5.6 M and it; 5 // 3 = 1 goes on, and the tie of the front's two
+    ends (crowding infinite) goes to fewer MACs: it is stopped. In the budget's own table it leads."""
+    from autokd.search.stopping import rung_group
+
+    rows = [(0, 0.65, 2_280_000, False), (1, 0.70, 5_600_000, False), (2, 0.76, 12_400_000, True),
+            (3, 0.78, 12_400_000, True)]
+    searched = (9, 0.85, 12_390_000, True)
+    one_table, by_edge = make_stopper("ladder", 2), make_stopper("ladder", 2)
+    for trial, acc, macs, at_budget in rows:
+        one_table.observe(trial, 1, acc, macs, "teacher")
+        by_edge.observe(trial, 1, acc, macs, rung_group("teacher", at_budget))
+    trial, acc, macs, at_budget = searched
+    assert one_table.observe(trial, 1, acc, macs, "teacher") is True
+    assert by_edge.observe(trial, 1, acc, macs, rung_group("teacher", at_budget)) is False
+    assert set(by_edge.ladders) == {"teacher", "teacher@budget"}
+    assert by_edge.ladders["teacher@budget"].promoted[1] == [2, 3, 9]  # 2 and 3: fewer rows than grace (3)
+    assert rung_group("scratch", False) == "scratch" and rung_group("scratch", True) == "scratch@budget"

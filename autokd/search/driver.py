@@ -32,7 +32,7 @@ from .config import DEFAULT_TRIALS, SAMPLERS, SearchConfig
 from .prepare import Plan, Session, prepare
 from .objective import keep_calibration
 from .record import RECORD_VERSION, StudyRecord, TrialRecord, warm_start_attrs, write_study
-from .stopping import RungResult, make_stopper
+from .stopping import RungResult, make_stopper, rung_group
 
 Say = Callable[[str], None]
 
@@ -89,7 +89,7 @@ def open_session(plan: Plan, folder: Path, say: Say) -> Session:
     stopper = make_stopper(cfg.stopping, cfg.epochs, eta=cfg.eta, min_dominators=cfg.min_dominators,
                            margin=cfg.stop_margin) if cfg.early_stopping else None
     if stopper:
-        _preload_rungs(study, stopper, cfg.cost)
+        _preload_rungs(study, stopper, plan, cfg.cost)
     blob = (plan_of(teacher), {k: v.detach().cpu() for k, v in teacher.state_dict().items()})
     return Session(plan, folder, study, blob, stopper)
 
@@ -189,7 +189,7 @@ def trial_cost(rec: TrialRecord, cost: str) -> float:
     return float(rec.latency_ms or 0.0) if cost == "latency" else int(rec.macs or 0)
 
 
-def _preload_rungs(study: optuna.Study, stopper, cost: str = "macs") -> None:
+def _preload_rungs(study: optuna.Study, stopper, plan: Plan, cost: str = "macs") -> None:
     """A resumed study's rung table: every trained trial's accuracy at each rung it reached, but the
     ones scored before its last pruning step (``unranked_epochs``: the live search ranks none of them)."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -197,7 +197,8 @@ def _preload_rungs(study: optuna.Study, stopper, cost: str = "macs") -> None:
         rec = TrialRecord.of(t)
         for epoch, acc in rec.epoch_val_accuracy.items():
             if int(epoch) in stopper.rungs and int(epoch) not in rec.unranked_epochs:
-                stopper.record(RungResult(t.number, int(epoch), float(acc), trial_cost(rec, cost), rec.init))
+                group = rung_group(rec.init, plan.at_budget(rec.target_macs, rec.target_ms))
+                stopper.record(RungResult(t.number, int(epoch), float(acc), trial_cost(rec, cost), group))
 
 
 def run_trials(session: Session, say: Say) -> None:

@@ -58,6 +58,13 @@ class Plan:
         """A trial's second objective from its MACs and predicted latency."""
         return latency_ms if self.latency else macs
 
+    def at_budget(self, target_macs: int | None, target_ms: float | None) -> bool:
+        """A candidate projected onto the budget itself (``budget/share`` 1), not below it: the
+        target a trial records (``TrialRecord.target_macs`` / ``target_ms``) is the budget's."""
+        if self.latency is not None and self.latency.budget is not None:
+            return target_ms == self.latency.budget.ms
+        return target_macs == self.budget.macs
+
 
 @dataclass
 class Session:

@@ -12,10 +12,11 @@ no more expensive can only join the final front by overtaking every one of them 
 over its remaining epochs; requiring two dominators (not one) keeps a single lucky early trial
 from killing the rest, as the median rule needs a population. MACs do not change during
 training, so the test is exactly Pareto dominance at equal training effort. Trials are compared
-within their *group* only (the search's group is the candidate's ``init``): a student that
-inherits the teacher starts near its final accuracy, one from scratch does not, so an epoch of
-the one says nothing about the other's end, and inherited trials at a rung would stop scratch
-trials that end on the front.
+within their *group* only (:func:`rung_group`): a student that inherits the teacher starts near
+its final accuracy, one from scratch does not, so an epoch of the one says nothing about the
+other's end, and inherited trials at a rung would stop scratch trials that end on the front.
+Candidates projected onto the budget itself have groups of their own for the same kind of reason
+(see :func:`rung_group`).
 """
 from __future__ import annotations
 
@@ -31,7 +32,20 @@ class RungResult:
     rung: int
     val_accuracy: float
     macs: float  # the trial's cost: MACs, or ms in a latency search
-    group: str = ""  # results are compared within one group (the candidate's init)
+    group: str = ""  # results are compared within one group (rung_group)
+
+
+def rung_group(init: str, at_budget: bool) -> str:
+    """The group a trial is ranked in: how its student started (``scratch`` | ``teacher``), and
+    ``@budget`` where it was projected onto the budget itself (``budget/share`` 1).
+
+    Why the budget's edge is a group: ``--at-budget`` spends a stated share of the compute on
+    candidates at the budget, the ones that contend for "the best student at or under it". Ranked
+    beside cheaper students, a rung's non-dominated front is often one student at the budget and
+    one far below it; the ladder keeps ``max(1, n // eta)`` and gives the tie of a front's two ends
+    to fewer MACs, so a student at 20 % of the budget stopped the most accurate one at the budget
+    after one epoch, and that share went on first epochs instead of finished candidates."""
+    return init + ("@budget" if at_budget else "")
 
 
 def should_stop(earlier: list[RungResult], acc: float, macs: float, *, min_dominators: int = 2,
@@ -69,8 +83,8 @@ class ParetoStopper:
 class LadderStopper:
     """The fidelity ladder (:mod:`autokd.search.ladder`, MO-ASHA) behind ParetoStopper's interface.
 
-    Rungs 0, 1, eta, eta**2, ... below the trials' final epoch; one :class:`Ladder` per group (the
-    candidate's init, as above), so an inherited student's epoch-0 score is ranked against other
+    Rungs 0, 1, eta, eta**2, ... below the trials' final epoch; one :class:`Ladder` per group
+    (:func:`rung_group`), so an inherited student's epoch-0 score is ranked against other
     inherited students only, and a scratch student (which reports no epoch 0) starts at rung 1."""
 
     rungs: list[int]

@@ -44,6 +44,7 @@ from .ray_start import init_ray, pending_trials
 from .record import RayReport, TrialRecord
 from .budget import SHARE
 from .sampling import sample_candidate
+from .stopping import rung_group
 
 
 
@@ -219,6 +220,7 @@ class OptunaSearcher(Searcher):
                                                        cand.init == "teacher")
             out_dir = self.session.folder / "trials" / f"{trial.number:04d}"
             config = {"candidate": cand.as_dict(), "trial_number": trial.number, "predicted_macs": macs,
+                      "rung_group": rung_group(cand.init, plan.at_budget(sample.target_macs, sample.target_ms)),
                       "predicted_cost": plan.cost_of(macs, sample.latency_ms),
                       "out_dir": str(out_dir), "threads": cfg.cpus_per_trial, "gpus": cfg.gpus_per_trial,
                       "rung_val_images": cfg.rung_val_images}
@@ -240,14 +242,11 @@ class OptunaSearcher(Searcher):
             return
         committed = {t.number: self.committed.get(tid, 0.0) for tid, t in self.live.items()}
         plan, edge, total = self.session.plan, 0.0, 0.0
-        latency = _latency(self.session)
-        on_ms = latency is not None and latency.budget is not None
         for t in self.study.get_trials(deepcopy=False):
             rec = TrialRecord.of(t)
             spent = rec.compute if rec.compute is not None else committed.get(t.number, 0.0)
             total += spent
-            at_edge = rec.target_ms == latency.budget.ms if on_ms else rec.target_macs == plan.budget.macs
-            edge += spent if at_edge else 0.0
+            edge += spent if plan.at_budget(rec.target_macs, rec.target_ms) else 0.0
         if total > 0 and edge < share * total:
             self.study.enqueue_trial({SHARE: 1.0})
 
@@ -355,7 +354,7 @@ class ParetoScheduler(FIFOScheduler):
         report = RayReport.of(result)
         if report.final or report.epoch is None or report.pending:
             return TrialScheduler.CONTINUE  # a score of the student before its last pruning step is not ranked
-        number, group = trial.config["trial_number"], trial.config["candidate"].get("init", "scratch")
+        number, group = trial.config["trial_number"], trial.config["rung_group"]
         epoch = int(report.epoch)
         cost = trial.config.get("predicted_cost") if _latency(self.searcher.session) else report.macs
         if self.stopper.observe(number, epoch, float(report.val_accuracy), cost, group):
