@@ -60,12 +60,14 @@ def test_composition_leaves_alone_what_it_need_not_touch(teacher):
 
 
 def _searcher(study, at_budget: float, budget: int, committed=None, live=None):
+    from autokd.search.prepare import Plan
     from autokd.search.tune import OptunaSearcher
 
     space = SimpleNamespace(distributions={"budget/share": optuna.distributions.FloatDistribution(0.1, 1.0)})
+    plan = SimpleNamespace(space=space, budget=SimpleNamespace(macs=budget), latency=None)
+    plan.at_budget = lambda target_macs, target_ms: Plan.at_budget(plan, target_macs, target_ms)  # the real test
     s = OptunaSearcher.__new__(OptunaSearcher)
-    s.session = SimpleNamespace(cfg=SimpleNamespace(at_budget=at_budget),
-                                plan=SimpleNamespace(space=space, budget=SimpleNamespace(macs=budget)))
+    s.session = SimpleNamespace(cfg=SimpleNamespace(at_budget=at_budget), plan=plan)
     s.study, s.committed, s.live = study, committed or {}, live or {}
     return s
 
