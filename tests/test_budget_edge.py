@@ -72,9 +72,9 @@ def _searcher(study, at_budget: float, budget: int, committed=None, live=None):
     return s
 
 
-def _finished(study, target: int, compute: float) -> None:
+def _finished(study, target: int, compute: float, warm_start: str | None = None) -> None:
     t = study.ask()
-    record.write(t, target_macs=target, compute=compute)
+    record.write(t, target_macs=target, compute=compute, warm_start=warm_start)
     study.tell(t, [0.5, 1.0])
 
 
@@ -96,6 +96,19 @@ def test_the_searcher_keeps_its_stated_share_of_compute_at_the_budget():
     s._at_budget_next()
     assert not waiting()  # 1 of 4 at the budget: 25 %, enough
     assert not _searcher(study, 0.0, 1000)._at_budget_next() and not waiting()  # --at-budget 0: never
+
+
+def test_warm_starts_at_the_budget_leave_the_share_to_the_sampler():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    waiting = lambda: study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # noqa: E731
+    s = _searcher(study, 0.25, budget=1000)
+    _finished(study, 1000, 3.0, warm_start="torch-pruning")  # Torch-Pruning's recipe, at the budget
+    _finished(study, 1000, 3.0, warm_start="torch-pruning-kd")
+    s._at_budget_next()
+    assert not waiting()  # nothing sampled yet: the sampler goes first
+    _finished(study, 600, 3.0)  # 6 of 9 at the budget, but 0 of the 3 sampled
+    s._at_budget_next()
+    assert [t.system_attrs.get("fixed_params") for t in waiting()] == [{"budget/share": 1.0}]
 
 
 def test_a_candidate_says_what_its_pruning_really_is():

@@ -294,8 +294,13 @@ def test_scores_before_the_last_pruning_step_are_not_ranked():
     trial.set_user_attr("target_macs", 100)
     s.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     resumed = make_stopper("ladder", epochs=4)
-    def budget(macs: int) -> SimpleNamespace:  # a plan's budget test (Plan.at_budget), for a budget of `macs`
-        return SimpleNamespace(at_budget=lambda target_macs, target_ms: target_macs == macs)
+    def budget(macs: int) -> SimpleNamespace:  # a plan with only a MAC budget of `macs`, and the real group rule
+        from autokd.search.prepare import Plan
+
+        plan = SimpleNamespace(budget=SimpleNamespace(macs=macs), latency=None)
+        plan.at_budget = lambda target_macs, target_ms: Plan.at_budget(plan, target_macs, target_ms)
+        plan.rung_group = lambda init, target_macs, target_ms: Plan.rung_group(plan, init, target_macs, target_ms)
+        return plan
 
     _preload_rungs(s.study, resumed, budget(200))
     assert resumed.ladders["teacher"].table == {3: {trial.number: (0.70, 100)}}

@@ -112,11 +112,12 @@ class SearchConfig:
                                 "validation images; the last epoch, and so the front, on all of them (0: all, always)")
     max_retries: int = knob(1, "Ray retries of a trial whose worker died")
     max_rejections: int = knob(500, "consecutive over-budget samples before giving up")
+    # "the best student at or under the budget": the budget's edge gets a stated part of the sampled
+    # work, the rest explores below it (projected spaces only, budget/share; warm starts aside)
+    at_budget: float = knob(0.25, "share of the sampled compute (warm starts aside) spent on candidates at the budget itself "
+                                  "(budget/share 1)")
     # a candidate that cannot run is recorded and the search goes on; five in a row is a space or a
-    # setup that fails every trial (seen: 804 failures in 321 s of a 2-trial search), not bad luck
-    # "the best student at or under the budget": the budget's edge gets a stated part of the work,
-    # the rest explores below it (projected spaces only, budget/share; warm starts count too)
-    at_budget: float = knob(0.25, "share of the compute spent on candidates at the budget itself (budget/share 1)")
+    # setup that fails every trial, not bad luck
     max_failures: int = knob(5, "consecutive failed trials (errors, not early stops) before the search stops")
 
     def as_dict(self) -> dict:

@@ -32,7 +32,7 @@ from .config import DEFAULT_TRIALS, SAMPLERS, SearchConfig
 from .prepare import Plan, Session, prepare
 from .objective import keep_calibration
 from .record import RECORD_VERSION, StudyRecord, TrialRecord, warm_start_attrs, write_study
-from .stopping import RungResult, make_stopper, rung_group
+from .stopping import RungResult, make_stopper
 
 Say = Callable[[str], None]
 
@@ -197,7 +197,7 @@ def _preload_rungs(study: optuna.Study, stopper, plan: Plan, cost: str = "macs")
         rec = TrialRecord.of(t)
         for epoch, acc in rec.epoch_val_accuracy.items():
             if int(epoch) in stopper.rungs and int(epoch) not in rec.unranked_epochs:
-                group = rung_group(rec.init, plan.at_budget(rec.target_macs, rec.target_ms))
+                group = plan.rung_group(rec.init, rec.target_macs, rec.target_ms)
                 stopper.record(RungResult(t.number, int(epoch), float(acc), trial_cost(rec, cost), group))
 
 

@@ -25,7 +25,7 @@ from .budget import SHARE, Budget, TeacherShape, cheapest_macs, cheapest_project
 from ..timing import Setting
 from .config import DEFAULT_FLOPS_BUDGET, DEFAULT_TRIALS, SearchConfig, check_config, default_study_name
 from .objective import CALIBRATION_FILE, OBJECTIVES, LatencyObjective, latency_objective
-from .stopping import ParetoStopper
+from .stopping import ParetoStopper, rung_group
 
 RESUME_KEYS = ("teacher", "dataset", "flops_budget", "space", "epochs", "lr", "train_subset", "cost",
                "latency_budget", "latency_runtime", "latency_threads", "latency_batch")  # fixed per study
@@ -64,6 +64,10 @@ class Plan:
         if self.latency is not None and self.latency.budget is not None:
             return target_ms == self.latency.budget.ms
         return target_macs == self.budget.macs
+
+    def rung_group(self, init: str, target_macs: int | None, target_ms: float | None) -> str:
+        """The rung group a candidate of this plan is ranked in (:func:`autokd.search.stopping.rung_group`)."""
+        return rung_group(init, self.at_budget(target_macs, target_ms))
 
 
 @dataclass

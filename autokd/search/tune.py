@@ -44,7 +44,6 @@ from .ray_start import init_ray, pending_trials
 from .record import RayReport, TrialRecord
 from .budget import SHARE
 from .sampling import sample_candidate
-from .stopping import rung_group
 
 
 
@@ -220,7 +219,7 @@ class OptunaSearcher(Searcher):
                                                        cand.init == "teacher")
             out_dir = self.session.folder / "trials" / f"{trial.number:04d}"
             config = {"candidate": cand.as_dict(), "trial_number": trial.number, "predicted_macs": macs,
-                      "rung_group": rung_group(cand.init, plan.at_budget(sample.target_macs, sample.target_ms)),
+                      "rung_group": plan.rung_group(cand.init, sample.target_macs, sample.target_ms),
                       "predicted_cost": plan.cost_of(macs, sample.latency_ms),
                       "out_dir": str(out_dir), "threads": cfg.cpus_per_trial, "gpus": cfg.gpus_per_trial,
                       "rung_val_images": cfg.rung_val_images}
@@ -233,9 +232,11 @@ class OptunaSearcher(Searcher):
                         f"or raise --flops-budget{' or --latency-budget' if plan.latency else ''}")
 
     def _at_budget_next(self) -> None:
-        """Keep ``cfg.at_budget`` of the compute on candidates at the budget itself: while those have had
-        less, the next trial is asked with ``budget/share`` 1 (Optuna's ``enqueue_trial``: the sampler
-        draws every other parameter). Warm starts still waiting go first."""
+        """Keep ``cfg.at_budget`` of the sampled compute on candidates at the budget itself: while those
+        have had less, the next trial is asked with ``budget/share`` 1 (Optuna's ``enqueue_trial``: the
+        sampler draws every other parameter). Warm starts still waiting go first, and count on neither
+        side: they are fixed recipes, and the share is the sampler's search at the budget, which a warm
+        start at the budget would otherwise use up before anything is sampled."""
         share, space = self.session.cfg.at_budget, self.session.plan.space
         if not share or SHARE not in space.distributions or self.study.get_trials(
                 deepcopy=False, states=(TrialState.WAITING,)):
@@ -244,6 +245,8 @@ class OptunaSearcher(Searcher):
         plan, edge, total = self.session.plan, 0.0, 0.0
         for t in self.study.get_trials(deepcopy=False):
             rec = TrialRecord.of(t)
+            if rec.warm_start:
+                continue
             spent = rec.compute if rec.compute is not None else committed.get(t.number, 0.0)
             total += spent
             edge += spent if plan.at_budget(rec.target_macs, rec.target_ms) else 0.0
