@@ -222,6 +222,10 @@ def exported(d: dict) -> list[str]:
             trow.append([label, ms(v["test_accuracy"]), ms(v["macs"], 1e-6, ".3f"), f"{sum(share) / len(share):.1f}",
                          ms(v["onnx_latency_ms"], 1, ".3f"), v["test_accuracy"]["n"]])
     lines += table(["row", "test acc. (%)", "MACs (M)", "% of teacher MACs", "ONNX ms", "n"], trow)
+    missing = [labels.get(kind, f"`{kind}`") for kind, v in rows.items() if not v["per_seed"]]
+    if missing:  # a run that stopped, or ran only some rows: the table says which are not in it
+        lines += [""] + para(f"Not run in this file: {'; '.join(missing)} (the same command trains them; it keeps "
+                             "the rows it has).")
     lines += ["", "Paired by seed, in points (mean ± std; per-seed values in the JSON):", ""]
     lines += table(["difference", "points", "target", "met"],
                    [[f"`{key}`: {what}", ms(r[key], 1, ".2f"), want, yes(tg[target])]
@@ -244,7 +248,7 @@ def exported_variant(d: dict, name: str) -> list[str]:
 
 def _recipe_lines(r: dict) -> list[str]:
     """How the export fine-tune's recipes compare on the same students (the measurement behind the default)."""
-    points = r.get("export_recipe_points") or {}
+    points = {name: d for name, d in (r.get("export_recipe_points") or {}).items() if d.get("n")}
     if not points:
         return []
     diffs = "; ".join(f"`{name}` minus `{r['finetune_recipe']}` {ms(d, 1, '.2f')} points "

@@ -397,3 +397,20 @@ def test_the_committed_page_puts_the_headline_first_and_shows_only_current_resul
     claims = text.split("## 2.")[1].split("## 3.")[0]
     assert "**not run**" not in claims  # every claim some file ran shows its numbers
     assert not any(len(line) > 130 for line in lines if not line.startswith(("|", "![")))  # prose is wrapped
+
+
+def test_a_headline_with_rows_not_run_names_them_and_leaves_out_their_differences():
+    sys.path.insert(0, str(BENCH))
+    from make_tables import HEADLINE_ROWS, exported
+
+    d = json.loads((BENCH / "results" / "exported-cpu.json").read_text())
+    r = d["results"]
+    r["rows"]["tp-budget"]["per_seed"] = []
+    r["rows"]["autokd-hinton"]["per_seed"] = []
+    r["export_recipe_points"]["hinton"] = {"mean": None, "std": None, "n": 0, "values": [], "se": None}
+    text = "\n".join(exported(d))
+    missing = " ".join(text.split("Not run in this file: ")[1].split("\n\n")[0].split())  # the paragraph, unwrapped
+    assert HEADLINE_ROWS["tp-budget"] in missing and "the same student, fine-tune recipe `hinton`" in missing
+    assert HEADLINE_ROWS["tp"] not in missing
+    assert f"| {HEADLINE_ROWS['tp-budget']} |" not in text and "Export fine-tune recipes" not in text
+    assert f"| {HEADLINE_ROWS['tp']} |" in text  # the rows it has
