@@ -25,12 +25,15 @@ on the trial subset, then N on these images: every other row gets E + N epochs o
 fewer. Differences are paired by seed, in points: ``vs_torch_pruning_equal_macs_points`` = autokd - tp,
 ``vs_torch_pruning_kd_equal_macs_points`` = autokd - tp-kd, ``vs_torch_pruning_equal_compute_points`` =
 autokd - tp-compute; ``gap_to_teacher_points`` = teacher - autokd. Latency: batch 1, 1 thread, ONNX
-Runtime on the CPU (benchmarks/latency.py's rule). MACs: conv + linear multiply-accumulates.
+Runtime on the CPU (benchmarks/latency.py's rule), timed by the parent once every row has trained, one
+row after another (each row keeps its ONNX beside its JSON): a row timed in its worker would share the
+CPU with another row's training. MACs: conv + linear multiply-accumulates.
 """
 from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -52,6 +55,8 @@ EQUAL_MACS_TOLERANCE = 0.01                     # the Torch-Pruning model's MACs
 TARGET_VS_TP_POINTS = 0.5     # and more than 2 standard errors
 TARGET_VS_TP_KD_POINTS = 0.0
 TARGET_VS_TP_COMPUTE_POINTS = 0.0
+LATENCY_TIMED = "every model timed alone once every row had trained"
+UNIT_FORMAT = 2  # 2: a row keeps its ONNX and the parent times it idle (1: timed in its worker, beside training)
 
 
 def study_for(protocol, seed: int) -> str:
@@ -73,18 +78,23 @@ def _data(dataset: str, seed: int, subset: int | None):
     return load_dataset(dataset, seed=seed, train_subset=subset)
 
 
-def _scored(label: str, model, data, protocol, extra: dict) -> dict:
+def _scored(label: str, model, data, extra: dict) -> dict:
+    """Test accuracy and cost; the latency is timed later, idle (:func:`time_idle`)."""
     from autokd.measure import measure
     from autokd.train import evaluate
 
-    from latency import onnx_latency
-
     model = model.cpu().eval()
-    shape = (data.in_channels, *data.image_size)
-    cost = measure(model, shape)
-    lat = onnx_latency(model, shape, protocol.latency_repeats, protocol.latency_warmup)
+    cost = measure(model, (data.in_channels, *data.image_size))
     return {"row": label, "test_accuracy": evaluate(model, data.test_x, data.test_y), "macs": cost.macs,
-            "params": cost.params, "onnx_latency_ms": lat["median_ms"], **extra}
+            "params": cost.params, **extra}
+
+
+def time_idle(protocol, onnx: dict[str, Path], shape) -> dict[str, float]:
+    """Median ONNX Runtime ms of each file, one after another (run with nothing else on the CPU)."""
+    from latency import onnx_file_latency
+
+    timing = (protocol.latency_repeats, protocol.latency_warmup)
+    return {name: onnx_file_latency(path, shape, *timing)["median_ms"] for name, path in onnx.items()}
 
 
 def best_weights(study: str) -> Path:
@@ -197,19 +207,23 @@ def _alone(protocol, seed: int, data) -> tuple:
 
 def run_unit(protocol, kind: str, seed: int, teacher_path: str, results_dir: str,
              target_macs: int | None = None, extra_epochs: int = 0) -> dict:
-    """One row of one seed, scored; kept as ``<results>/exported/units/<protocol>-<kind>-s<seed>.json`` so
-    that a run that stopped resumes with the rows it has (a unit of other settings is trained again)."""
+    """One row of one seed, scored; kept as ``<results>/exported/units/<protocol>-<kind>-s<seed>.json``
+    with the model's ONNX beside it (``.onnx``, for :func:`time_idle`), so that a run that stopped resumes
+    with the rows it has (a unit of other settings, or of an older format, is trained again)."""
     import json
 
     import torch
 
+    from autokd.export import write_onnx
+
     from record import isolate, write_json
 
     isolate(Path(results_dir))
-    done = Path(results_dir) / "exported" / "units" / f"{protocol.name}-{kind}-s{seed}.json"
+    done = unit_path(results_dir, protocol, kind, seed)
     key = {"settings": json.loads(json.dumps(protocol.as_dict())), "target_macs": target_macs,
-           "extra_epochs": extra_epochs, **({"recipe": EXPORTS[kind]} if kind in EXPORTS else {})}
-    if done.exists() and {k: v for k, v in json.loads(done.read_text()).items() if k in key} == key:
+           "extra_epochs": extra_epochs, "format": UNIT_FORMAT, **({"recipe": EXPORTS[kind]} if kind in EXPORTS else {})}
+    if done.exists() and done.with_suffix(".onnx").exists() and \
+            {k: v for k, v in json.loads(done.read_text()).items() if k in key} == key:
         return json.loads(done.read_text())["unit"]
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -220,10 +234,15 @@ def run_unit(protocol, kind: str, seed: int, teacher_path: str, results_dir: str
         model, extra = _alone(protocol, seed, data)
     else:
         model, extra = _torch_pruning(protocol, kind, seed, teacher_path, data, target_macs, extra_epochs)
-    unit = {"kind": kind, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1),
-            **_scored(kind, model, data, protocol, extra)}
+    unit = {"kind": kind, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1), **_scored(kind, model, data, extra)}
+    done.parent.mkdir(parents=True, exist_ok=True)
+    write_onnx(model, torch.zeros(1, data.in_channels, *data.image_size), done.with_suffix(".onnx"))
     write_json(done, {**key, "unit": unit})
     return unit
+
+
+def unit_path(results_dir, protocol, kind: str, seed: int) -> Path:
+    return Path(results_dir) / "exported" / "units" / f"{protocol.name}-{kind}-s{seed}.json"
 
 
 def _points(a: list[dict], b: list[dict]) -> dict:
@@ -275,6 +294,21 @@ def _pool(workers: int, units: list[tuple]) -> list[dict]:
         return [f.result() for f in [pool.submit(run_unit, *u) for u in units]]
 
 
+def _latencies(protocol, teacher, data, done: list[dict], results_dir) -> dict[str, float]:
+    """ONNX ms of the teacher and of every row, timed once the pool has finished, nothing else running."""
+    import torch
+
+    from autokd.export import write_onnx
+
+    shape = (data.in_channels, *data.image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_onnx(teacher.cpu().eval(), torch.zeros(1, *shape), Path(tmp) / "teacher.onnx")
+        onnx = {"teacher": Path(tmp) / "teacher.onnx",
+                **{f"{u['kind']}-s{u['seed']}": unit_path(results_dir, protocol, u["kind"], u["seed"]).with_suffix(".onnx")
+                   for u in done}}
+        return time_idle(protocol, onnx, shape)
+
+
 def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
     from autokd.bundle import load_bundle
 
@@ -285,8 +319,8 @@ def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
     teacher_path = teacher_bundle(protocol, results_dir, say=say)
     model, card = load_bundle(teacher_path)
     summary = teacher_summary(teacher_path)
-    teacher_row = _scored("teacher", model, _data(protocol.dataset, 0, protocol.teacher_subset), protocol,
-                          {"epochs": card.get("epochs"), "trained": "on labels"})
+    images = _data(protocol.dataset, 0, protocol.teacher_subset)
+    teacher_row = _scored("teacher", model, images, {"epochs": card.get("epochs"), "trained": "on labels"})
     at = {s: exported_macs(protocol, s) for s in range(seeds)}
     kinds = rows_of(protocol)
     units = [(protocol, kind, s, str(teacher_path), str(results_dir))
@@ -294,13 +328,16 @@ def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
              for kind in KINDS if kind in kinds for s in range(seeds)]
     say(f"exported-student table: {len(units)} runs ({', '.join(k for k in KINDS if k in kinds)})")
     done = _pool(workers, units)
+    ms = _latencies(protocol, model, images, done, results_dir)
+    teacher_row["onnx_latency_ms"] = ms["teacher"]
+    done = [{**u, "onnx_latency_ms": ms[f"{u['kind']}-s{u['seed']}"]} for u in done]
     off = {u["seed"]: u["macs"] for u in done if u["kind"] == "autokd" and u["macs"] != at[u["seed"]]}
     if off:
         raise RuntimeError(f"the exported students' MACs {off} are not their best points' {at}")
     share = float(protocol.budget.rstrip("%")) / 100
     res = {"teacher": {**summary, **teacher_row}, "teacher_plateau_points": plateau_points(card.get("history")),
            "finetune_epochs": protocol.finetune_epochs, "search_epochs": protocol.epochs,
-           "train_images": protocol.teacher_subset, "budget": protocol.budget,
+           "train_images": protocol.teacher_subset, "budget": protocol.budget, "latency_timed": LATENCY_TIMED,
            "export_command": f"autokd export {study_for(protocol, 0)} --best --finetune-epochs "
                              f"{protocol.finetune_epochs}" + (f" --train-subset {protocol.teacher_subset}"
                                                               if protocol.teacher_subset else ""),

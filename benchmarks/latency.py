@@ -40,8 +40,6 @@ def torch_latency(model, shape, repeats: int, warmup: int) -> dict:
 
 
 def onnx_latency(model, shape, repeats: int, warmup: int) -> dict:
-    import numpy as np
-    import onnxruntime as ort
     import torch
 
     from autokd.export import write_onnx
@@ -49,9 +47,17 @@ def onnx_latency(model, shape, repeats: int, warmup: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         write_onnx(model.eval().cpu(), torch.zeros(1, *shape), path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return onnx_file_latency(path, shape, repeats, warmup)
+
+
+def onnx_file_latency(path: Path, shape, repeats: int, warmup: int) -> dict:
+    """The latency of an ONNX file written by ``autokd.export.write_onnx`` (input ``images``)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
     return _timed(lambda: session.run(None, {"images": x}), repeats, warmup)
 

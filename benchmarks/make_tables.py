@@ -163,6 +163,8 @@ def search_quality_figure(json_path: Path, page_dir: Path, caption: bool = True)
 
 
 # ------------------------------------------------------------------ the headline
+# what a headline file written before the rows kept their ONNX says of its latency column
+LATENCY_BESIDE_TRAINING = "each row timed in its worker while another worker trained (slower than idle)"
 HEADLINE_ROWS = {"autokd": "`autokd search` + `autokd export --best --finetune-epochs N`",
                  "tp": "Torch-Pruning (global group-norm) at the exported MACs, fine-tuned on labels",
                  "tp-kd": "the same, fine-tuned with Hinton KD from the teacher",
@@ -209,7 +211,7 @@ def exported(d: dict) -> list[str]:
                  f"other row trains {r['search_epochs']} + {r['finetune_epochs']} epochs on the same "
                  f"{r['train_images'] or 'all'} images. Test accuracy in %, mean ± std over seeds; MACs = conv + linear "
                  "multiply-accumulates (FLOPs = 2 x MACs); latency: batch 1, 1 thread, ONNX Runtime on the CPU, "
-                 "median ms.") + [""]
+                 f"median ms, {r.get('latency_timed', LATENCY_BESIDE_TRAINING)}.") + [""]
     trow = [["teacher", num(t["test_accuracy"], ".2f", 100), mega(t["macs"]), "100.0", f"{t['onnx_latency_ms']:.3f}", 1]]
     recipe = r.get("finetune_recipe", "trial")
     labels = {**HEADLINE_ROWS, "autokd": f"{HEADLINE_ROWS['autokd']} (fine-tune recipe `{recipe}`)"}

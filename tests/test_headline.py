@@ -146,11 +146,37 @@ def test_a_rows_result_is_kept_and_a_rerun_of_the_same_settings_reuses_it(tmp_pa
     for name in ("AUTOKD_STUDIES", "RAY_ADDRESS"):  # run_unit isolates its process: restored after the test
         monkeypatch.delenv(name, raising=False)
 
-    key = {"settings": json.loads(json.dumps(SMOKE.as_dict())), "target_macs": 123, "extra_epochs": 2}
+    key = {"settings": json.loads(json.dumps(SMOKE.as_dict())), "target_macs": 123, "extra_epochs": 2,
+           "format": exported.UNIT_FORMAT}
     unit = {"kind": "tp", "seed": 0, "test_accuracy": 0.5}
     done = tmp_path / "exported" / "units" / "smoke-tp-s0.json"
     done.parent.mkdir(parents=True)
     done.write_text(json.dumps({**key, "unit": unit}))
+    done.with_suffix(".onnx").write_bytes(b"the row's model, timed by the parent")
     assert exported.run_unit(SMOKE, "tp", 0, "no-teacher-needed", str(tmp_path), 123, 2) == unit
     with pytest.raises(BadBundle):  # other settings: trained again (here: there is no teacher to prune)
         exported.run_unit(SMOKE, "tp", 0, str(tmp_path / "missing"), str(tmp_path), 124, 2)
+    done.with_suffix(".onnx").unlink()
+    with pytest.raises(BadBundle):  # a row without its model cannot be timed: trained again
+        exported.run_unit(SMOKE, "tp", 0, str(tmp_path / "missing"), str(tmp_path), 123, 2)
+    old = {k: v for k, v in key.items() if k != "format"}  # timed in its worker, beside other rows' training
+    done.write_text(json.dumps({**old, "unit": unit}))
+    done.with_suffix(".onnx").write_bytes(b"")
+    with pytest.raises(BadBundle):
+        exported.run_unit(SMOKE, "tp", 0, str(tmp_path / "missing"), str(tmp_path), 123, 2)
+
+
+def test_the_rows_are_timed_from_their_onnx_one_after_another(tmp_path):
+    import torch
+
+    from autokd.export import write_onnx
+    from autokd.models import create_model
+
+    shape = (1, 8, 8)
+    paths = {}
+    for name, width in (("wide", 1.0), ("narrow", 0.25)):
+        paths[name] = tmp_path / f"{name}.onnx"
+        write_onnx(create_model("resnet20", num_classes=10, in_channels=1, width=width).eval(),
+                   torch.zeros(1, *shape), paths[name])
+    ms = exported.time_idle(SMOKE, paths, shape)
+    assert set(ms) == {"wide", "narrow"} and all(v > 0 for v in ms.values())
