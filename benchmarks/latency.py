@@ -2,7 +2,8 @@
 
 Rows: every zoo model (``autokd.MODELS``, width 1) at the protocol's input shape, the protocol's
 teacher, and the best student (best validation accuracy within the budget) of every table-1 study
-of the protocol found under ``results/studies``, loaded from its saved weights.
+of the ``joint`` arm (what ``autokd export --best`` ships) found under ``results/studies``, loaded from
+its saved weights.
 
 Latency: batch 1, one image of the dataset's shape, on the CPU with 1 thread (torch and ONNX
 Runtime alike), median over ``latency_repeats`` runs after ``latency_warmup`` (the statistic of
@@ -72,17 +73,15 @@ def row(label: str, kind: str, model, shape, protocol, extra: dict | None = None
 
 
 def table1_students(protocol, results_dir: Path) -> list[tuple[str, object, dict]]:
-    """(label, model, extra) for the best student of each table-1 study of this protocol."""
+    """(label, model, extra) for the best student of each of this protocol's table-1 joint studies."""
     from autokd import load_student
     from autokd.search import store as studies
     from autokd.pareto import ChooseError, choose, pareto_info
 
-    from search_quality import ARMS
-
     out = []
     for name in studies.list_names():
         arm, _, seed = name.removeprefix(f"{protocol.name}-").rpartition("-s")
-        if not name.startswith(f"{protocol.name}-") or arm not in ARMS or not seed.isdigit():
+        if not name.startswith(f"{protocol.name}-") or arm != "joint" or not seed.isdigit():
             continue
         try:
             point = choose(pareto_info(studies.load(name), importances=False), best=True)
