@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -296,17 +295,13 @@ def _pool(workers: int, units: list[tuple]) -> list[dict]:
 
 def _latencies(protocol, teacher, data, done: list[dict], results_dir) -> dict[str, float]:
     """ONNX ms of the teacher and of every row, timed once the pool has finished, nothing else running."""
-    import torch
-
-    from autokd.export import write_onnx
+    from latency import onnx_latency
 
     shape = (data.in_channels, *data.image_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_onnx(teacher.cpu().eval(), torch.zeros(1, *shape), Path(tmp) / "teacher.onnx")
-        onnx = {"teacher": Path(tmp) / "teacher.onnx",
-                **{f"{u['kind']}-s{u['seed']}": unit_path(results_dir, protocol, u["kind"], u["seed"]).with_suffix(".onnx")
-                   for u in done}}
-        return time_idle(protocol, onnx, shape)
+    rows = {f"{u['kind']}-s{u['seed']}": unit_path(results_dir, protocol, u["kind"], u["seed"]).with_suffix(".onnx")
+            for u in done}
+    teacher_ms = onnx_latency(teacher, shape, protocol.latency_repeats, protocol.latency_warmup)["median_ms"]
+    return {"teacher": teacher_ms, **time_idle(protocol, rows, shape)}
 
 
 def run(protocol, *, results_dir: Path, seeds: int, workers: int) -> dict:
