@@ -239,7 +239,8 @@ def exported_variant(d: dict, name: str) -> list[str]:
     """A variant of the headline in one paragraph under its base protocol's table: what it changed, its
     rows and differences, against the same targets (the machine is the table's)."""
     r, p = d["results"], d["protocol"]
-    rows = [f"{label} {ms(r['rows'][k]['test_accuracy'])} %" for k, label in VARIANT_ROWS.items()
+    labels = {**VARIANT_ROWS, "autokd": f"autokd (fine-tune recipe `{r.get('finetune_recipe', 'trial')}`)"}
+    rows = [f"{label} {ms(r['rows'][k]['test_accuracy'])} %" for k, label in labels.items()
             if r["rows"].get(k, {}).get("per_seed")]
     diffs = [f"`{key}` {ms(r[key], 1, '.2f')} (target {want}: {yes(r['targets'][target]).strip('*')})"
              for key, target, _, want in HEADLINE_POINTS if r[key]["n"]]
@@ -365,7 +366,7 @@ def _budget_ms(rows: list[dict]) -> str:
 
 def latency_search(d: dict) -> list[str]:
     r = d["results"]
-    text = (f"Latency search vs MACs search (issue 27), n = {len(r['rows'])}: table 1's `joint` arm searched with "
+    text = (f"Latency search vs MACs search, n = {len(r['rows'])}: table 1's `joint` arm searched with "
             f"`--latency-budget {r['latency_budget']}`{_budget_ms(r['rows'])} (predicted, {r['setting_label']}) against "
             "table 1's own `joint` "
             "study (40 % MACs budget) of the same seed. The latency search's best is what `autokd export --best` picks; "
@@ -399,7 +400,7 @@ def latency_predictor(d: dict) -> list[str]:
     s, cal, eff = r["summary"], r["calibration"], r["calibration"]["effort"]
     spaces = ", ".join(f"`{k}` ({v['candidates']})" for k, v in r["spaces"].items())
     held = cal.get("held_out") or {}
-    text = (f"Latency predictor vs measured (issue 27): `autokd latency calibrate`'s model, calibrated here on {eff['samples']} "
+    text = (f"Latency predictor vs measured: `autokd latency calibrate`'s model, calibrated here on {eff['samples']} "
             f"random zoo candidates, against the measured median of n = {s['n']} random candidates of the shipped spaces "
             f"{spaces}, drawn as a random search draws them (projected onto the {r['budget']} budget); "
             f"{r['left_out_global']} global-ranking candidates left out (their channel plan depends on trained weights). "

@@ -231,7 +231,7 @@ def test_export_fine_tunes_the_chosen_point_on_the_whole_training_split(env, wor
     from autokd.export import export_student
 
     _, _, result = world
-    folder = export_student(STUDY, best=True, out=env / "ft", finetune_epochs=1)
+    folder = export_student(STUDY, best=True, out=env / "ft", finetune_epochs=1, finetune_recipe="trial")
     card = json.loads((folder / "card.json").read_text())
     ft = card["finetune"]
     assert ft["epochs"] == 1 and ft["train_images"] == len(digits.train_y)
@@ -246,4 +246,8 @@ def test_export_fine_tunes_the_chosen_point_on_the_whole_training_split(env, wor
     assert f"1 epochs on {len(digits.train_y):,} images at lr" in (folder / "card.md").read_text()
     same_logits(folder, digits.val_x[:16])
     small = export_student(STUDY, best=True, out=env / "ft200", finetune_epochs=1, train_subset=200)
-    assert json.loads((small / "card.json").read_text())["finetune"]["train_images"] == 200
+    small_ft = json.loads((small / "card.json").read_text())["finetune"]
+    assert small_ft["train_images"] == 200
+    # the default recipe: Hinton KD on the logits (alpha 0.5, T 4) at the trial's fine-tuning rate
+    assert small_ft["recipe"]["name"] == "hinton" and small_ft["recipe"]["kd_alpha"] == 0.5
+    assert small_ft["recipe"]["temperature"] == 4.0 and small_ft["lr"] == cand["finetune_lr"]
