@@ -257,7 +257,8 @@ def _recipe_lines(r: dict) -> list[str]:
     diffs = "; ".join(f"`{name}` minus `{r['finetune_recipe']}` {ms(d, 1, '.2f')} points "
                       f"({', '.join(f'{v:+.2f}' for v in d.get('values', []))})" for name, d in points.items())
     return [""] + para(f"Export fine-tune recipes on the same searched students, paired by seed: {diffs}. "
-                       f"The default (`autokd export --finetune-recipe`) is `{r['finetune_recipe']}`.")
+                       f"The default (`autokd export --finetune-recipe`) is `{r['finetune_recipe']}`, chosen on the "
+                       "students' validation accuracy after the fine-tune (in the JSON), not on the test accuracy above.")
 
 
 # ------------------------------------------------------------------ table 2
@@ -318,11 +319,8 @@ def overheads(d: dict) -> list[str]:
         rows.append(["peak GPU memory allocated by one trial", f"{one['gpu_max_allocated_mb']:.0f} MiB", "", ""])
     rows.append(["peak resident memory of the search driver process (2 workers)", f"{drv:.0f} MiB", "", ""])
     text = (f"Steps: batch {st['batch']}, student {st['student']}, teacher `{st['teacher']}` run live, median of "
-            f"{st['repeats']} interleaved repeats (the ms are in the JSON). Driver probe: {dr['trial']}; "
-            + "; ".join(f"{s['trials']} trials: wall {s['wall_s']:.1f} s, trials' own run time {s['sum_run_s']:.2f} s"
-                        for s in dr["sizes"]) + f". Parallel probe: {par['trial']}; "
-            + "; ".join(f"{k} worker(s): wall {v['wall_s']:.1f} s, span {num(v['span_s'], '.1f')} s"
-                        for k, v in par["runs"].items()) + f". One-trial probe: {one['trial']}. n = 1 run of each probe.")
+            f"{st['repeats']} interleaved repeats. Driver probe: {dr['trial']}. Parallel probe: {par['trial']}. "
+            f"One-trial probe: {one['trial']}. n = 1 run of each probe; every time measured is in the JSON.")
     return para(text) + [""] + table(["measure", "value", "target", "status"], rows)
 
 
