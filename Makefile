@@ -6,6 +6,10 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
+# pytest-xdist workers: each test file runs whole on one worker (its module fixtures run once), and
+# tests/conftest.py starts the files with slow tests first. 0 runs the suite in this process.
+TEST_WORKERS ?= 2
+XDIST  := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install test test-fast test-oldest-torch demo faults bench bench-smoke clean
 
@@ -23,11 +27,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check autokd tests benchmarks
 	$(BIN)/mypy autokd
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Skip the tests marked slow (a quick loop while editing).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # The training path's tests under the oldest supported PyTorch (2.11), in a throwaway venv (.ci/torch_oldest.sh).
 test-oldest-torch: $(STAMP)

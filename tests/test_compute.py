@@ -136,7 +136,7 @@ def _first_candidates(sampler: str, n: int, seed: int = 7) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("sampler", [pytest.param(s, marks=pytest.mark.slow) if s == "gp" else s for s in sorted(SAMPLERS)])
 def test_same_seed_same_sampler_same_first_candidates(sampler):
     """The eight warm-start settings come first, in the file's order, then the sampler's own."""
     space = load_space("resnet56_to_resnet")

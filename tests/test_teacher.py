@@ -28,6 +28,7 @@ def test_train_resnet20_digits_and_cache(_isolated_home):
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_train_fashion_mnist_half_width(tmp_path):
     pytest.importorskip("torchvision")
     from pathlib import Path

@@ -43,6 +43,7 @@ def _alone(data, arch: str, width: float, epochs: int, seed: int) -> float:
 
 
 # ---------------------------------------------------------------- accuracy
+@pytest.mark.slow
 @pytest.mark.parametrize("train_subset,epochs", [(None, 10), (400, 20)])
 def test_distilled_student_ties_or_beats_the_student_alone(teacher, digits, train_subset, epochs):
     """Test accuracy, mean of seeds 0-2, on the 359 test images (1 point = 3.6 images).
