@@ -7,7 +7,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 # pytest-xdist workers: each test file runs whole on one worker (its module fixtures run once), and
-# tests/conftest.py starts the files with slow tests first. 0 runs the suite in this process.
+# tests/conftest.py starts the files with the most slow tests first. 0 runs the suite in this process.
 TEST_WORKERS ?= 2
 XDIST  := -n $(TEST_WORKERS) --dist loadfile
 

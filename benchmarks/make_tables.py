@@ -202,6 +202,12 @@ def headline(d: dict) -> list[str]:
     return para(text + f"; the teacher `{t['arch']}` {num(t['test_accuracy'], '.2f', 100)} % (n = 1).")
 
 
+def _with_recipe(r: dict, rows: dict[str, str]) -> dict[str, str]:
+    """``rows``' labels, the autokd row's naming its export fine-tune recipe (a file from before the recipe
+    was recorded ran ``trial``)."""
+    return {**rows, "autokd": f"{rows['autokd']} (fine-tune recipe `{r.get('finetune_recipe', 'trial')}`)"}
+
+
 def exported(d: dict) -> list[str]:
     r = d["results"]
     t, rows, tg = r["teacher"], r["rows"], r["targets"]
@@ -213,8 +219,7 @@ def exported(d: dict) -> list[str]:
                  "multiply-accumulates (FLOPs = 2 x MACs); latency: batch 1, 1 thread, ONNX Runtime on the CPU, "
                  f"median ms, {r.get('latency_timed', LATENCY_BESIDE_TRAINING)}.") + [""]
     trow = [["teacher", num(t["test_accuracy"], ".2f", 100), mega(t["macs"]), "100.0", f"{t['onnx_latency_ms']:.3f}", 1]]
-    recipe = r.get("finetune_recipe", "trial")
-    labels = {**HEADLINE_ROWS, "autokd": f"{HEADLINE_ROWS['autokd']} (fine-tune recipe `{recipe}`)"}
+    labels = _with_recipe(r, HEADLINE_ROWS)
     labels.update({k: f"the same student, fine-tune recipe `{k.removeprefix('autokd-')}`" for k in rows
                    if k.startswith("autokd-")})
     for kind, label in labels.items():
@@ -239,7 +244,7 @@ def exported_variant(d: dict, name: str) -> list[str]:
     """A variant of the headline in one paragraph under its base protocol's table: what it changed, its
     rows and differences, against the same targets (the machine is the table's)."""
     r, p = d["results"], d["protocol"]
-    labels = {**VARIANT_ROWS, "autokd": f"autokd (fine-tune recipe `{r.get('finetune_recipe', 'trial')}`)"}
+    labels = _with_recipe(r, VARIANT_ROWS)
     rows = [f"{label} {ms(r['rows'][k]['test_accuracy'])} %" for k, label in labels.items()
             if r["rows"].get(k, {}).get("per_seed")]
     diffs = [f"`{key}` {ms(r[key], 1, '.2f')} (target {want}: {yes(r['targets'][target]).strip('*')})"
