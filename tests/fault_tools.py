@@ -51,9 +51,11 @@ class Tripwire:
 
 def search_args(space: str | Path, study: str, *, trials: int = 4, epochs: int = 1, parallel: int = 2,
                 teacher_epochs: int = 2, extra: tuple[str, ...] = ()) -> list[str]:
+    """`autokd search` on the tiny space; without the reference student, which these tests do not read
+    (tests/test_search.py checks it)."""
     return ["search", "--teacher", "resnet20", "--teacher-epochs", str(teacher_epochs), "--dataset", "digits",
             "--space", str(space), "--study", study, "--trials", str(trials), "--epochs", str(epochs),
-            "--parallel", str(parallel), "--flops-budget", "40%", *extra]
+            "--parallel", str(parallel), "--flops-budget", "40%", "--no-reference", *extra]
 
 
 class World:

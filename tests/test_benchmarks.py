@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,13 +52,14 @@ def protocol_runs(tmp_path_factory) -> dict:
     before = sorted(p.name for p in (BENCH / "results").iterdir())
     with contextlib.ExitStack() as logs:
         procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs.enter_context((folder / "log.txt").open("w")),
-                                        stderr=subprocess.STDOUT) for name, (folder, cmd, _) in runs.items()}
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+                 for name, (folder, cmd, _) in runs.items()}
         t0 = time.monotonic()
         for name, proc in procs.items():
             try:
                 proc.wait(timeout=max(1.0, runs[name][2] - (time.monotonic() - t0)))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # the run and every process it started (pools, Ray)
                 proc.wait()
     return {"results_before": before, **{name: (folder, procs[name].returncode) for name, (folder, _, _) in runs.items()}}
 

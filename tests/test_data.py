@@ -37,6 +37,22 @@ def test_digits_shapes_and_sizes():
     assert set(s.test_y.tolist()) == set(range(10))
 
 
+def test_digits_are_scikit_learns_rows_read_without_importing_it(monkeypatch):
+    """The bundled table, read directly, gives load_digits' images and labels in its order; where
+    scikit-learn lays its data out otherwise, its own loader is used."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    raw = data._load_digits(Path("unused"))
+    assert data._digits_file() is not None
+    x = torch.cat([raw.train_x, raw.test_x]).flatten(1)
+    y = torch.cat([raw.train_y, raw.test_y])
+    theirs = {tuple(r): int(t) for r, t in zip(bunch.data.tolist(), bunch.target.tolist())}
+    assert len(y) == len(bunch.target) and {tuple(r): int(t) for r, t in zip(x.tolist(), y.tolist())} == theirs
+    monkeypatch.setattr(data, "_digits_file", lambda: None)
+    again = data._load_digits(Path("unused"))
+    assert all(torch.equal(getattr(raw, f), getattr(again, f)) for f in ("train_x", "train_y", "test_x", "test_y"))
+
 def test_digits_normalized_with_train_stats():
     s = load_dataset("digits")
     assert s.train_x.mean().item() == pytest.approx(0.0, abs=1e-5)

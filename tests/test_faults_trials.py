@@ -36,7 +36,8 @@ def test_a_diverging_trial_is_recorded_failed_with_its_reason_and_the_search_goe
     lines: list[str] = []
     try:
         study = search(SearchConfig(teacher="resnet20", teacher_epochs=2, dataset="digits", space=str(space),
-                                    study="nan", trials=2, parallel=2, epochs=1, sampler="random", seed=6),
+                                    study="nan", trials=2, parallel=2, epochs=1, sampler="random", seed=6,
+                                    reference=False),
                        printer=lines.append)
     finally:
         left = world.cleanup()

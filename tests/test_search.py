@@ -47,8 +47,9 @@ def env(tmp_path, monkeypatch, teacher_home):
 
 
 def config(env, **kw) -> SearchConfig:
+    """A search of the tiny space; no reference student (one test trains and checks it)."""
     base = dict(teacher="resnet20", teacher_epochs=3, dataset="digits", flops_budget="40%", space=env["space"],
-                trials=6, parallel=2, epochs=2, seed=0, study="s")
+                trials=6, parallel=2, epochs=2, seed=0, study="s", reference=False)
     base.update(kw)
     return SearchConfig(**base)
 
@@ -60,14 +61,20 @@ def trained(study):
 @pytest.mark.slow
 def test_search_completes_within_budget_and_resume_adds_exactly_the_missing_trials(env):
     """4 trials, then the same command with --trials 6: the 4 are kept as they were, 2 are added, and
-    the study is one plain Optuna can open, every completed trial within the budget."""
+    the study is one plain Optuna can open, every completed trial within the budget. The reference
+    student (the space's first, alone) is trained once, by the first run: the resume keeps it."""
     with local_ray():  # one Ray for both drivers (the CLI's resume, a new process, is tests/test_faults_kill.py's)
-        search(config(env, trials=4, study="s"))
+        said: list[str] = []
+        search(config(env, trials=4, study="s", reference=True), printer=said.append)
         first = {t.number: (t.params, t.values) for t in trained(studies.load("s"))}
         assert len(first) == 4
-        study = search(config(env, trials=6, study="s"))
+        (ref,) = studies.load("s").user_attrs["references"]
+        study = search(config(env, trials=6, study="s", reference=True), printer=said.append)
+    assert sum(line.startswith("training the reference: resnet20 alone") for line in said) == 1, said
+    assert ref["arch"] == "resnet20" and ref["width"] == 1.0 and ref["epochs"] == 2 and 0 < ref["val_accuracy"] <= 1
+    assert ref["macs"] == count_macs(create_model("resnet20", num_classes=10, in_channels=1), (1, 8, 8))
     again = optuna.load_study(study_name="s", storage=studies.storage_url("s"))  # plain Optuna opens it
-    assert len(trained(again)) == 6
+    assert len(trained(again)) == 6 and again.user_attrs["references"] == [ref]
     assert {t.number: (t.params, t.values) for t in trained(again) if t.number in first} == first
     budget = again.user_attrs["macs_budget"]
     assert again.user_attrs["flops_budget"] == 2 * budget
